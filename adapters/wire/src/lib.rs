@@ -1,0 +1,16 @@
+//! What every platform adapter shares, and nothing more.
+//!
+//! Adapters speak a platform's wire protocol and hand back [`RawDocument`]s: the bytes exactly as
+//! received plus where and when they came from. They classify every failure as
+//! [`FaultClass::Transient`] or [`FaultClass::Permanent`] so that the pipeline can decide between
+//! "retry later" and "hold for an operator" without knowing any platform's codes. Time comes from
+//! an injected [`Clock`] so that tests can run quotas, lags and deadlines without sleeping.
+
+mod clock;
+pub mod ids;
+mod raw;
+mod secret;
+
+pub use clock::{beijing, format_beijing, parse_beijing, Clock, ManualClock, SystemClock};
+pub use raw::{FaultClass, FetchMeta, RawDocument};
+pub use secret::Secret;
