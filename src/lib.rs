@@ -1,0 +1,8 @@
+//! shuiwu-gateway's core: the pipeline from raw platform documents to pre-engagement records.
+//!
+//! See `ARCHITECTURE.md` for the map. In one line: adapters fetch raw documents, [`store`]
+//! lands them, [`mapping`] turns them into facts with lineage, [`record`] assembles facts into
+//! pre-engagement records, and [`sync`] drives the approval platform's incremental sync, one
+//! atomic unit of work at a time.
+
+pub mod mapping;

@@ -1,0 +1,335 @@
+//! The mapping engine: declarative files in `mappings/` turn a raw document into typed facts,
+//! each with its lineage.
+//!
+//! The files are embedded in the binary as defaults; a directory named in the configuration
+//! overrides them file by file (same relative name) and may add new ones. The format is
+//! described in `mappings/README.md`.
+
+mod spec;
+mod transform;
+mod value;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use spec::{Field, List, Mapping, SpecError, compile};
+pub use transform::{Context, Transform, diameter};
+pub use value::{Code, Fact, Facts, Lineage, PersonalKind, Value};
+
+/// The mapping files compiled into the binary, by relative name.
+pub const EMBEDDED: &[(&str, &str)] = &[(
+    "approval/project.toml",
+    include_str!("../../mappings/approval/project.toml"),
+)];
+
+/// A field that could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub path: String,
+    pub raw: Option<String>,
+    pub reason: String,
+}
+
+/// A document that does not satisfy its mapping: every failing field, not just the first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} (in {mapping})", describe(.errors))]
+pub struct MapError {
+    pub mapping: String,
+    pub errors: Vec<FieldError>,
+}
+
+fn describe(errors: &[FieldError]) -> String {
+    let mut parts: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
+    if parts.len() > 3 {
+        let more = parts.len() - 3;
+        parts.truncate(3);
+        parts.push(format!("and {more} more"));
+    }
+    parts.join("; ")
+}
+
+/// Loading the mapping set failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("mapping {name:?} is defined by both {first} and {second}")]
+    Duplicate { name: String, first: String, second: String },
+}
+
+/// All mapping files in force, by mapping name.
+#[derive(Debug, Clone)]
+pub struct MappingSet {
+    by_name: BTreeMap<String, Arc<Mapping>>,
+}
+
+impl MappingSet {
+    /// The embedded defaults, overridden file by file from `dir` when given.
+    pub fn load(dir: Option<&Path>) -> Result<MappingSet, LoadError> {
+        let mut files: BTreeMap<String, String> =
+            EMBEDDED.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect();
+        if let Some(dir) = dir {
+            read_dir(dir, dir, &mut files)?;
+        }
+        let mut by_name: BTreeMap<String, Arc<Mapping>> = BTreeMap::new();
+        for (file, content) in files {
+            let mapping = compile(&file, &content)?;
+            if let Some(first) = by_name.get(&mapping.name) {
+                return Err(LoadError::Duplicate {
+                    name: mapping.name.clone(),
+                    first: first.file.clone(),
+                    second: file,
+                });
+            }
+            by_name.insert(mapping.name.clone(), Arc::new(mapping));
+        }
+        Ok(MappingSet { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Mapping>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Mapping>> {
+        self.by_name.values()
+    }
+}
+
+fn read_dir(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) -> Result<(), LoadError> {
+    let io = |path: &Path, source| LoadError::Io { path: path.display().to_string(), source };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| io(dir, e))?;
+    entries.sort_by_key(|e| e.path());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            read_dir(root, &path, files)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            let content = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            files.insert(relative, content);
+        }
+    }
+    Ok(())
+}
+
+/// Maps one parsed document. `document_sha256` is the hash of the raw bytes it was parsed
+/// from; it goes into every fact's lineage.
+pub fn apply(
+    mapping: &Mapping,
+    document: &serde_json::Value,
+    document_sha256: &str,
+    ctx: &Context,
+) -> Result<Facts, MapError> {
+    let mut facts = Facts::default();
+    let mut errors = Vec::new();
+    let root = document.pointer(&mapping.root);
+    for field in &mapping.fields {
+        let path = format!("{}{}", mapping.root, field.path);
+        let found = root.and_then(|r| r.pointer(&field.path));
+        map_field(mapping, field, &field.name, path, found, document_sha256, ctx, &mut facts, &mut errors);
+    }
+    for list in &mapping.lists {
+        let list_path = format!("{}{}", mapping.root, list.path);
+        let items = match root.and_then(|r| r.pointer(&list.path)) {
+            None | Some(serde_json::Value::Null) => &[][..],
+            Some(serde_json::Value::Array(items)) => items.as_slice(),
+            Some(other) => {
+                errors.push(FieldError {
+                    field: list.name.clone(),
+                    path: list_path.clone(),
+                    raw: Some(raw_text(other)),
+                    reason: "expected a list".into(),
+                });
+                &[][..]
+            }
+        };
+        facts.list_lengths.insert(list.name.clone(), items.len());
+        for (i, item) in items.iter().enumerate() {
+            for field in &list.fields {
+                let name = format!("{}[{i}].{}", list.name, field.name);
+                let path = format!("{list_path}/{i}{}", field.path);
+                let found = item.pointer(&field.path);
+                map_field(mapping, field, &name, path, found, document_sha256, ctx, &mut facts, &mut errors);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(facts)
+    } else {
+        Err(MapError { mapping: mapping.file.clone(), errors })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn map_field(
+    mapping: &Mapping,
+    field: &Field,
+    name: &str,
+    path: String,
+    found: Option<&serde_json::Value>,
+    document_sha256: &str,
+    ctx: &Context,
+    facts: &mut Facts,
+    errors: &mut Vec<FieldError>,
+) {
+    let raw = found.filter(|v| !v.is_null()).map(raw_text);
+    let mut lineage = Lineage {
+        document: document_sha256.to_string(),
+        path: path.clone(),
+        raw: raw.clone(),
+        transforms: Vec::new(),
+        mapping: mapping.file.clone(),
+        mapping_sha256: mapping.sha256.clone(),
+        personal: field.personal,
+    };
+    if field.presence {
+        lineage.transforms.push("present".into());
+        let present = found.is_some_and(|v| !v.is_null());
+        facts.fields.insert(name.to_string(), Fact { value: Some(Value::Bool(present)), lineage });
+        return;
+    }
+    let fail = |reason: String, errors: &mut Vec<FieldError>| {
+        errors.push(FieldError {
+            field: name.to_string(),
+            path: path.clone(),
+            // Personal values stay out of failure reasons and listings.
+            raw: if field.personal.is_some() { raw.as_ref().map(|_| "(personal data)".to_string()) } else { raw.clone() },
+            reason,
+        });
+    };
+    let initial = match found {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
+        Some(serde_json::Value::String(s)) => Some(Value::Text(s.clone())),
+        Some(serde_json::Value::Number(n)) => Some(Value::Text(n.to_string())),
+        Some(serde_json::Value::Bool(b)) => Some(Value::Text(if *b { "1" } else { "0" }.into())),
+        Some(other) => {
+            fail(format!("expected a single value, found {}", kind_of(other)), errors);
+            return;
+        }
+    };
+    let Some(mut value) = initial else {
+        if field.required {
+            fail("required but absent or empty".into(), errors);
+        } else {
+            facts.fields.insert(name.to_string(), Fact { value: None, lineage });
+        }
+        return;
+    };
+    for t in &field.transforms {
+        match t.apply(value, ctx) {
+            Ok(v) => {
+                lineage.transforms.push(t.name());
+                value = v;
+            }
+            Err(reason) => {
+                fail(format!("{}: {reason}", t.name()), errors);
+                return;
+            }
+        }
+    }
+    facts.fields.insert(name.to_string(), Fact { value: Some(value), lineage });
+}
+
+fn raw_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn kind_of(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Object(_) => "an object",
+        serde_json::Value::Array(_) => "a list",
+        _ => "a value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context { today: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap() }
+    }
+
+    fn project() -> serde_json::Value {
+        json!({"code": "0000", "data": {
+            "XMDM": "2022-530112-47-01-587143", "XMMC": " 某项目 ", "XMLX": "01", "JSXZ": "1", "GCYT": "0201",
+            "LXLX": "3", "XZQHDM": "530112", "JSDDXZQH": "530112", "JSDD": "昆明市西山区", "JZMJ": "8650.50",
+            "JZGD": "", "SFSJWXP": "0", "SFJYDFX": "1", "JSDW": "昆明某科技有限公司", "JSDWDM": "91350100M000100Y43",
+            "JSDWLXR": {"LXR": "张三", "LXDH": "13800000000"},
+            "SZGYBZ": {"YS": {"JSKJ": "Φ40", "YSXZ": "生产", "YJRYSL": "25.0", "WXGDCD": "120"}},
+            "SPJD": "2", "SPJG": [{"SXMC": "建设工程规划许可证核发", "PFWH": "1", "PFRQ": "2024-03-01", "ZZBH": "1", "ZZLXDM": "JSGCGHXKZ"}],
+            "FJ": [], "ZT": "1", "BBH": 3, "GXSJ": "2024-03-05 14:22:10"}})
+    }
+
+    #[test]
+    fn maps_the_embedded_project_file_with_lineage() {
+        let set = MappingSet::load(None).unwrap();
+        let m = set.get("approval.project").unwrap();
+        let facts = apply(&m, &project(), "abc", &ctx()).unwrap();
+        assert_eq!(facts.text("project.name").as_deref(), Some("某项目"));
+        assert_eq!(facts.get("water.diameter_dn"), Some(&Value::Integer(40)));
+        assert_eq!(facts.get("building.height_m"), None, "empty means not known");
+        assert_eq!(facts.bool("power.requested"), Some(false));
+        assert_eq!(facts.integer("source.version"), Some(3));
+        assert_eq!(facts.list_len("approvals"), 1);
+        let fact = &facts.fields["water.diameter_dn"];
+        assert_eq!(fact.lineage.path, "/data/SZGYBZ/YS/JSKJ");
+        assert_eq!(fact.lineage.raw.as_deref(), Some("Φ40"));
+        assert_eq!(fact.lineage.transforms, ["trim", "diameter"]);
+        assert_eq!(fact.lineage.mapping, "approval/project.toml");
+        assert_eq!(fact.lineage.mapping_sha256, m.sha256);
+        assert_eq!(facts.fields["approvals[0].licence_type"].lineage.path, "/data/SPJG/0/ZZLXDM");
+        assert_eq!(facts.fields["contact.phone"].lineage.personal, Some(PersonalKind::Phone));
+    }
+
+    #[test]
+    fn reports_every_failing_field() {
+        let set = MappingSet::load(None).unwrap();
+        let m = set.get("approval.project").unwrap();
+        let mut doc = project();
+        doc["data"]["JSDWDM"] = json!("91350100M000100Y44");
+        doc["data"]["JZMJ"] = json!("-1");
+        doc["data"]["GCYT"] = json!("0999");
+        doc["data"]["JSDWLXR"] = json!({"LXR": {"x": 1}, "LXDH": "138"});
+        let err = apply(&m, &doc, "abc", &ctx()).unwrap_err();
+        let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["project.building_use", "builder.credit_code", "contact.name", "building.floor_area_m2"]);
+        assert!(err.errors[1].reason.contains("check character"), "{err}");
+        assert_eq!(err.errors[2].raw.as_deref(), Some("(personal data)"));
+    }
+
+    #[test]
+    fn a_directory_overrides_the_embedded_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("approval")).unwrap();
+        let text = EMBEDDED[0].1.replace("\"0900\" = \"其他\"", "\"0900\" = \"其他\"\n\"0999\" = \"试验\"");
+        std::fs::write(dir.path().join("approval/project.toml"), &text).unwrap();
+        let set = MappingSet::load(Some(dir.path())).unwrap();
+        let m = set.get("approval.project").unwrap();
+        let mut doc = project();
+        doc["data"]["GCYT"] = json!("0999");
+        assert!(apply(&m, &doc, "abc", &ctx()).is_ok());
+
+        std::fs::write(dir.path().join("approval/project.toml"), text.replace("code:GCYT", "code:GCYTX")).unwrap();
+        let err = MappingSet::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(err.starts_with("approval/project.toml:"), "{err}");
+        assert!(err.contains("GCYTX"), "{err}");
+    }
+}
