@@ -6,3 +6,8 @@
 //! atomic unit of work at a time.
 
 pub mod mapping;
+pub mod mask;
+pub mod record;
+pub mod store;
+pub mod config;
+pub mod sync;

@@ -109,12 +109,20 @@ mod millis {
     }
 }
 
-/// A successful response: the raw document and its parsed envelope (parsed once, here, from
+/// A successful response: the raw document and its parsed body (parsed once, here, from
 /// exactly the bytes that are kept).
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub raw: RawDocument,
-    pub envelope: Envelope,
+    /// The whole envelope as parsed JSON; mapping paths point into it (`/data/...`).
+    pub body: serde_json::Value,
+}
+
+impl Fetched {
+    /// The envelope's `data`.
+    pub fn data(&self) -> &serde_json::Value {
+        &self.body["data"]
+    }
 }
 
 /// Why calls are held back locally.
@@ -199,7 +207,7 @@ impl ApprovalClient {
             ("pageSize".to_string(), page_size.min(MAX_PAGE_SIZE).to_string()),
         ];
         let fetched = self.get("/api/v1/projects", &query).await?;
-        let page: ListPage = serde_json::from_value(fetched.envelope.data.clone()).map_err(|e| {
+        let page: ListPage = ListPage::deserialize(fetched.data()).map_err(|e| {
             ApprovalError::BadBody {
                 status: fetched.raw.meta.status,
                 detail: format!("listing data does not have the listing shape: {e}"),
@@ -321,28 +329,30 @@ impl ApprovalClient {
             .content_type
             .as_deref()
             .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/html"));
-        let envelope = if is_html {
-            None
+        let body = if is_html {
+            Err("an HTML page instead of JSON (gateway or WAF page)")
         } else {
-            serde_json::from_slice::<Envelope>(&raw.bytes).ok()
+            serde_json::from_slice::<serde_json::Value>(&raw.bytes)
+                .map_err(|_| "a body that is not valid JSON (cut off?)")
         };
-        let Some(envelope) = envelope else {
-            let what = if is_html {
-                "an HTML page instead of JSON (gateway or WAF page)"
-            } else if serde_json::from_slice::<serde_json::Value>(&raw.bytes).is_ok() {
-                "JSON without the envelope"
-            } else {
-                "a body that is not valid JSON (cut off?)"
-            };
-            return Err(ApprovalError::BadBody {
-                status,
-                detail: format!("{what}; {} bytes", raw.bytes.len()),
-            });
+        let envelope = body.and_then(|body| {
+            Envelope::deserialize(&body)
+                .map(|envelope| (body, envelope))
+                .map_err(|_| "JSON without the envelope")
+        });
+        let (body, envelope) = match envelope {
+            Ok(both) => both,
+            Err(what) => {
+                return Err(ApprovalError::BadBody {
+                    status,
+                    detail: format!("{what}; {} bytes", raw.bytes.len()),
+                });
+            }
         };
         raw.meta.request_id = envelope.request_id.clone();
         let msg = envelope.msg.clone();
         match envelope.code.as_str() {
-            "0000" if status == 200 => Ok(Fetched { raw, envelope }),
+            "0000" if status == 200 => Ok(Fetched { raw, body }),
             "0000" => Err(ApprovalError::BadBody {
                 status,
                 detail: "success envelope with a non-200 status".into(),
@@ -364,8 +374,7 @@ impl ApprovalClient {
             }
             "5000" => Err(ApprovalError::Internal { status, msg }),
             "5030" => {
-                let until = envelope
-                    .data
+                let until = body["data"]
                     .get("resumeAt")
                     .and_then(|v| v.as_str())
                     .and_then(parse_beijing)

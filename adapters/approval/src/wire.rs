@@ -6,14 +6,13 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-/// `{"code", "msg", "data", "requestId"}`, around every JSON response.
+/// `{"code", "msg", "data", "requestId"}`, around every JSON response (`data` is read from the
+/// parsed body, not copied here).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Envelope {
     pub code: String,
     #[serde(default)]
     pub msg: String,
-    #[serde(default)]
-    pub data: Value,
     #[serde(rename = "requestId", default)]
     pub request_id: Option<String>,
 }

@@ -84,7 +84,7 @@ async fn lists_and_fetches_with_both_sign_methods() {
         assert!(raw.meta.url.contains("gxsjStart="));
         let xmdm = page.list[0]["XMDM"].as_str().unwrap().to_string();
         let detail = c.project(&xmdm).await.unwrap();
-        assert_eq!(detail.envelope.data["XMDM"], xmdm.as_str());
+        assert_eq!(detail.data()["XMDM"], xmdm.as_str());
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&detail.raw.bytes).unwrap()["data"]["XMDM"],
             xmdm.as_str()

@@ -168,6 +168,8 @@ impl Generator {
         let pipe = *d.pick(&["0", "120", "200", "201", "", "35", "0", "450"]);
         let use_ = *d.pick(&["生产", "生活", "消防", "施工临时"]);
         let stage = 1 + d.below(4);
+        // A bad diameter needs a water request to be bad in.
+        let stage = if malformed == Some(Malformation::BadDiameter) { stage.max(2) } else { stage };
         let nature = 1 + d.below(3);
         let company = format!(
             "昆明{}{}有限公司",
@@ -175,7 +177,7 @@ impl Generator {
             d.pick(COMPANIES)
         );
         let mut credit = format!("9153{}", &region[2..]);
-        for _ in 0..10 {
+        for _ in 0..9 {
             credit.push(CREDIT_ALPHABET[d.below(31) as usize] as char);
         }
         let check = credit_code_check(&credit).unwrap_or('0');

@@ -1,0 +1,201 @@
+//! The gateway's configuration: one TOML file, with secrets (and a few deployment settings)
+//! taken from the environment so they never need to be written into a file.
+//!
+//! | variable | overrides |
+//! |---|---|
+//! | `GATEWAY_APPROVAL_APP_SECRET` | `approval.app_secret` |
+//! | `GATEWAY_APPROVAL_APP_ID` | `approval.app_id` |
+//! | `GATEWAY_APPROVAL_BASE_URL` | `approval.base_url` |
+//! | `GATEWAY_STORE_PATH` | `store.path` |
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use shuiwu_approval::ClientConfig;
+use shuiwu_wire::Secret;
+
+/// A configuration that cannot be used; the message names the file and line where it can.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+    #[error("{0}")]
+    Setting(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub approval: ClientConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
+    pub mappings: MappingsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: PathBuf::from("gateway-data/gateway.db") }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingsConfig {
+    /// A directory whose `*.toml` files override the embedded mapping files of the same
+    /// relative name.
+    pub dir: Option<PathBuf>,
+}
+
+/// How the approval platform is synced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Where a first run starts its backfill, Beijing time `yyyy-MM-dd HH:mm:ss`.
+    pub start: String,
+    /// Seconds between passes of `gateway run`.
+    pub interval_secs: u64,
+    /// Width of one listing window, at most the platform's 24 h.
+    pub window_hours: u32,
+    /// The platform's visibility lag: a version may appear this long after its `GXSJ`.
+    pub lag_secs: u64,
+    /// Extra margin on top of the lag for clock error between us and the platform.
+    pub settle_secs: u64,
+    pub page_size: u32,
+    /// Detail calls in flight at once.
+    pub concurrency: usize,
+    /// Passes on which a listed project may answer `4040` before it is held as a failure.
+    pub not_found_limit: i64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            start: "2026-01-01 00:00:00".into(),
+            interval_secs: 60,
+            window_hours: 24,
+            lag_secs: 300,
+            settle_secs: 60,
+            page_size: 100,
+            concurrency: 4,
+            not_found_limit: 5,
+        }
+    }
+}
+
+impl SyncConfig {
+    pub fn start_at(&self) -> Result<DateTime<Utc>, ConfigError> {
+        shuiwu_wire::parse_beijing(&self.start)
+            .ok_or_else(|| ConfigError::Setting(format!("sync.start {:?} is not yyyy-MM-dd HH:mm:ss", self.start)))
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_secs.max(1))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.start_at()?;
+        if !(1..=24).contains(&self.window_hours) {
+            return Err(ConfigError::Setting("sync.window_hours must be 1 to 24 (the platform's limit)".into()));
+        }
+        if !(1..=100).contains(&self.page_size) {
+            return Err(ConfigError::Setting("sync.page_size must be 1 to 100 (the platform's limit)".into()));
+        }
+        if self.lag_secs < 300 {
+            return Err(ConfigError::Setting(
+                "sync.lag_secs must be at least 300: the platform's visibility lag is up to 5 minutes".into(),
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::Setting("sync.concurrency must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file, then applies the environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text; `env` looks up environment variables (injected for tests).
+    pub fn parse(name: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: name.to_string(),
+            line: e
+                .span()
+                .map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1),
+            message: e.message().to_string(),
+        })?;
+        if let Some(v) = env("GATEWAY_APPROVAL_APP_SECRET") {
+            cfg.approval.app_secret = Secret::new(v);
+        }
+        if let Some(v) = env("GATEWAY_APPROVAL_APP_ID") {
+            cfg.approval.app_id = v;
+        }
+        if let Some(v) = env("GATEWAY_APPROVAL_BASE_URL") {
+            cfg.approval.base_url = v;
+        }
+        if let Some(v) = env("GATEWAY_STORE_PATH") {
+            cfg.store.path = PathBuf::from(v);
+        }
+        if cfg.approval.app_secret.is_empty() {
+            return Err(ConfigError::Setting(
+                "approval.app_secret is not set: put it in GATEWAY_APPROVAL_APP_SECRET".into(),
+            ));
+        }
+        cfg.sync.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+[store]
+path = "x.db"
+
+[approval]
+base_url = "https://approval.example"
+app_id = "kmsw"
+sign_method = "HMAC-SM3"
+
+[sync]
+start = "2026-10-01 00:00:00"
+"#;
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let cfg = Config::parse("c.toml", TEXT, |n| (n == "GATEWAY_APPROVAL_APP_SECRET").then(|| "s3".into())).unwrap();
+        assert_eq!(cfg.approval.app_secret.expose(), "s3");
+        assert_eq!(format!("{:?}", cfg.approval).matches("s3").count(), 0, "Debug must not show the secret");
+        let err = Config::parse("c.toml", TEXT, |_| None).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_APPROVAL_APP_SECRET"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Config::parse("c.toml", &TEXT.replace("app_id", "appid"), |_| Some("s".into())).unwrap_err();
+        assert!(err.to_string().starts_with("c.toml:8: "), "{err}");
+        let err = Config::parse("c.toml", &TEXT.replace("2026-10-01 00:00:00", "yesterday"), |_| Some("s".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("sync.start"), "{err}");
+    }
+}

@@ -1,0 +1,97 @@
+//! Masking of personal data (PIPL): contact names, phone numbers, identity numbers.
+//!
+//! Every command output and export goes through here; the store keeps the values because the
+//! connection needs them. The formats are those of `contracts/ids.md`: `张*`, `138****0000`,
+//! `5301**********1234`.
+
+use std::collections::BTreeMap;
+
+use crate::mapping::{Lineage, PersonalKind};
+
+/// `张三` → `张*`, `欧阳娜娜` → `欧***`: the first character and one star for each other.
+pub fn name(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => std::iter::once(first).chain(chars.map(|_| '*')).collect(),
+        None => String::new(),
+    }
+}
+
+/// `13800000000` → `138****0000`; anything shorter than 8 characters is masked whole.
+pub fn phone(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() < 8 {
+        return "*".repeat(chars.len());
+    }
+    let n = chars.len();
+    chars[..3]
+        .iter()
+        .chain(std::iter::repeat_n(&'*', n - 7))
+        .chain(&chars[n - 4..])
+        .collect()
+}
+
+/// `530102199001011234` → `5301**********1234`.
+pub fn id_number(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() < 9 {
+        return "*".repeat(chars.len());
+    }
+    let n = chars.len();
+    chars[..4]
+        .iter()
+        .chain(std::iter::repeat_n(&'*', n - 8))
+        .chain(&chars[n - 4..])
+        .collect()
+}
+
+pub fn mask(kind: PersonalKind, text: &str) -> String {
+    match kind {
+        PersonalKind::Name => name(text),
+        PersonalKind::Phone => phone(text),
+        PersonalKind::IdNumber => id_number(text),
+    }
+}
+
+/// Masks, in a record's JSON, every field whose lineage marks it personal. Field names are
+/// dotted paths into the JSON (`contact.phone`, `items[0].name`).
+pub fn record_json(content: &mut serde_json::Value, lineage: &BTreeMap<String, Lineage>) {
+    for (field, l) in lineage {
+        let Some(kind) = l.personal else { continue };
+        if let Some(slot) = slot(content, field)
+            && let Some(text) = slot.as_str()
+        {
+            *slot = serde_json::Value::from(mask(kind, text));
+        }
+    }
+}
+
+/// The JSON value at a dotted field path.
+pub fn slot<'a>(content: &'a mut serde_json::Value, field: &str) -> Option<&'a mut serde_json::Value> {
+    let mut at = content;
+    for part in field.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        at = at.get_mut(key)?;
+        if let Some(i) = index {
+            at = at.get_mut(i)?;
+        }
+    }
+    Some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_of_the_contract() {
+        assert_eq!(name("张三"), "张*");
+        assert_eq!(name("欧阳娜娜"), "欧***");
+        assert_eq!(phone("13800000000"), "138****0000");
+        assert_eq!(id_number("530102199001011234"), "5301**********1234");
+        assert_eq!(phone("110"), "***");
+    }
+}

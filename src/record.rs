@@ -1,0 +1,279 @@
+//! Pre-engagement records (提前介入) and their assembly from mapped facts.
+//!
+//! A record says everything the utility knows about one project: who builds what where, the
+//! building figures, the water and power requests, the approvals issued and the attachments
+//! held. Each field's lineage (the fact it came from) is kept beside the record under the same
+//! name, so `gateway trace` can walk any field back to the bytes.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shuiwu_wire::ids::KUNMING_DISTRICTS;
+
+use crate::mapping::{Code, Facts, Lineage};
+
+/// Whether the project still stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    Active,
+    /// `ZT` = 0: the builder withdrew the project (撤销).
+    Withdrawn,
+}
+
+impl RecordState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Active => "active",
+            RecordState::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Project {
+    pub code: String,
+    pub name: String,
+    pub kind: Option<Code>,
+    pub nature: Option<Code>,
+    pub building_use: Option<Code>,
+    pub authorisation: Option<Code>,
+    pub authority_region: Option<String>,
+    pub approval_stage: Option<Code>,
+    pub status: RecordState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Site {
+    pub region_code: String,
+    /// The Kunming district's name, from `contracts/ids.md`.
+    pub district: String,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Builder {
+    pub name: String,
+    pub credit_code: String,
+}
+
+/// The builder's contact: personal data, masked in every output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contact {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Building {
+    pub floor_area_m2: Option<Decimal>,
+    pub height_m: Option<Decimal>,
+    pub hazardous_goods: Option<bool>,
+    /// The approval system's own 简易低风险 flag; informative only.
+    pub platform_low_risk: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WaterRequest {
+    pub diameter_dn: Option<i64>,
+    #[serde(rename = "use")]
+    pub use_: Option<Code>,
+    pub daily_m3: Option<Decimal>,
+    /// From the public main to one metre past the meter; `None` until surveyed.
+    pub external_pipe_m: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PowerRequest {
+    pub capacity_kva: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApprovalResult {
+    pub title: Option<String>,
+    pub document_no: Option<String>,
+    pub issued_on: Option<NaiveDate>,
+    pub licence_no: Option<String>,
+    pub licence_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attachment {
+    pub id: String,
+    pub file_name: Option<String>,
+    pub kind: Code,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+}
+
+/// The platform version a record version was built from. Not part of the content hash: a
+/// new `BBH` that changes nothing the record says makes no new record version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceVersion {
+    pub platform: String,
+    pub key: String,
+    pub version: i64,
+    #[serde(with = "beijing")]
+    pub updated_at: DateTime<Utc>,
+    pub document_sha256: String,
+}
+
+mod beijing {
+    use chrono::{DateTime, Utc};
+    pub fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&shuiwu_wire::format_beijing(*t))
+    }
+}
+
+/// A pre-engagement record's content.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreEngagementRecord {
+    pub project: Project,
+    pub site: Site,
+    pub builder: Builder,
+    pub contact: Contact,
+    pub building: Building,
+    /// `None` before the 工程建设许可 stage: no water request yet.
+    pub water: Option<WaterRequest>,
+    /// `Some` when the builder asks for power too: a joint water+power application.
+    pub power: Option<PowerRequest>,
+    pub approvals: Vec<ApprovalResult>,
+    pub attachments: Vec<Attachment>,
+    pub source: SourceVersion,
+}
+
+/// What assembling one project version gave.
+#[derive(Debug, Clone)]
+pub enum Assembled {
+    Record(Box<Candidate>),
+    /// Not this utility's: the reason is recorded, nothing else.
+    Skip(String),
+}
+
+/// A record ready to be committed, serialised once, with its lineage and content hash.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub id: String,
+    pub record: PreEngagementRecord,
+    pub lineage: BTreeMap<String, Lineage>,
+    pub content_json: String,
+    pub lineage_json: String,
+    pub content_sha256: String,
+}
+
+/// The record id of an approval-platform project.
+pub fn record_id(project_code: &str) -> String {
+    format!("PE-{project_code}")
+}
+
+/// Why facts could not be assembled (a fact the mapping marks required is missing: only a
+/// broken mapping override can cause this).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("fact {0} is missing: the mapping must provide it")]
+pub struct MissingFact(pub String);
+
+/// Builds a record from the facts of one project detail.
+pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, MissingFact> {
+    let need_text = |name: &str| facts.text(name).ok_or_else(|| MissingFact(name.into()));
+    let region = need_text("site.region_code")?;
+    let Some(district) = KUNMING_DISTRICTS.iter().find(|(c, _)| *c == region).map(|(_, n)| *n) else {
+        return Ok(Assembled::Skip(format!("site in division {region}, outside Kunming")));
+    };
+    let code = need_text("project.code")?;
+    let status = match facts.text("project.status").as_deref() {
+        Some("0") => RecordState::Withdrawn,
+        _ => RecordState::Active,
+    };
+    let water = facts.bool("water.requested").unwrap_or(false).then(|| WaterRequest {
+        diameter_dn: facts.integer("water.diameter_dn"),
+        use_: facts.code("water.use"),
+        daily_m3: facts.decimal("water.daily_m3"),
+        external_pipe_m: facts.decimal("water.external_pipe_m"),
+    });
+    let power = facts.bool("power.requested").unwrap_or(false).then(|| PowerRequest {
+        capacity_kva: facts.decimal("power.capacity_kva"),
+    });
+    let approvals = (0..facts.list_len("approvals"))
+        .map(|i| {
+            let f = |n: &str| format!("approvals[{i}].{n}");
+            ApprovalResult {
+                title: facts.text(&f("title")),
+                document_no: facts.text(&f("document_no")),
+                issued_on: facts.date(&f("issued_on")),
+                licence_no: facts.text(&f("licence_no")),
+                licence_type: facts.text(&f("licence_type")),
+            }
+        })
+        .collect();
+    let mut attachments = Vec::new();
+    for i in 0..facts.list_len("attachments") {
+        let f = |n: &str| format!("attachments[{i}].{n}");
+        attachments.push(Attachment {
+            id: facts.text(&f("id")).ok_or_else(|| MissingFact(f("id")))?,
+            file_name: facts.text(&f("file_name")),
+            kind: facts.code(&f("kind")).ok_or_else(|| MissingFact(f("kind")))?,
+            size_bytes: facts.integer(&f("size_bytes")),
+            sha256: facts.text(&f("sha256")),
+        });
+    }
+    let record = PreEngagementRecord {
+        project: Project {
+            code: code.clone(),
+            name: need_text("project.name")?,
+            kind: facts.code("project.kind"),
+            nature: facts.code("project.nature"),
+            building_use: facts.code("project.building_use"),
+            authorisation: facts.code("project.authorisation"),
+            authority_region: facts.text("project.authority_region"),
+            approval_stage: facts.code("project.approval_stage"),
+            status,
+        },
+        site: Site { region_code: region, district: district.to_string(), address: facts.text("site.address") },
+        builder: Builder { name: need_text("builder.name")?, credit_code: need_text("builder.credit_code")? },
+        contact: Contact { name: facts.text("contact.name"), phone: facts.text("contact.phone") },
+        building: Building {
+            floor_area_m2: facts.decimal("building.floor_area_m2"),
+            height_m: facts.decimal("building.height_m"),
+            hazardous_goods: facts.bool("building.hazardous_goods"),
+            platform_low_risk: facts.bool("building.platform_low_risk"),
+        },
+        water,
+        power,
+        approvals,
+        attachments,
+        source: SourceVersion {
+            platform: "approval".into(),
+            key: code.clone(),
+            version: facts.integer("source.version").ok_or_else(|| MissingFact("source.version".into()))?,
+            updated_at: facts.time("source.updated_at").ok_or_else(|| MissingFact("source.updated_at".into()))?,
+            document_sha256: document_sha256.to_string(),
+        },
+    };
+    let lineage: BTreeMap<String, Lineage> =
+        facts.fields.iter().map(|(name, fact)| (name.clone(), fact.lineage.clone())).collect();
+    let (content_json, content_sha256) = serialise(&record);
+    let lineage_json = serde_json::to_string(&lineage).unwrap_or_default();
+    Ok(Assembled::Record(Box::new(Candidate {
+        id: record_id(&code),
+        record,
+        lineage,
+        content_json,
+        lineage_json,
+        content_sha256,
+    })))
+}
+
+/// The record as JSON, and the SHA-256 of that JSON without its `source` part.
+fn serialise(record: &PreEngagementRecord) -> (String, String) {
+    // Serialising plain structs of strings, numbers and options cannot fail.
+    let mut value = serde_json::to_value(record).unwrap_or_default();
+    let json = value.to_string();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("source");
+    }
+    let sha = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    (json, sha)
+}

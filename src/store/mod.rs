@@ -1,0 +1,697 @@
+//! The one embedded store: SQLite in WAL mode. All state lives here and nothing else in the
+//! code touches the database.
+//!
+//! Writes happen in units of work ([`UnitOfWork`]): the raw documents, record versions,
+//! lineage, failures and cursor move of one unit are committed in one transaction, so a crash
+//! at any instant leaves either all of a unit or none of it. Processing is idempotent on
+//! (source, key, version): a unit replayed after a crash changes nothing that is already there.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use shuiwu_wire::{FetchMeta, RawDocument};
+
+use crate::mapping::MappingSet;
+use crate::record::{Candidate, RecordState};
+
+/// A store operation failed. Every variant is fatal for the unit at hand (it is not
+/// committed) but never for the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database {path} has schema version {found}, newer than this gateway's {known}")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Identifies one version of one upstream item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct SourceKey {
+    pub source: String,
+    pub key: String,
+    pub version: i64,
+}
+
+/// What processing one upstream item version gave, ready to commit.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Record { key: SourceKey, document_sha256: String, candidate: Box<Candidate> },
+    Skipped { key: SourceKey, document_sha256: Option<String>, reason: String },
+    Held(Held),
+}
+
+/// A permanent failure for the failure queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct Held {
+    pub source: String,
+    pub key: Option<String>,
+    pub version: Option<i64>,
+    pub step: String,
+    pub field: Option<String>,
+    pub reason: String,
+    /// Structured detail (every failing field, for instance), as JSON.
+    pub detail: Option<String>,
+    pub document_sha256: Option<String>,
+}
+
+/// A cursor to move in the same transaction as the unit's items.
+#[derive(Debug, Clone)]
+pub struct CursorMove {
+    pub source: String,
+    pub watermark: DateTime<Utc>,
+}
+
+/// Everything one unit of work commits at once.
+#[derive(Debug, Default)]
+pub struct UnitOfWork {
+    pub run_id: Option<i64>,
+    pub documents: Vec<(String, RawDocument)>,
+    pub items: Vec<Item>,
+    pub cursor: Option<CursorMove>,
+}
+
+/// What committing one item did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Applied {
+    Created,
+    Updated,
+    Withdrawn,
+    /// A new source version whose content equals the current record version.
+    Unchanged,
+    /// Older than the version the record was last built from.
+    Stale,
+    /// This (source, key, version) was already processed.
+    Duplicate,
+    Skipped,
+    Held,
+}
+
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::Created => "created",
+            Applied::Updated => "updated",
+            Applied::Withdrawn => "withdrawn",
+            Applied::Unchanged => "unchanged",
+            Applied::Stale => "stale",
+            Applied::Duplicate => "duplicate",
+            Applied::Skipped => "skipped",
+            Applied::Held => "held",
+        }
+    }
+}
+
+/// A record as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordRow {
+    pub id: String,
+    pub source_key: String,
+    pub state: String,
+    pub current_version: i64,
+    pub source_version: i64,
+    pub name: String,
+    pub district: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One stored version of a record.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub version: i64,
+    pub change: String,
+    pub content: serde_json::Value,
+    pub content_sha256: String,
+    #[serde(skip)]
+    pub lineage: String,
+    pub source_version: i64,
+    pub document_sha256: String,
+    pub created_at: String,
+}
+
+/// A failure in the queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureRow {
+    pub id: i64,
+    pub source: String,
+    pub key: Option<String>,
+    pub version: Option<i64>,
+    pub step: String,
+    pub field: Option<String>,
+    pub reason: String,
+    pub detail: Option<serde_json::Value>,
+    pub document_sha256: Option<String>,
+    pub state: String,
+    pub created_at: String,
+}
+
+/// Counts of one run (or several), for summaries.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutcomeCount {
+    pub outcome: String,
+    pub count: i64,
+    /// The most frequent reasons, most frequent first.
+    pub top_reasons: Vec<(String, i64)>,
+}
+
+/// The store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {text:?}: {e}")))
+}
+
+/// SHA-256 of raw bytes, lower-case hex: the address of a raw document.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        // WAL: readers (CLI commands) never block the daemon's writer, and a commit survives a
+        // killed process. synchronous=FULL: it survives a power cut too.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(open_err)?;
+        let known = schema::MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(StoreError::TooNew { path: path.display().to_string(), found, known });
+        }
+        for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the connection leaves no transaction open (rusqlite rolls back
+        // on drop), so the connection is still usable.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps every mapping file in force, so that lineage's mapping hash always resolves.
+    pub fn save_mappings(&self, set: &MappingSet, now: DateTime<Utc>) -> Result<()> {
+        let conn = self.lock();
+        for m in set.all() {
+            conn.execute(
+                "INSERT OR IGNORE INTO mapping_files (sha256, file, content, first_used) VALUES (?1, ?2, ?3, ?4)",
+                params![m.sha256, m.file, m.content, ts(now)],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn mapping_file(&self, sha256: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .lock()
+            .query_row("SELECT file, content FROM mapping_files WHERE sha256 = ?1", [sha256], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    pub fn begin_run(&self, now: DateTime<Utc>) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {
+        self.lock().execute(
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+            params![run, ts(now), outcome, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn cursor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self
+            .lock()
+            .query_row("SELECT watermark FROM cursors WHERE source = ?1", [source], |r| r.get(0))
+            .optional()?;
+        text.map(|t| parse_ts(&t)).transpose()
+    }
+
+    /// The newest version of an item already processed, whatever the outcome.
+    pub fn processed_version(&self, source: &str, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .lock()
+            .prepare_cached("SELECT max(version) FROM source_versions WHERE source = ?1 AND key = ?2")?
+            .query_row(params![source, key], |r| r.get(0))?)
+    }
+
+    /// Counts one more "listed, but the detail says 4040" for an item version; returns the
+    /// count so far.
+    pub fn listing_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO listing_misses (source, key, version, attempts, last_seen) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT (source, key, version) DO UPDATE SET attempts = attempts + 1, last_seen = excluded.last_seen",
+            params![key.source, key.key, key.version, ts(now)],
+        )?;
+        Ok(conn.query_row(
+            "SELECT attempts FROM listing_misses WHERE source = ?1 AND key = ?2 AND version = ?3",
+            params![key.source, key.key, key.version],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Commits one unit of work in one transaction.
+    pub fn commit(&self, unit: &UnitOfWork, now: DateTime<Utc>) -> Result<Vec<Applied>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now_text = ts(now);
+        for (sha, doc) in &unit.documents {
+            insert_document(&tx, sha, doc, unit.run_id, &now_text)?;
+        }
+        let mut applied = Vec::with_capacity(unit.items.len());
+        for item in &unit.items {
+            applied.push(apply_item(&tx, item, unit.run_id, &now_text)?);
+        }
+        if let Some(c) = &unit.cursor {
+            tx.execute(
+                "INSERT INTO cursors (source, watermark, updated_at, run_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source) DO UPDATE SET watermark = excluded.watermark,
+                     updated_at = excluded.updated_at, run_id = excluded.run_id",
+                params![c.source, ts(c.watermark), now_text, unit.run_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    pub fn records(&self, state: Option<&str>, limit: usize) -> Result<Vec<RecordRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.source_key, r.state, r.current_version, r.source_version, v.content, r.created_at, r.updated_at
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE ?1 IS NULL OR r.state = ?1
+             ORDER BY r.updated_at DESC, r.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![state, limit as i64], |r| {
+            let content: String = r.get(5)?;
+            let value: serde_json::Value = serde_json::from_str(&content).unwrap_or_default();
+            Ok(RecordRow {
+                id: r.get(0)?,
+                source_key: r.get(1)?,
+                state: r.get(2)?,
+                current_version: r.get(3)?,
+                source_version: r.get(4)?,
+                name: value["project"]["name"].as_str().unwrap_or_default().to_string(),
+                district: value["site"]["district"].as_str().unwrap_or_default().to_string(),
+                created_at: r.get(6)?,
+                updated_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn record_count(&self) -> Result<i64> {
+        Ok(self.lock().query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
+    }
+
+    /// A record's versions, oldest first; empty when there is no such record.
+    pub fn record_versions(&self, id: &str) -> Result<Vec<VersionRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT version, change, content, content_sha256, lineage, source_version, document_sha256, created_at
+             FROM record_versions WHERE record_id = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let content: String = r.get(2)?;
+            Ok(VersionRow {
+                version: r.get(0)?,
+                change: r.get(1)?,
+                content: serde_json::from_str(&content).unwrap_or_default(),
+                content_sha256: r.get(3)?,
+                lineage: r.get(4)?,
+                source_version: r.get(5)?,
+                document_sha256: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every (record, version, content hash) in the store, for comparing two stores.
+    pub fn fingerprint(&self) -> Result<Vec<(String, i64, String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT v.record_id, v.version, v.content_sha256, r.state FROM record_versions v
+             JOIN records r ON r.id = v.record_id ORDER BY v.record_id, v.version",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A raw document's bytes and every fetch that returned them.
+    pub fn document(&self, sha256: &str) -> Result<Option<(Vec<u8>, Vec<FetchMeta>)>> {
+        let conn = self.lock();
+        let Some(bytes) = conn
+            .query_row("SELECT bytes FROM raw_documents WHERE sha256 = ?1", [sha256], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT source, method, url, status, request_id, content_type, fetched_at FROM fetches
+             WHERE sha256 = ?1 ORDER BY id",
+        )?;
+        let fetches = stmt
+            .query_map([sha256], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let fetches = fetches
+            .into_iter()
+            .map(|(source, method, url, status, request_id, content_type, fetched_at)| {
+                Ok(FetchMeta {
+                    source,
+                    method,
+                    url,
+                    status: status as u16,
+                    request_id,
+                    content_type,
+                    fetched_at: parse_ts(&fetched_at)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((bytes, fetches)))
+    }
+
+    pub fn failures(&self, state: Option<&str>, limit: usize) -> Result<Vec<FailureRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM failures WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![state, limit as i64], failure_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn failure(&self, id: i64) -> Result<Option<FailureRow>> {
+        Ok(self
+            .lock()
+            .query_row(&format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"), [id], failure_row)
+            .optional()?)
+    }
+
+    /// Outcome counts with their top reasons, over the given runs (all runs when empty).
+    pub fn outcomes(&self, runs: &[i64]) -> Result<Vec<OutcomeCount>> {
+        let conn = self.lock();
+        let filter = if runs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE run_id IN ({})",
+                runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+            )
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT outcome, coalesce(detail, ''), count(*) FROM source_versions {filter}
+             GROUP BY outcome, coalesce(detail, '') ORDER BY outcome, count(*) DESC"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut out: Vec<OutcomeCount> = Vec::new();
+        for (outcome, reason, count) in rows {
+            if out.last().is_none_or(|o| o.outcome != outcome) {
+                out.push(OutcomeCount { outcome: outcome.clone(), ..Default::default() });
+            }
+            if let Some(o) = out.last_mut() {
+                o.count += count;
+                if !reason.is_empty() && o.top_reasons.len() < 3 {
+                    o.top_reasons.push((reason, count));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const FAILURE_COLUMNS: &str =
+    "id, source, key, version, step, field, reason, detail, document_sha256, state, created_at";
+
+fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
+    let detail: Option<String> = r.get(7)?;
+    Ok(FailureRow {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        key: r.get(2)?,
+        version: r.get(3)?,
+        step: r.get(4)?,
+        field: r.get(5)?,
+        reason: r.get(6)?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+        document_sha256: r.get(8)?,
+        state: r.get(9)?,
+        created_at: r.get(10)?,
+    })
+}
+
+fn insert_document(
+    tx: &rusqlite::Transaction<'_>,
+    sha: &str,
+    doc: &RawDocument,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO raw_documents (sha256, bytes, size, first_seen) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![sha, &doc.bytes[..], doc.bytes.len() as i64, now])?;
+    let m = &doc.meta;
+    tx.prepare_cached(
+        "INSERT INTO fetches (sha256, source, method, url, status, request_id, content_type, fetched_at, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        sha,
+        m.source,
+        m.method,
+        m.url,
+        m.status as i64,
+        m.request_id,
+        m.content_type,
+        ts(m.fetched_at),
+        run_id
+    ])?;
+    Ok(())
+}
+
+fn already_processed(tx: &rusqlite::Transaction<'_>, key: &SourceKey) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM source_versions WHERE source = ?1 AND key = ?2 AND version = ?3")?
+        .query_row(params![key.source, key.key, key.version], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mark_processed(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    outcome: Applied,
+    detail: Option<&str>,
+    document: Option<&str>,
+    record: Option<(&str, i64)>,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO source_versions (source, key, version, outcome, detail, document_sha256, record_id, record_version, run_id, processed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        key.source,
+        key.key,
+        key.version,
+        outcome.as_str(),
+        detail,
+        document,
+        record.map(|r| r.0),
+        record.map(|r| r.1),
+        run_id,
+        now
+    ])?;
+    Ok(())
+}
+
+fn apply_item(tx: &rusqlite::Transaction<'_>, item: &Item, run_id: Option<i64>, now: &str) -> Result<Applied> {
+    match item {
+        Item::Skipped { key, document_sha256, reason } => {
+            if already_processed(tx, key)? {
+                return Ok(Applied::Duplicate);
+            }
+            mark_processed(tx, key, Applied::Skipped, Some(reason), document_sha256.as_deref(), None, run_id, now)?;
+            Ok(Applied::Skipped)
+        }
+        Item::Held(held) => {
+            if let (Some(k), Some(v)) = (&held.key, held.version) {
+                let key = SourceKey { source: held.source.clone(), key: k.clone(), version: v };
+                if already_processed(tx, &key)? {
+                    return Ok(Applied::Duplicate);
+                }
+                mark_processed(tx, &key, Applied::Held, Some(&held.reason), held.document_sha256.as_deref(), None, run_id, now)?;
+            }
+            insert_failure(tx, held, run_id, now)?;
+            Ok(Applied::Held)
+        }
+        Item::Record { key, document_sha256, candidate } => {
+            if already_processed(tx, key)? {
+                return Ok(Applied::Duplicate);
+            }
+            let current: Option<(i64, i64, String, String)> = tx
+                .prepare_cached(
+                    "SELECT r.current_version, r.source_version, v.content_sha256, r.state FROM records r
+                     JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                     WHERE r.id = ?1",
+                )?
+                .query_row([&candidate.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let state = candidate.record.project.status;
+            let outcome = match &current {
+                Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
+                Some((_, _, sha, _)) if *sha == candidate.content_sha256 => Applied::Unchanged,
+                Some((_, _, _, old_state)) if state == RecordState::Withdrawn && old_state != "withdrawn" => {
+                    Applied::Withdrawn
+                }
+                Some(_) => Applied::Updated,
+                None if state == RecordState::Withdrawn => Applied::Withdrawn,
+                None => Applied::Created,
+            };
+            let record_version = match (outcome, &current) {
+                (Applied::Stale | Applied::Unchanged, Some((v, ..))) => {
+                    if outcome == Applied::Unchanged {
+                        tx.prepare_cached("UPDATE records SET source_version = ?2 WHERE id = ?1")?
+                            .execute(params![candidate.id, key.version])?;
+                    }
+                    *v
+                }
+                _ => {
+                    let version = current.as_ref().map_or(1, |c| c.0 + 1);
+                    let change = match (outcome, &current) {
+                        (_, None) => "created",
+                        (Applied::Withdrawn, _) => "withdrawn",
+                        _ => "updated",
+                    };
+                    tx.prepare_cached(
+                        "INSERT INTO records (id, source, source_key, state, current_version, source_version, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, current_version = excluded.current_version,
+                             source_version = excluded.source_version, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![candidate.id, key.source, key.key, state.as_str(), version, key.version, now])?;
+                    tx.prepare_cached(
+                        "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+                             source_version, document_sha256, created_at, run_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )?
+                    .execute(params![
+                        candidate.id,
+                        version,
+                        change,
+                        candidate.content_json,
+                        candidate.content_sha256,
+                        candidate.lineage_json,
+                        key.version,
+                        document_sha256,
+                        now,
+                        run_id
+                    ])?;
+                    version
+                }
+            };
+            mark_processed(
+                tx,
+                key,
+                outcome,
+                None,
+                Some(document_sha256),
+                Some((&candidate.id, record_version)),
+                run_id,
+                now,
+            )?;
+            // A version that maps cleanly supersedes the held failures of older versions.
+            tx.prepare_cached(
+                "UPDATE failures SET state = 'superseded'
+                 WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
+            )?
+            .execute(params![key.source, key.key, key.version])?;
+            Ok(outcome)
+        }
+    }
+}
+
+fn insert_failure(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<()> {
+    let fingerprint = sha256_hex(
+        format!(
+            "{}\u{1f}{:?}\u{1f}{:?}\u{1f}{}\u{1f}{:?}\u{1f}{}\u{1f}{:?}",
+            held.source, held.key, held.version, held.step, held.field, held.reason, held.document_sha256
+        )
+        .as_bytes(),
+    );
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO failures (fingerprint, source, key, version, step, field, reason, detail, document_sha256, run_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        fingerprint,
+        held.source,
+        held.key,
+        held.version,
+        held.step,
+        held.field,
+        held.reason,
+        held.detail,
+        held.document_sha256,
+        run_id,
+        now
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! The database schema and its migrations, by `PRAGMA user_version`.
+//!
+//! Migrations only ever append: a database written by an older gateway is brought forward,
+//! never rewritten. Every table is `STRICT` so a wrong type is an error, not a silent cast.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: raw documents, fetches, records, versions, source versions, failures, cursors, runs.
+    r#"
+CREATE TABLE raw_documents (
+    sha256      TEXT PRIMARY KEY,
+    bytes       BLOB NOT NULL,
+    size        INTEGER NOT NULL,
+    first_seen  TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE fetches (
+    id            INTEGER PRIMARY KEY,
+    sha256        TEXT NOT NULL REFERENCES raw_documents(sha256),
+    source        TEXT NOT NULL,
+    method        TEXT NOT NULL,
+    url           TEXT NOT NULL,
+    status        INTEGER NOT NULL,
+    request_id    TEXT,
+    content_type  TEXT,
+    fetched_at    TEXT NOT NULL,
+    run_id        INTEGER
+) STRICT;
+CREATE INDEX fetches_by_document ON fetches(sha256);
+
+CREATE TABLE mapping_files (
+    sha256   TEXT PRIMARY KEY,
+    file     TEXT NOT NULL,
+    content  TEXT NOT NULL,
+    first_used TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,
+    started_at   TEXT NOT NULL,
+    finished_at  TEXT,
+    outcome      TEXT,
+    error        TEXT
+) STRICT;
+
+CREATE TABLE records (
+    id               TEXT PRIMARY KEY,
+    source           TEXT NOT NULL,
+    source_key       TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('active', 'withdrawn')),
+    current_version  INTEGER NOT NULL,
+    source_version   INTEGER NOT NULL,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    UNIQUE (source, source_key)
+) STRICT;
+
+CREATE TABLE record_versions (
+    record_id        TEXT NOT NULL REFERENCES records(id),
+    version          INTEGER NOT NULL,
+    change           TEXT NOT NULL CHECK (change IN ('created', 'updated', 'withdrawn')),
+    content          TEXT NOT NULL,
+    content_sha256   TEXT NOT NULL,
+    lineage          TEXT NOT NULL,
+    source_version   INTEGER NOT NULL,
+    document_sha256  TEXT NOT NULL REFERENCES raw_documents(sha256),
+    created_at       TEXT NOT NULL,
+    run_id           INTEGER,
+    PRIMARY KEY (record_id, version)
+) STRICT;
+
+-- One row per (source, key, version) ever processed: the idempotence key of the pipeline.
+CREATE TABLE source_versions (
+    source           TEXT NOT NULL,
+    key              TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    outcome          TEXT NOT NULL,
+    detail           TEXT,
+    document_sha256  TEXT,
+    record_id        TEXT,
+    record_version   INTEGER,
+    run_id           INTEGER,
+    processed_at     TEXT NOT NULL,
+    PRIMARY KEY (source, key, version)
+) STRICT;
+CREATE INDEX source_versions_by_run ON source_versions(run_id);
+
+CREATE TABLE failures (
+    id               INTEGER PRIMARY KEY,
+    fingerprint      TEXT NOT NULL UNIQUE,
+    source           TEXT NOT NULL,
+    key              TEXT,
+    version          INTEGER,
+    step             TEXT NOT NULL,
+    field            TEXT,
+    reason           TEXT NOT NULL,
+    detail           TEXT,
+    document_sha256  TEXT REFERENCES raw_documents(sha256),
+    state            TEXT NOT NULL DEFAULT 'held' CHECK (state IN ('held', 'superseded', 'dismissed', 'replayed')),
+    run_id           INTEGER,
+    created_at       TEXT NOT NULL
+) STRICT;
+CREATE INDEX failures_by_key ON failures(source, key);
+
+-- Listed projects whose detail said 4040: tried again on later passes, held after a limit.
+CREATE TABLE listing_misses (
+    source     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL,
+    last_seen  TEXT NOT NULL,
+    PRIMARY KEY (source, key, version)
+) STRICT;
+
+CREATE TABLE cursors (
+    source      TEXT PRIMARY KEY,
+    watermark   TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    run_id      INTEGER
+) STRICT;
+"#,
+];

@@ -1,0 +1,548 @@
+//! Incremental sync of the approval platform: listing windows → details → records.
+//!
+//! # The cursor
+//! The cursor is a *watermark* `W`: every project version whose `GXSJ` is before `W` has been
+//! processed. It moves only in the same transaction as the last page of a window that was read
+//! completely, and never past `safe = platform now − lag − settle`: a window read at a time when
+//! versions in it could still become visible is read again on the next pass (the overlap).
+//! Nothing else moves it — in particular not the `GXSJ` of a detail that came back newer than
+//! its listing.
+//!
+//! Inside a window, pages are read by *time keyset*, not by page number: after a full page
+//! whose last `GXSJ` is `t`, the next request is `[t, end)` page 1. A project updated while we
+//! page leaves the window (its `GXSJ` becomes "now"), which shifts page numbers but cannot hide
+//! anything from a keyset read. Items at second `t` are read twice and deduplicated by
+//! (`XMDM`, `BBH`). When more than a page shares one second, that second is paged by number
+//! and restarted whenever `total` changes between pages.
+//!
+//! Each page is one unit of work: its raw listing, the raw details, the records, failures and
+//! (on the last page) the cursor move commit in one transaction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use serde::Serialize;
+use shuiwu_approval::{ApprovalClient, ApprovalError, Fetched, ListPage, Summary};
+use shuiwu_wire::{Clock, FaultClass, RawDocument, format_beijing, parse_beijing};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SyncConfig;
+use crate::mapping::{self, Context, Mapping};
+use crate::record::{Assembled, assemble};
+use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
+
+const SOURCE: &str = "approval";
+
+/// A sync pass could not go on at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A permanent platform error that concerns every request (bad signature, bad parameter):
+    /// configuration or a bug, not data.
+    #[error("approval platform refused the account's requests: {0}")]
+    Refused(ApprovalError),
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PassEnd {
+    /// Every window up to now was read; the cursor is as far as it may go.
+    CaughtUp,
+    /// Stopped early by a transient condition; the next pass resumes from the cursor.
+    Incomplete { reason: String, not_before: Option<String> },
+    /// Stopped by shutdown after finishing the unit in hand.
+    Interrupted,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    pub run_id: i64,
+    pub cursor_before: String,
+    pub cursor_after: String,
+    pub windows: u64,
+    pub list_requests: u64,
+    pub details_fetched: u64,
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub end: PassEnd,
+}
+
+/// What the sync reports as it goes, for a progress display.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Started { from: DateTime<Utc>, to: DateTime<Utc> },
+    Window { start: DateTime<Utc>, end: DateTime<Utc> },
+    Committed { items: usize, cursor: Option<DateTime<Utc>> },
+}
+
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Drives the approval platform's sync.
+pub struct Syncer {
+    client: Arc<ApprovalClient>,
+    store: Arc<Store>,
+    mapping: Arc<Mapping>,
+    cfg: SyncConfig,
+    clock: Arc<dyn Clock>,
+    progress: Option<ProgressFn>,
+}
+
+/// Why a window could not be finished.
+enum Stop {
+    /// Try again on a later pass.
+    Transient { reason: String, not_before: Option<DateTime<Utc>> },
+    Fatal(SyncError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Fatal(SyncError::Store(e))
+    }
+}
+
+/// One listed item after its detail was dealt with.
+enum Handled {
+    Item(Box<Item>, Option<RawDocument>),
+    /// Not done; the window stays open.
+    Pending(String),
+}
+
+impl Syncer {
+    pub fn new(
+        client: Arc<ApprovalClient>,
+        store: Arc<Store>,
+        mapping: Arc<Mapping>,
+        cfg: SyncConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Syncer { client, store, mapping, cfg, clock, progress: None }
+    }
+
+    pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    fn report(&self, p: Progress) {
+        if let Some(f) = &self.progress {
+            f(p);
+        }
+    }
+
+    /// One pass: every window from the cursor up to now.
+    pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, SyncError> {
+        let started = self.clock.now();
+        let run_id = self.store.begin_run(started)?;
+        let start = match self.store.cursor(SOURCE)? {
+            Some(c) => c,
+            None => parse_beijing(&self.cfg.start).unwrap_or(started),
+        };
+        let mut state = PassState { run_id, list_requests: 0, details: 0, outcomes: BTreeMap::new() };
+        let mut cursor = start;
+        let mut windows = 0;
+        self.report(Progress::Started { from: start, to: self.client.platform_now() });
+        let end = loop {
+            if cancel.is_cancelled() {
+                break PassEnd::Interrupted;
+            }
+            let platform_now = self.client.platform_now();
+            if cursor >= platform_now {
+                break PassEnd::CaughtUp;
+            }
+            let safe = platform_now
+                - Duration::seconds(self.cfg.lag_secs as i64)
+                - Duration::seconds(self.cfg.settle_secs as i64);
+            let window_end = (cursor + Duration::hours(self.cfg.window_hours as i64)).min(platform_now);
+            // How far this window, read completely now, lets the cursor go.
+            let target = window_end.min(safe);
+            let target = (target > cursor).then_some(target);
+            self.report(Progress::Window { start: cursor, end: window_end });
+            match self.read_window(cursor, window_end, target, &mut state, cancel).await {
+                Ok(()) => {
+                    windows += 1;
+                    if let Some(t) = target {
+                        cursor = t;
+                    }
+                    if window_end >= platform_now || target != Some(window_end) {
+                        break PassEnd::CaughtUp;
+                    }
+                }
+                Err(Stop::Transient { reason, not_before }) => {
+                    break if cancel.is_cancelled() {
+                        PassEnd::Interrupted
+                    } else {
+                        PassEnd::Incomplete { reason, not_before: not_before.map(format_beijing) }
+                    };
+                }
+                Err(Stop::Fatal(e)) => {
+                    self.store.finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
+                    return Err(e);
+                }
+            }
+        };
+        let (outcome, error) = match &end {
+            PassEnd::CaughtUp => ("caught_up", None),
+            PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.as_str())),
+            PassEnd::Interrupted => ("interrupted", None),
+        };
+        self.store.finish_run(run_id, self.clock.now(), outcome, error)?;
+        Ok(PassReport {
+            run_id,
+            cursor_before: format_beijing(start),
+            cursor_after: format_beijing(cursor),
+            windows,
+            list_requests: state.list_requests,
+            details_fetched: state.details,
+            outcomes: state.outcomes,
+            end,
+        })
+    }
+
+    /// Reads `[start, end)` completely; on success the cursor was moved to `target` with the
+    /// last page.
+    async fn read_window(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        target: Option<DateTime<Utc>>,
+        state: &mut PassState,
+        cancel: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let size = self.cfg.page_size;
+        let mut from = start;
+        let mut complete = true;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Stop::Transient { reason: "shutting down".into(), not_before: None });
+            }
+            let (page, raw) = self.list(from, end, 1, state).await?;
+            let last = page.list.len() < size as usize;
+            let latest = page
+                .list
+                .iter()
+                .filter_map(|item| item.get("GXSJ").and_then(|v| v.as_str()).and_then(parse_beijing))
+                .max();
+            let cursor = (last && complete).then_some(target).flatten();
+            complete &= self.process_page(&page, raw, cursor, state).await?;
+            if last {
+                return if complete {
+                    Ok(())
+                } else {
+                    Err(Stop::Transient { reason: "some projects of the window are not done yet".into(), not_before: None })
+                };
+            }
+            let Some(latest) = latest else {
+                return Err(Stop::Transient { reason: "a full listing page without a readable GXSJ".into(), not_before: None });
+            };
+            if latest > from {
+                from = latest;
+            } else {
+                // A whole page within one second: page that second by number.
+                complete &= self.read_second(from, end, state).await?;
+                from += Duration::seconds(1);
+                if from >= end {
+                    // The second-by-number read was the window's end; move the cursor now.
+                    if complete && let Some(t) = target {
+                        let unit = UnitOfWork {
+                            run_id: Some(state.run_id),
+                            cursor: Some(CursorMove { source: SOURCE.into(), watermark: t }),
+                            ..Default::default()
+                        };
+                        self.commit(unit, state).await?;
+                        return Ok(());
+                    }
+                    return Err(Stop::Transient { reason: "some projects of the window are not done yet".into(), not_before: None });
+                }
+            }
+        }
+    }
+
+    /// Pages `[second, second + 1 s)` by page number. When `total` shrinks between pages,
+    /// projects before our position moved away and later ones slid up: step back as many pages
+    /// as moved, so none slides past unread (re-reads are deduplicated).
+    async fn read_second(&self, second: DateTime<Utc>, end: DateTime<Utc>, state: &mut PassState) -> Result<bool, Stop> {
+        let size = u64::from(self.cfg.page_size);
+        let until = (second + Duration::seconds(1)).min(end);
+        let mut complete = true;
+        let mut total: Option<u64> = None;
+        let mut page_no: u64 = 1;
+        let mut steps_back = 0;
+        loop {
+            let (page, raw) = self.list(second, until, page_no as u32, state).await?;
+            if let Some(before) = total
+                && page.total != before
+            {
+                let moved = before.abs_diff(page.total);
+                tracing::info!(second = %format_beijing(second), moved, "listing total changed while paging; stepping back");
+                steps_back += 1;
+                if steps_back > 100 {
+                    return Err(Stop::Transient { reason: "listing kept drifting while paging one second".into(), not_before: None });
+                }
+                page_no = page_no.saturating_sub(moved.div_ceil(size)).max(1);
+                total = Some(page.total);
+                continue;
+            }
+            total = Some(page.total);
+            complete &= self.process_page(&page, raw, None, state).await?;
+            if page_no * size >= page.total || page.list.is_empty() {
+                return Ok(complete);
+            }
+            page_no += 1;
+        }
+    }
+
+    async fn list(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        page_no: u32,
+        state: &mut PassState,
+    ) -> Result<(ListPage, RawDocument), Stop> {
+        state.list_requests += 1;
+        self.client
+            .list_projects(start, end, page_no, self.cfg.page_size)
+            .await
+            .map_err(|e| self.stop_for(e))
+    }
+
+    fn stop_for(&self, e: ApprovalError) -> Stop {
+        match e.class() {
+            FaultClass::Transient => Stop::Transient { not_before: e.not_before(self.clock.now()), reason: e.to_string() },
+            FaultClass::Permanent => Stop::Fatal(SyncError::Refused(e)),
+        }
+    }
+
+    /// Fetches, maps and commits the new items of one listing page. Returns whether every item
+    /// of the page is done.
+    async fn process_page(
+        &self,
+        page: &ListPage,
+        raw: RawDocument,
+        cursor: Option<DateTime<Utc>>,
+        state: &mut PassState,
+    ) -> Result<bool, Stop> {
+        let page_sha = sha256_hex(&raw.bytes);
+        let mut unit = UnitOfWork { run_id: Some(state.run_id), ..Default::default() };
+        unit.documents.push((page_sha.clone(), raw));
+        let mut wanted = Vec::new();
+        for item in &page.list {
+            match Summary::from_value(item) {
+                Ok(s) => {
+                    let done = self.store.processed_version(SOURCE, &s.xmdm)?;
+                    if done.is_none_or(|v| v < s.bbh as i64) {
+                        wanted.push(s);
+                    }
+                }
+                Err(reason) => unit.items.push(Item::Held(Held {
+                    source: SOURCE.into(),
+                    key: item.get("XMDM").and_then(|v| v.as_str()).map(str::to_string),
+                    version: None,
+                    step: "listing".into(),
+                    field: None,
+                    reason,
+                    detail: Some(item.to_string()),
+                    document_sha256: Some(page_sha.clone()),
+                })),
+            }
+        }
+        let fetched: Vec<(Summary, Result<Fetched, ApprovalError>)> = futures::stream::iter(wanted)
+            .map(|s| async move {
+                let r = self.client.project(&s.xmdm).await;
+                (s, r)
+            })
+            .buffered(self.cfg.concurrency)
+            .collect()
+            .await;
+        state.details += fetched.len() as u64;
+        let mut complete = true;
+        let mut stop = None;
+        for (summary, result) in fetched {
+            match self.handle(&summary, result)? {
+                Handled::Item(item, doc) => {
+                    if let Some(doc) = doc {
+                        unit.documents.push((sha256_hex(&doc.bytes), doc));
+                    }
+                    unit.items.push(*item);
+                }
+                Handled::Pending(reason) => {
+                    complete = false;
+                    tracing::info!(xmdm = %summary.xmdm, bbh = summary.bbh, %reason, "project not done; the window stays open");
+                }
+            }
+            if stop.is_none() {
+                stop = self.take_gate();
+            }
+        }
+        if complete {
+            unit.cursor = cursor.map(|watermark| CursorMove { source: SOURCE.into(), watermark });
+        }
+        self.commit(unit, state).await?;
+        if let Some(s) = stop {
+            return Err(s);
+        }
+        Ok(complete)
+    }
+
+    /// A shut quota or maintenance gate ends the pass after the unit in hand.
+    fn take_gate(&self) -> Option<Stop> {
+        self.client.blocked_until().map(|until| Stop::Transient {
+            reason: format!("the platform accepts no call before {}", format_beijing(until)),
+            not_before: Some(until),
+        })
+    }
+
+    async fn commit(&self, unit: UnitOfWork, state: &mut PassState) -> Result<(), Stop> {
+        let store = self.store.clone();
+        let now = self.clock.now();
+        let cursor = unit.cursor.as_ref().map(|c| c.watermark);
+        let items = unit.items.len();
+        let applied = tokio::task::spawn_blocking(move || store.commit(&unit, now))
+            .await
+            .map_err(|e| Stop::Fatal(SyncError::Join(e.to_string())))??;
+        for a in applied {
+            *state.outcomes.entry(a.as_str()).or_default() += 1;
+        }
+        self.report(Progress::Committed { items, cursor });
+        Ok(())
+    }
+
+    /// Turns one detail answer into an item to commit, or says why it is not done.
+    fn handle(&self, summary: &Summary, result: Result<Fetched, ApprovalError>) -> Result<Handled, Stop> {
+        let listed = SourceKey { source: SOURCE.into(), key: summary.xmdm.clone(), version: summary.bbh as i64 };
+        let fetched = match result {
+            Ok(f) => f,
+            Err(ApprovalError::NotFound { raw }) => {
+                let attempts = self.store.listing_miss(&listed, self.clock.now())?;
+                if attempts < self.cfg.not_found_limit {
+                    return Ok(Handled::Pending(format!("detail answers 4040 (not visible yet?), attempt {attempts}")));
+                }
+                let sha = sha256_hex(&raw.bytes);
+                return Ok(Handled::Item(
+                    Box::new(Item::Held(Held {
+                        source: SOURCE.into(),
+                        key: Some(summary.xmdm.clone()),
+                        version: Some(listed.version),
+                        step: "detail".into(),
+                        field: None,
+                        reason: format!("listed, but the detail call answered 4040 on {attempts} passes"),
+                        detail: None,
+                        document_sha256: Some(sha),
+                    })),
+                    Some(*raw),
+                ));
+            }
+            Err(ApprovalError::OutsideServiceArea { raw }) => {
+                let sha = sha256_hex(&raw.bytes);
+                return Ok(Handled::Item(
+                    Box::new(Item::Skipped {
+                        key: listed,
+                        document_sha256: Some(sha),
+                        reason: "outside the account's service area (4030)".into(),
+                    }),
+                    Some(*raw),
+                ));
+            }
+            Err(e @ (ApprovalError::BadSignature | ApprovalError::BadParameter { .. })) => {
+                return Err(Stop::Fatal(SyncError::Refused(e)));
+            }
+            Err(e) if e.is_transient() => return Ok(Handled::Pending(e.to_string())),
+            Err(e) => {
+                return Ok(Handled::Item(
+                    Box::new(Item::Held(Held {
+                        source: SOURCE.into(),
+                        key: Some(summary.xmdm.clone()),
+                        version: Some(listed.version),
+                        step: "detail".into(),
+                        field: None,
+                        reason: e.to_string(),
+                        detail: None,
+                        document_sha256: None,
+                    })),
+                    None,
+                ));
+            }
+        };
+        let sha = sha256_hex(&fetched.raw.bytes);
+        let data = fetched.data();
+        let detail_version = data.get("BBH").and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
+        if data.get("XMDM").and_then(|v| v.as_str()).map(str::trim) != Some(summary.xmdm.as_str()) {
+            return Ok(self.held(summary, listed.version, &sha, fetched.raw, "detail", Some("project.code"), "the detail answered for another project code".into(), None));
+        }
+        let Some(version) = detail_version else {
+            return Ok(self.held(summary, listed.version, &sha, fetched.raw, "map", Some("source.version"), "the detail has no usable BBH".into(), None));
+        };
+        if version < listed.version {
+            return Ok(Handled::Pending(format!("detail still shows BBH {version}, listing showed {}", listed.version)));
+        }
+        let ctx = Context { today: self.clock.now().with_timezone(&shuiwu_wire::beijing()).date_naive() };
+        let facts = match mapping::apply(&self.mapping, &fetched.body, &sha, &ctx) {
+            Ok(f) => f,
+            Err(e) => {
+                let field = e.errors.first().map(|f| f.field.clone());
+                let detail = serde_json::to_string(&e.errors).ok();
+                return Ok(self.held(summary, version, &sha, fetched.raw, "map", field.as_deref(), e.to_string(), detail));
+            }
+        };
+        let key = SourceKey { source: SOURCE.into(), key: summary.xmdm.clone(), version };
+        let item = match assemble(&facts, &sha) {
+            Ok(Assembled::Record(candidate)) => Item::Record { key, document_sha256: sha, candidate },
+            Ok(Assembled::Skip(reason)) => Item::Skipped { key, document_sha256: Some(sha), reason },
+            Err(e) => {
+                return Ok(self.held(summary, version, &sha, fetched.raw, "assemble", Some(&e.0.clone()), e.to_string(), None));
+            }
+        };
+        Ok(Handled::Item(Box::new(item), Some(fetched.raw)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn held(
+        &self,
+        summary: &Summary,
+        version: i64,
+        sha: &str,
+        raw: RawDocument,
+        step: &str,
+        field: Option<&str>,
+        reason: String,
+        detail: Option<String>,
+    ) -> Handled {
+        Handled::Item(
+            Box::new(Item::Held(Held {
+                source: SOURCE.into(),
+                key: Some(summary.xmdm.clone()),
+                version: Some(version),
+                step: step.into(),
+                field: field.map(str::to_string),
+                reason,
+                detail,
+                document_sha256: Some(sha.to_string()),
+            })),
+            Some(raw),
+        )
+    }
+}
+
+struct PassState {
+    run_id: i64,
+    list_requests: u64,
+    details: u64,
+    outcomes: BTreeMap<&'static str, u64>,
+}
+
+/// Every outcome label, in summary order.
+pub const OUTCOMES: [Applied; 8] = [
+    Applied::Created,
+    Applied::Updated,
+    Applied::Withdrawn,
+    Applied::Unchanged,
+    Applied::Skipped,
+    Applied::Held,
+    Applied::Stale,
+    Applied::Duplicate,
+];
