@@ -11,3 +11,6 @@ pub mod record;
 pub mod store;
 pub mod config;
 pub mod sync;
+pub mod app;
+pub mod cli;
+pub mod logging;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::mapping::{Lineage, PersonalKind};
+use crate::mapping::{Lineage, MappingSet, PersonalKind};
 
 /// `张三` → `张*`, `欧阳娜娜` → `欧***`: the first character and one star for each other.
 pub fn name(text: &str) -> String {
@@ -63,6 +63,40 @@ pub fn record_json(content: &mut serde_json::Value, lineage: &BTreeMap<String, L
         {
             *slot = serde_json::Value::from(mask(kind, text));
         }
+    }
+}
+
+/// Masks, in a raw JSON document, every value that some mapping marks personal, wherever the
+/// mapping's paths find it (list items included). Used where a raw document is shown.
+pub fn raw_document(document: &mut serde_json::Value, mappings: &MappingSet) {
+    for m in mappings.all() {
+        for f in m.fields.iter().filter(|f| f.personal.is_some()) {
+            let pointer = format!("{}{}", m.root, f.path);
+            mask_at(document, &pointer, f.personal);
+        }
+        for list in &m.lists {
+            let Some(items) = document.pointer(&format!("{}{}", m.root, list.path)).and_then(|v| v.as_array()) else {
+                continue;
+            };
+            let n = items.len();
+            for f in list.fields.iter().filter(|f| f.personal.is_some()) {
+                for i in 0..n {
+                    let pointer = format!("{}{}/{i}{}", m.root, list.path, f.path);
+                    mask_at(document, &pointer, f.personal);
+                }
+            }
+        }
+    }
+}
+
+fn mask_at(document: &mut serde_json::Value, pointer: &str, kind: Option<PersonalKind>) {
+    if let (Some(kind), Some(slot)) = (kind, document.pointer_mut(pointer)) {
+        let text = match &*slot {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => return,
+            other => other.to_string(),
+        };
+        *slot = serde_json::Value::from(mask(kind, &text));
     }
 }
 

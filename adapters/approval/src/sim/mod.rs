@@ -7,10 +7,12 @@
 //! contract lists ([`Fault`]). Tests and `gateway demo` run against it.
 
 mod faults;
+mod fixtures;
 mod generate;
 mod server;
 mod state;
 
 pub use faults::{Fault, Injection, Target};
+pub use fixtures::{FIXTURES, fixtures_at};
 pub use generate::{Generator, Malformation, attachment_content};
 pub use server::{SimConfig, SimServer, SimStats, Simulator};

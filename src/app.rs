@@ -1,0 +1,36 @@
+//! Wiring: from a configuration to a ready store, mapping set, client and syncer.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use shuiwu_approval::ApprovalClient;
+use shuiwu_wire::Clock;
+
+use crate::config::Config;
+use crate::mapping::MappingSet;
+use crate::store::Store;
+use crate::sync::Syncer;
+
+/// The name of the mapping that turns an approval-platform project detail into facts.
+pub const PROJECT_MAPPING: &str = "approval.project";
+
+/// A gateway ready to sync.
+pub struct Gateway {
+    pub store: Arc<Store>,
+    pub mappings: MappingSet,
+    pub syncer: Syncer,
+}
+
+impl Gateway {
+    pub fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Gateway> {
+        let mappings = MappingSet::load(cfg.mappings.dir.as_deref()).context("loading mapping files")?;
+        let mapping = mappings
+            .get(PROJECT_MAPPING)
+            .with_context(|| format!("no mapping file defines {PROJECT_MAPPING:?}"))?;
+        let store = Arc::new(Store::open(&cfg.store.path)?);
+        store.save_mappings(&mappings, clock.now())?;
+        let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
+        let syncer = Syncer::new(client, store.clone(), mapping, cfg.sync.clone(), clock);
+        Ok(Gateway { store, mappings, syncer })
+    }
+}

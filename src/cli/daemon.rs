@@ -1,0 +1,143 @@
+//! `gateway run` and `gateway sync --once`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use shuiwu_wire::{SystemClock, format_beijing, parse_beijing};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::Gateway;
+use crate::config::Config;
+use crate::sync::{PassEnd, PassReport, Progress, Syncer};
+
+/// Cancels `token` on SIGTERM or Ctrl-C; the pass in hand finishes its unit of work first.
+pub fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: finishing the unit of work in hand"),
+            _ = terminate => tracing::info!("SIGTERM: finishing the unit of work in hand"),
+        }
+        token.cancel();
+    });
+}
+
+/// A progress bar over the backfill's time range, shown only on a terminal.
+pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
+    if !std::io::stderr().is_terminal() {
+        return (syncer, None);
+    }
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {percent:>3}% {prefix} items, {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let shown = bar.clone();
+    let origin = std::sync::Mutex::new(None);
+    let items = std::sync::atomic::AtomicU64::new(0);
+    let syncer = syncer.with_progress(move |p| match p {
+        Progress::Started { from, to } => {
+            *origin.lock().unwrap_or_else(|e| e.into_inner()) = Some(from);
+            shown.set_length((to - from).num_seconds().max(1) as u64);
+        }
+        Progress::Window { start, end } => {
+            if let Some(from) = *origin.lock().unwrap_or_else(|e| e.into_inner()) {
+                shown.set_position((start - from).num_seconds().max(0) as u64);
+            }
+            shown.set_message(format!("window {} → {}", format_beijing(start), format_beijing(end)));
+        }
+        Progress::Committed { items: n, cursor } => {
+            let total = items.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
+            if let (Some(c), Some(from)) = (cursor, *origin.lock().unwrap_or_else(|e| e.into_inner())) {
+                shown.set_position((c - from).num_seconds().max(0) as u64);
+            }
+            shown.set_prefix(total.to_string());
+        }
+    });
+    (syncer, Some(bar))
+}
+
+fn log_report(r: &PassReport) {
+    tracing::info!(
+        run = r.run_id,
+        cursor_before = %r.cursor_before,
+        cursor_after = %r.cursor_after,
+        windows = r.windows,
+        list_requests = r.list_requests,
+        details = r.details_fetched,
+        outcomes = ?r.outcomes,
+        end = ?r.end,
+        "sync pass finished"
+    );
+}
+
+pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let gateway = Gateway::open(cfg, Arc::new(SystemClock))?;
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let (syncer, bar) = with_progress(gateway.syncer);
+    let report = syncer.pass(&token).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    log_report(&report);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(match report.end {
+        PassEnd::CaughtUp | PassEnd::Interrupted => ExitCode::SUCCESS,
+        // Transient: nothing is lost, the next pass resumes; scripts may want to know.
+        PassEnd::Incomplete { .. } => ExitCode::from(3),
+    })
+}
+
+pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let gateway = Gateway::open(cfg, Arc::new(SystemClock))?;
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let interval = cfg.sync.interval();
+    tracing::info!(db = %gateway.store.path().display(), interval_secs = interval.as_secs(), "gateway running");
+    let syncer = gateway.syncer;
+    while !token.is_cancelled() {
+        let wait = match syncer.pass(&token).await {
+            Ok(report) => {
+                log_report(&report);
+                match &report.end {
+                    PassEnd::Incomplete { not_before: Some(t), .. } => parse_beijing(t)
+                        .and_then(|t| (t - Utc::now()).to_std().ok())
+                        .map_or(interval, |d| d.max(interval)),
+                    _ => interval,
+                }
+            }
+            Err(e) => {
+                // A refused account or a database error: say it loudly, keep the daemon alive,
+                // and try again later; nothing was committed for the failed unit.
+                tracing::error!("sync pass failed: {e}");
+                interval.max(Duration::from_secs(60))
+            }
+        };
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!("gateway stopped");
+    Ok(ExitCode::SUCCESS)
+}

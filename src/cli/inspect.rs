@@ -1,0 +1,303 @@
+//! Read-only commands: records, traces, failures. Personal data is masked in all of them.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::table::{self, clip};
+use crate::mapping::{Lineage, MappingSet};
+use crate::mask;
+use crate::store::{Store, VersionRow};
+
+pub fn records_list(store: &Store, state: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let rows = store.records(state, limit)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = store.record_count()?;
+    table::print(
+        &["id", "state", "ver", "BBH", "district", "project", "updated"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.state.clone(),
+                    r.current_version.to_string(),
+                    r.source_version.to_string(),
+                    r.district.clone(),
+                    clip(&r.name, 36),
+                    r.updated_at.chars().take(19).collect(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    outln!("{} of {total} records shown", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lineage_of(v: &VersionRow) -> anyhow::Result<BTreeMap<String, Lineage>> {
+    serde_json::from_str(&v.lineage).context("stored lineage is not readable")
+}
+
+fn masked_content(v: &VersionRow) -> anyhow::Result<serde_json::Value> {
+    let mut content = v.content.clone();
+    mask::record_json(&mut content, &lineage_of(v)?);
+    Ok(content)
+}
+
+fn versions(store: &Store, id: &str) -> anyhow::Result<Vec<VersionRow>> {
+    let versions = store.record_versions(id)?;
+    if versions.is_empty() {
+        anyhow::bail!("no record {id} (ids look like PE-2022-530112-47-01-587143; see `gateway records list`)");
+    }
+    Ok(versions)
+}
+
+pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let versions = versions(store, id)?;
+    let Some(current) = versions.last() else { unreachable!("versions() refuses an empty list") };
+    let content = masked_content(current)?;
+    if json {
+        let history: Vec<_> = versions
+            .iter()
+            .map(|v| {
+                json!({"version": v.version, "change": v.change, "source_version": v.source_version,
+                       "document_sha256": v.document_sha256, "content_sha256": v.content_sha256, "created_at": v.created_at})
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&json!({"id": id, "version": current.version, "content": content, "versions": history}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("record {id}, version {} ({})", current.version, current.change);
+    outln!("{}", serde_json::to_string_pretty(&content)?);
+    outln!();
+    table::print(
+        &["ver", "change", "BBH", "document", "content", "at"],
+        &versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.version.to_string(),
+                    v.change.clone(),
+                    v.source_version.to_string(),
+                    short(&v.document_sha256),
+                    short(&v.content_sha256),
+                    v.created_at.chars().take(19).collect(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    outln!("\ntrace any field to its raw bytes: gateway trace {id} --field water.diameter_dn");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+/// One field's chain, for `trace --json`.
+#[derive(serde::Serialize)]
+struct TraceEntry {
+    field: String,
+    value: serde_json::Value,
+    raw: Option<String>,
+    path: String,
+    transforms: Vec<String>,
+    document_sha256: String,
+    document_size: Option<usize>,
+    fetches: Vec<shuiwu_wire::FetchMeta>,
+    mapping: String,
+    mapping_sha256: String,
+    mapping_stored: bool,
+}
+
+pub fn trace(store: &Store, id: &str, field: Option<&str>, version: Option<i64>, json: bool) -> anyhow::Result<ExitCode> {
+    let versions = versions(store, id)?;
+    let row = match version {
+        Some(n) => versions.iter().find(|v| v.version == n).with_context(|| format!("record {id} has no version {n}"))?,
+        None => versions.last().context("no versions")?,
+    };
+    let lineage = lineage_of(row)?;
+    let mut content = row.content.clone();
+    mask::record_json(&mut content, &lineage);
+    let selected: Vec<(&String, &Lineage)> = lineage
+        .iter()
+        .filter(|(name, _)| {
+            field.is_none_or(|f| {
+                name.as_str() == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))
+            })
+        })
+        .collect();
+    if selected.is_empty() {
+        let known: Vec<&str> = lineage.keys().map(String::as_str).take(12).collect();
+        anyhow::bail!("record {id} has no field {:?}; fields include {}", field.unwrap_or(""), known.join(", "));
+    }
+    let mut documents: BTreeMap<String, Option<(usize, Vec<shuiwu_wire::FetchMeta>)>> = BTreeMap::new();
+    let mut mappings: BTreeMap<String, bool> = BTreeMap::new();
+    let mut entries = Vec::new();
+    for (name, l) in selected {
+        if !documents.contains_key(&l.document) {
+            let doc = store.document(&l.document)?.map(|(bytes, fetches)| (bytes.len(), fetches));
+            documents.insert(l.document.clone(), doc);
+        }
+        if !mappings.contains_key(&l.mapping_sha256) {
+            mappings.insert(l.mapping_sha256.clone(), store.mapping_file(&l.mapping_sha256)?.is_some());
+        }
+        let doc = documents.get(&l.document).cloned().flatten();
+        let mut slot_content = content.clone();
+        let value = mask::slot(&mut slot_content, name).cloned().unwrap_or(serde_json::Value::Null);
+        let raw = match (l.personal, &l.raw) {
+            (Some(kind), Some(raw)) => Some(mask::mask(kind, raw)),
+            (_, raw) => raw.clone(),
+        };
+        entries.push(TraceEntry {
+            field: name.clone(),
+            value,
+            raw,
+            path: l.path.clone(),
+            transforms: l.transforms.clone(),
+            document_sha256: l.document.clone(),
+            document_size: doc.as_ref().map(|d| d.0),
+            fetches: doc.map(|d| d.1).unwrap_or_default(),
+            mapping: l.mapping.clone(),
+            mapping_sha256: l.mapping_sha256.clone(),
+            mapping_stored: mappings.get(&l.mapping_sha256).copied().unwrap_or(false),
+        });
+    }
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&json!({"id": id, "version": row.version, "fields": entries}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("record {id}, version {} ({}), built from BBH {}", row.version, row.change, row.source_version);
+    for e in &entries {
+        let value = match &e.value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "(not known)".into(),
+            other => other.to_string(),
+        };
+        outln!("\n{} = {value}", e.field);
+        match &e.raw {
+            Some(raw) => outln!("  raw        {raw:?} at {}", e.path),
+            None => outln!("  raw        (absent) at {}", e.path),
+        }
+        if !e.transforms.is_empty() {
+            outln!("  transforms {}", e.transforms.join(" → "));
+        }
+        match (e.document_size, e.fetches.first()) {
+            (Some(size), Some(f)) => outln!(
+                "  document   sha256:{} ({size} bytes) {} {} → {}, request {}, fetched {}",
+                e.document_sha256,
+                f.method,
+                f.url,
+                f.status,
+                f.request_id.as_deref().unwrap_or("-"),
+                shuiwu_wire::format_beijing(f.fetched_at)
+            ),
+            _ => outln!("  document   sha256:{} (NOT IN STORE)", e.document_sha256),
+        }
+        outln!(
+            "  mapping    {} sha256:{}{}",
+            e.mapping,
+            e.mapping_sha256,
+            if e.mapping_stored { "" } else { " (content not stored)" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn failures_list(store: &Store, state: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let rows = store.failures(state, limit)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    table::print(
+        &["id", "state", "project", "BBH", "step", "field", "reason"],
+        &rows
+            .iter()
+            .map(|f| {
+                vec![
+                    f.id.to_string(),
+                    f.state.clone(),
+                    f.key.clone().unwrap_or_else(|| "-".into()),
+                    f.version.map_or("-".into(), |v| v.to_string()),
+                    f.step.clone(),
+                    f.field.clone().unwrap_or_else(|| "-".into()),
+                    clip(&f.reason, 70),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    outln!("{} failures shown", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn failures_show(store: &Store, id: i64, json: bool) -> anyhow::Result<ExitCode> {
+    let failure = store.failure(id)?.with_context(|| format!("no failure {id} (see `gateway failures list`)"))?;
+    let document = match &failure.document_sha256 {
+        Some(sha) => store.document(sha)?,
+        None => None,
+    };
+    let mappings = MappingSet::load(None)?;
+    let masked_document = document.as_ref().map(|(bytes, _)| match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(mut v) => {
+            mask::raw_document(&mut v, &mappings);
+            v
+        }
+        Err(_) => json!(format!("({} bytes, not JSON)", bytes.len())),
+    });
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "failure": failure,
+                "document": masked_document,
+                "fetches": document.as_ref().map(|d| &d.1),
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("failure {} ({})", failure.id, failure.state);
+    outln!("  project   {} BBH {}", failure.key.as_deref().unwrap_or("-"), failure.version.map_or("-".into(), |v| v.to_string()));
+    outln!("  step      {}", failure.step);
+    outln!("  field     {}", failure.field.as_deref().unwrap_or("-"));
+    outln!("  reason    {}", failure.reason);
+    outln!("  held at   {}", failure.created_at);
+    if let Some(detail) = &failure.detail {
+        if let Some(errors) = detail.as_array() {
+            outln!("  every failing field:");
+            for e in errors {
+                outln!(
+                    "    {} at {}: {} (raw {})",
+                    e["field"].as_str().unwrap_or("?"),
+                    e["path"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or("?"),
+                    e["raw"]
+                );
+            }
+        } else {
+            outln!("  detail    {detail}");
+        }
+    }
+    if let (Some(sha), Some((bytes, fetches))) = (&failure.document_sha256, &document) {
+        outln!("  document  sha256:{sha} ({} bytes)", bytes.len());
+        for f in fetches {
+            outln!(
+                "            {} {} → {}, request {}, fetched {}",
+                f.method,
+                f.url,
+                f.status,
+                f.request_id.as_deref().unwrap_or("-"),
+                shuiwu_wire::format_beijing(f.fetched_at)
+            );
+        }
+        if let Some(doc) = masked_document {
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

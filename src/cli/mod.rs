@@ -1,0 +1,171 @@
+//! The command line: what operators and auditors type.
+
+mod daemon;
+mod demo;
+mod inspect;
+mod simulate;
+mod table;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::logging::LogFormat;
+
+/// shuiwu-gateway: Yunnan approval-platform projects → Kunming water pre-engagement records.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Secrets come from the environment: GATEWAY_APPROVAL_APP_SECRET.
+    #[arg(long, global = true, env = "GATEWAY_CONFIG", default_value = "gateway.toml")]
+    pub config: PathBuf,
+    /// The database, for the inspection commands; overrides the configuration's store.path.
+    #[arg(long, global = true)]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `gateway=debug` (default: RUST_LOG, else info).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as a daemon: a sync pass every sync.interval_secs until SIGTERM or Ctrl-C, which
+    /// let the unit of work in hand finish and then exit 0.
+    Run,
+    /// Sync once and exit.
+    Sync {
+        /// One pass from the cursor up to now (the only mode; required for clarity in scripts).
+        #[arg(long, required = true)]
+        once: bool,
+        /// Print the pass report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the approval simulator in-process, sync a few hundred projects into a fresh demo
+    /// database, and print a summary.
+    Demo(demo::DemoArgs),
+    /// Pre-engagement records.
+    Records {
+        #[command(subcommand)]
+        command: RecordsCommand,
+    },
+    /// Each field of a record with its chain back to the raw bytes.
+    Trace {
+        id: String,
+        /// Only this field, or every field under it (`water` gives water.*).
+        #[arg(long)]
+        field: Option<String>,
+        /// Trace this record version instead of the current one.
+        #[arg(long)]
+        version: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The failure queue: project versions held for an operator.
+    Failures {
+        #[command(subcommand)]
+        command: FailuresCommand,
+    },
+    /// Serve the approval-platform simulator on loopback (for benchmarks and trying things).
+    Simulate(simulate::SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordsCommand {
+    /// Records, most recently changed first.
+    List {
+        #[arg(long, value_parser = ["active", "withdrawn"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One record: its current content (personal data masked) and its versions.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FailuresCommand {
+    /// Failures, newest first.
+    List {
+        #[arg(long, value_parser = ["held", "superseded", "dismissed", "replayed"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One failure with every failing field and its raw document (personal data masked).
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run => daemon::run(&load_config(&cli.config)?).await,
+        Command::Sync { once: _, json } => daemon::sync_once(&load_config(&cli.config)?, json).await,
+        Command::Demo(args) => demo::run(args).await,
+        Command::Simulate(args) => simulate::run(args).await,
+        Command::Records { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            match command {
+                RecordsCommand::List { state, limit, json } => inspect::records_list(&store, state.as_deref(), limit, json),
+                RecordsCommand::Show { id, json } => inspect::records_show(&store, &id, json),
+            }
+        }
+        Command::Trace { id, field, version, json } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            inspect::trace(&store, &id, field.as_deref(), version, json)
+        }
+        Command::Failures { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            match command {
+                FailuresCommand::List { state, limit, json } => inspect::failures_list(&store, state.as_deref(), limit, json),
+                FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
+            }
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).with_context(|| format!("configuration {}", path.display()))
+}
+
+/// The store for read-only commands: `--db`, else `GATEWAY_STORE_PATH`, else the configuration
+/// file's `store.path` (read without requiring secrets), else the default path.
+fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::Store> {
+    let path = match db {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("GATEWAY_STORE_PATH") {
+            Some(p) => PathBuf::from(p),
+            None => store_path_from(config).unwrap_or_else(|| crate::config::StoreConfig::default().path),
+        },
+    };
+    if !path.exists() {
+        anyhow::bail!("no database at {} (run a sync or `gateway demo` first, or pass --db)", path.display());
+    }
+    Ok(crate::store::Store::open(&path)?)
+}
+
+fn store_path_from(config: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value.get("store")?.get("path")?.as_str().map(PathBuf::from)
+}
