@@ -31,6 +31,10 @@ impl Gateway {
         store.save_mappings(&mappings, clock.now())?;
         let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
         let syncer = Syncer::new(client, store.clone(), mapping, cfg.sync.clone(), clock);
-        Ok(Gateway { store, mappings, syncer })
+        Ok(Gateway {
+            store,
+            mappings,
+            syncer,
+        })
     }
 }

@@ -22,7 +22,11 @@ pub enum ConfigError {
     #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path}:{line}: {message}")]
-    Invalid { path: String, line: usize, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error("{0}")]
     Setting(String),
 }
@@ -47,7 +51,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("gateway-data/gateway.db") }
+        StoreConfig {
+            path: PathBuf::from("gateway-data/gateway.db"),
+        }
     }
 }
 
@@ -97,8 +103,9 @@ impl Default for SyncConfig {
 
 impl SyncConfig {
     pub fn start_at(&self) -> Result<DateTime<Utc>, ConfigError> {
-        shuiwu_wire::parse_beijing(&self.start)
-            .ok_or_else(|| ConfigError::Setting(format!("sync.start {:?} is not yyyy-MM-dd HH:mm:ss", self.start)))
+        shuiwu_wire::parse_beijing(&self.start).ok_or_else(|| {
+            ConfigError::Setting(format!("sync.start {:?} is not yyyy-MM-dd HH:mm:ss", self.start))
+        })
     }
 
     pub fn interval(&self) -> Duration {
@@ -108,10 +115,14 @@ impl SyncConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.start_at()?;
         if !(1..=24).contains(&self.window_hours) {
-            return Err(ConfigError::Setting("sync.window_hours must be 1 to 24 (the platform's limit)".into()));
+            return Err(ConfigError::Setting(
+                "sync.window_hours must be 1 to 24 (the platform's limit)".into(),
+            ));
         }
         if !(1..=100).contains(&self.page_size) {
-            return Err(ConfigError::Setting("sync.page_size must be 1 to 100 (the platform's limit)".into()));
+            return Err(ConfigError::Setting(
+                "sync.page_size must be 1 to 100 (the platform's limit)".into(),
+            ));
         }
         if self.lag_secs < 300 {
             return Err(ConfigError::Setting(
@@ -128,18 +139,30 @@ impl SyncConfig {
 impl Config {
     /// Reads and validates a configuration file, then applies the environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Config::parse(&path.display().to_string(), &text, |name| std::env::var(name).ok())
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&path.display().to_string(), &text, |name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Parses configuration text; `env` looks up environment variables (injected for tests).
-    pub fn parse(name: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn parse(
+        name: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid {
             path: name.to_string(),
-            line: e
-                .span()
-                .map_or(1, |s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1),
+            line: e.span().map_or(1, |s| {
+                text.as_bytes()[..s.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            }),
             message: e.message().to_string(),
         })?;
         if let Some(v) = env("GATEWAY_APPROVAL_APP_SECRET") {
@@ -183,19 +206,31 @@ start = "2026-10-01 00:00:00"
 
     #[test]
     fn secrets_come_from_the_environment() {
-        let cfg = Config::parse("c.toml", TEXT, |n| (n == "GATEWAY_APPROVAL_APP_SECRET").then(|| "s3".into())).unwrap();
+        let cfg = Config::parse("c.toml", TEXT, |n| {
+            (n == "GATEWAY_APPROVAL_APP_SECRET").then(|| "s3".into())
+        })
+        .unwrap();
         assert_eq!(cfg.approval.app_secret.expose(), "s3");
-        assert_eq!(format!("{:?}", cfg.approval).matches("s3").count(), 0, "Debug must not show the secret");
+        assert_eq!(
+            format!("{:?}", cfg.approval).matches("s3").count(),
+            0,
+            "Debug must not show the secret"
+        );
         let err = Config::parse("c.toml", TEXT, |_| None).unwrap_err();
         assert!(err.to_string().contains("GATEWAY_APPROVAL_APP_SECRET"));
     }
 
     #[test]
     fn errors_name_the_line() {
-        let err = Config::parse("c.toml", &TEXT.replace("app_id", "appid"), |_| Some("s".into())).unwrap_err();
+        let err =
+            Config::parse("c.toml", &TEXT.replace("app_id", "appid"), |_| Some("s".into())).unwrap_err();
         assert!(err.to_string().starts_with("c.toml:8: "), "{err}");
-        let err = Config::parse("c.toml", &TEXT.replace("2026-10-01 00:00:00", "yesterday"), |_| Some("s".into()))
-            .unwrap_err();
+        let err = Config::parse(
+            "c.toml",
+            &TEXT.replace("2026-10-01 00:00:00", "yesterday"),
+            |_| Some("s".into()),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("sync.start"), "{err}");
     }
 }

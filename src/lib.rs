@@ -5,12 +5,12 @@
 //! pre-engagement records, and [`sync`] drives the approval platform's incremental sync, one
 //! atomic unit of work at a time.
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod logging;
 pub mod mapping;
 pub mod mask;
 pub mod record;
 pub mod store;
-pub mod config;
 pub mod sync;
-pub mod app;
-pub mod cli;
-pub mod logging;

@@ -7,7 +7,13 @@ use gateway::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    if let Err(e) = gateway::logging::init(args.log_format, args.log_level.as_deref()) {
+    // The demo reports retries in its summary; its log shows only errors unless asked.
+    let quiet_demo = matches!(args.command, cli::Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| quiet_demo.then(|| "error".to_string()));
+    if let Err(e) = gateway::logging::init(args.log_format, level.as_deref()) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

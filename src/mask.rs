@@ -75,7 +75,10 @@ pub fn raw_document(document: &mut serde_json::Value, mappings: &MappingSet) {
             mask_at(document, &pointer, f.personal);
         }
         for list in &m.lists {
-            let Some(items) = document.pointer(&format!("{}{}", m.root, list.path)).and_then(|v| v.as_array()) else {
+            let Some(items) = document
+                .pointer(&format!("{}{}", m.root, list.path))
+                .and_then(|v| v.as_array())
+            else {
                 continue;
             };
             let n = items.len();

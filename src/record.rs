@@ -179,23 +179,35 @@ pub struct MissingFact(pub String);
 pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, MissingFact> {
     let need_text = |name: &str| facts.text(name).ok_or_else(|| MissingFact(name.into()));
     let region = need_text("site.region_code")?;
-    let Some(district) = KUNMING_DISTRICTS.iter().find(|(c, _)| *c == region).map(|(_, n)| *n) else {
-        return Ok(Assembled::Skip(format!("site in division {region}, outside Kunming")));
+    let Some(district) = KUNMING_DISTRICTS
+        .iter()
+        .find(|(c, _)| *c == region)
+        .map(|(_, n)| *n)
+    else {
+        return Ok(Assembled::Skip(format!(
+            "site in division {region}, outside Kunming"
+        )));
     };
     let code = need_text("project.code")?;
     let status = match facts.text("project.status").as_deref() {
         Some("0") => RecordState::Withdrawn,
         _ => RecordState::Active,
     };
-    let water = facts.bool("water.requested").unwrap_or(false).then(|| WaterRequest {
-        diameter_dn: facts.integer("water.diameter_dn"),
-        use_: facts.code("water.use"),
-        daily_m3: facts.decimal("water.daily_m3"),
-        external_pipe_m: facts.decimal("water.external_pipe_m"),
-    });
-    let power = facts.bool("power.requested").unwrap_or(false).then(|| PowerRequest {
-        capacity_kva: facts.decimal("power.capacity_kva"),
-    });
+    let water = facts
+        .bool("water.requested")
+        .unwrap_or(false)
+        .then(|| WaterRequest {
+            diameter_dn: facts.integer("water.diameter_dn"),
+            use_: facts.code("water.use"),
+            daily_m3: facts.decimal("water.daily_m3"),
+            external_pipe_m: facts.decimal("water.external_pipe_m"),
+        });
+    let power = facts
+        .bool("power.requested")
+        .unwrap_or(false)
+        .then(|| PowerRequest {
+            capacity_kva: facts.decimal("power.capacity_kva"),
+        });
     let approvals = (0..facts.list_len("approvals"))
         .map(|i| {
             let f = |n: &str| format!("approvals[{i}].{n}");
@@ -231,9 +243,19 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
             approval_stage: facts.code("project.approval_stage"),
             status,
         },
-        site: Site { region_code: region, district: district.to_string(), address: facts.text("site.address") },
-        builder: Builder { name: need_text("builder.name")?, credit_code: need_text("builder.credit_code")? },
-        contact: Contact { name: facts.text("contact.name"), phone: facts.text("contact.phone") },
+        site: Site {
+            region_code: region,
+            district: district.to_string(),
+            address: facts.text("site.address"),
+        },
+        builder: Builder {
+            name: need_text("builder.name")?,
+            credit_code: need_text("builder.credit_code")?,
+        },
+        contact: Contact {
+            name: facts.text("contact.name"),
+            phone: facts.text("contact.phone"),
+        },
         building: Building {
             floor_area_m2: facts.decimal("building.floor_area_m2"),
             height_m: facts.decimal("building.height_m"),
@@ -247,13 +269,20 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
         source: SourceVersion {
             platform: "approval".into(),
             key: code.clone(),
-            version: facts.integer("source.version").ok_or_else(|| MissingFact("source.version".into()))?,
-            updated_at: facts.time("source.updated_at").ok_or_else(|| MissingFact("source.updated_at".into()))?,
+            version: facts
+                .integer("source.version")
+                .ok_or_else(|| MissingFact("source.version".into()))?,
+            updated_at: facts
+                .time("source.updated_at")
+                .ok_or_else(|| MissingFact("source.updated_at".into()))?,
             document_sha256: document_sha256.to_string(),
         },
     };
-    let lineage: BTreeMap<String, Lineage> =
-        facts.fields.iter().map(|(name, fact)| (name.clone(), fact.lineage.clone())).collect();
+    let lineage: BTreeMap<String, Lineage> = facts
+        .fields
+        .iter()
+        .map(|(name, fact)| (name.clone(), fact.lineage.clone()))
+        .collect();
     let (content_json, content_sha256) = serialise(&record);
     let lineage_json = serde_json::to_string(&lineage).unwrap_or_default();
     Ok(Assembled::Record(Box::new(Candidate {

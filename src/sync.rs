@@ -55,7 +55,10 @@ pub enum PassEnd {
     /// Every window up to now was read; the cursor is as far as it may go.
     CaughtUp,
     /// Stopped early by a transient condition; the next pass resumes from the cursor.
-    Incomplete { reason: String, not_before: Option<String> },
+    Incomplete {
+        reason: String,
+        not_before: Option<String>,
+    },
     /// Stopped by shutdown after finishing the unit in hand.
     Interrupted,
 }
@@ -76,9 +79,18 @@ pub struct PassReport {
 /// What the sync reports as it goes, for a progress display.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Started { from: DateTime<Utc>, to: DateTime<Utc> },
-    Window { start: DateTime<Utc>, end: DateTime<Utc> },
-    Committed { items: usize, cursor: Option<DateTime<Utc>> },
+    Started {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    Window {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    Committed {
+        items: usize,
+        cursor: Option<DateTime<Utc>>,
+    },
 }
 
 type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -96,7 +108,10 @@ pub struct Syncer {
 /// Why a window could not be finished.
 enum Stop {
     /// Try again on a later pass.
-    Transient { reason: String, not_before: Option<DateTime<Utc>> },
+    Transient {
+        reason: String,
+        not_before: Option<DateTime<Utc>>,
+    },
     Fatal(SyncError),
 }
 
@@ -121,7 +136,14 @@ impl Syncer {
         cfg: SyncConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Syncer { client, store, mapping, cfg, clock, progress: None }
+        Syncer {
+            client,
+            store,
+            mapping,
+            cfg,
+            clock,
+            progress: None,
+        }
     }
 
     pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
@@ -143,10 +165,18 @@ impl Syncer {
             Some(c) => c,
             None => parse_beijing(&self.cfg.start).unwrap_or(started),
         };
-        let mut state = PassState { run_id, list_requests: 0, details: 0, outcomes: BTreeMap::new() };
+        let mut state = PassState {
+            run_id,
+            list_requests: 0,
+            details: 0,
+            outcomes: BTreeMap::new(),
+        };
         let mut cursor = start;
         let mut windows = 0;
-        self.report(Progress::Started { from: start, to: self.client.platform_now() });
+        self.report(Progress::Started {
+            from: start,
+            to: self.client.platform_now(),
+        });
         let end = loop {
             if cancel.is_cancelled() {
                 break PassEnd::Interrupted;
@@ -162,8 +192,14 @@ impl Syncer {
             // How far this window, read completely now, lets the cursor go.
             let target = window_end.min(safe);
             let target = (target > cursor).then_some(target);
-            self.report(Progress::Window { start: cursor, end: window_end });
-            match self.read_window(cursor, window_end, target, &mut state, cancel).await {
+            self.report(Progress::Window {
+                start: cursor,
+                end: window_end,
+            });
+            match self
+                .read_window(cursor, window_end, target, &mut state, cancel)
+                .await
+            {
                 Ok(()) => {
                     windows += 1;
                     if let Some(t) = target {
@@ -177,11 +213,15 @@ impl Syncer {
                     break if cancel.is_cancelled() {
                         PassEnd::Interrupted
                     } else {
-                        PassEnd::Incomplete { reason, not_before: not_before.map(format_beijing) }
+                        PassEnd::Incomplete {
+                            reason,
+                            not_before: not_before.map(format_beijing),
+                        }
                     };
                 }
                 Err(Stop::Fatal(e)) => {
-                    self.store.finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
+                    self.store
+                        .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
                     return Err(e);
                 }
             }
@@ -219,7 +259,10 @@ impl Syncer {
         let mut complete = true;
         loop {
             if cancel.is_cancelled() {
-                return Err(Stop::Transient { reason: "shutting down".into(), not_before: None });
+                return Err(Stop::Transient {
+                    reason: "shutting down".into(),
+                    not_before: None,
+                });
             }
             let (page, raw) = self.list(from, end, 1, state).await?;
             let last = page.list.len() < size as usize;
@@ -234,11 +277,17 @@ impl Syncer {
                 return if complete {
                     Ok(())
                 } else {
-                    Err(Stop::Transient { reason: "some projects of the window are not done yet".into(), not_before: None })
+                    Err(Stop::Transient {
+                        reason: "some projects of the window are not done yet".into(),
+                        not_before: None,
+                    })
                 };
             }
             let Some(latest) = latest else {
-                return Err(Stop::Transient { reason: "a full listing page without a readable GXSJ".into(), not_before: None });
+                return Err(Stop::Transient {
+                    reason: "a full listing page without a readable GXSJ".into(),
+                    not_before: None,
+                });
             };
             if latest > from {
                 from = latest;
@@ -251,13 +300,19 @@ impl Syncer {
                     if complete && let Some(t) = target {
                         let unit = UnitOfWork {
                             run_id: Some(state.run_id),
-                            cursor: Some(CursorMove { source: SOURCE.into(), watermark: t }),
+                            cursor: Some(CursorMove {
+                                source: SOURCE.into(),
+                                watermark: t,
+                            }),
                             ..Default::default()
                         };
                         self.commit(unit, state).await?;
                         return Ok(());
                     }
-                    return Err(Stop::Transient { reason: "some projects of the window are not done yet".into(), not_before: None });
+                    return Err(Stop::Transient {
+                        reason: "some projects of the window are not done yet".into(),
+                        not_before: None,
+                    });
                 }
             }
         }
@@ -266,7 +321,12 @@ impl Syncer {
     /// Pages `[second, second + 1 s)` by page number. When `total` shrinks between pages,
     /// projects before our position moved away and later ones slid up: step back as many pages
     /// as moved, so none slides past unread (re-reads are deduplicated).
-    async fn read_second(&self, second: DateTime<Utc>, end: DateTime<Utc>, state: &mut PassState) -> Result<bool, Stop> {
+    async fn read_second(
+        &self,
+        second: DateTime<Utc>,
+        end: DateTime<Utc>,
+        state: &mut PassState,
+    ) -> Result<bool, Stop> {
         let size = u64::from(self.cfg.page_size);
         let until = (second + Duration::seconds(1)).min(end);
         let mut complete = true;
@@ -282,7 +342,10 @@ impl Syncer {
                 tracing::info!(second = %format_beijing(second), moved, "listing total changed while paging; stepping back");
                 steps_back += 1;
                 if steps_back > 100 {
-                    return Err(Stop::Transient { reason: "listing kept drifting while paging one second".into(), not_before: None });
+                    return Err(Stop::Transient {
+                        reason: "listing kept drifting while paging one second".into(),
+                        not_before: None,
+                    });
                 }
                 page_no = page_no.saturating_sub(moved.div_ceil(size)).max(1);
                 total = Some(page.total);
@@ -313,7 +376,10 @@ impl Syncer {
 
     fn stop_for(&self, e: ApprovalError) -> Stop {
         match e.class() {
-            FaultClass::Transient => Stop::Transient { not_before: e.not_before(self.clock.now()), reason: e.to_string() },
+            FaultClass::Transient => Stop::Transient {
+                not_before: e.not_before(self.clock.now()),
+                reason: e.to_string(),
+            },
             FaultClass::Permanent => Stop::Fatal(SyncError::Refused(e)),
         }
     }
@@ -328,7 +394,10 @@ impl Syncer {
         state: &mut PassState,
     ) -> Result<bool, Stop> {
         let page_sha = sha256_hex(&raw.bytes);
-        let mut unit = UnitOfWork { run_id: Some(state.run_id), ..Default::default() };
+        let mut unit = UnitOfWork {
+            run_id: Some(state.run_id),
+            ..Default::default()
+        };
         unit.documents.push((page_sha.clone(), raw));
         let mut wanted = Vec::new();
         for item in &page.list {
@@ -345,6 +414,7 @@ impl Syncer {
                     version: None,
                     step: "listing".into(),
                     field: None,
+                    category: "listing item unreadable".into(),
                     reason,
                     detail: Some(item.to_string()),
                     document_sha256: Some(page_sha.clone()),
@@ -380,7 +450,10 @@ impl Syncer {
             }
         }
         if complete {
-            unit.cursor = cursor.map(|watermark| CursorMove { source: SOURCE.into(), watermark });
+            unit.cursor = cursor.map(|watermark| CursorMove {
+                source: SOURCE.into(),
+                watermark,
+            });
         }
         self.commit(unit, state).await?;
         if let Some(s) = stop {
@@ -414,13 +487,19 @@ impl Syncer {
 
     /// Turns one detail answer into an item to commit, or says why it is not done.
     fn handle(&self, summary: &Summary, result: Result<Fetched, ApprovalError>) -> Result<Handled, Stop> {
-        let listed = SourceKey { source: SOURCE.into(), key: summary.xmdm.clone(), version: summary.bbh as i64 };
+        let listed = SourceKey {
+            source: SOURCE.into(),
+            key: summary.xmdm.clone(),
+            version: summary.bbh as i64,
+        };
         let fetched = match result {
             Ok(f) => f,
             Err(ApprovalError::NotFound { raw }) => {
                 let attempts = self.store.listing_miss(&listed, self.clock.now())?;
                 if attempts < self.cfg.not_found_limit {
-                    return Ok(Handled::Pending(format!("detail answers 4040 (not visible yet?), attempt {attempts}")));
+                    return Ok(Handled::Pending(format!(
+                        "detail answers 4040 (not visible yet?), attempt {attempts}"
+                    )));
                 }
                 let sha = sha256_hex(&raw.bytes);
                 return Ok(Handled::Item(
@@ -431,6 +510,7 @@ impl Syncer {
                         step: "detail".into(),
                         field: None,
                         reason: format!("listed, but the detail call answered 4040 on {attempts} passes"),
+                        category: "listed but never found (4040)".into(),
                         detail: None,
                         document_sha256: Some(sha),
                     })),
@@ -460,6 +540,7 @@ impl Syncer {
                         version: Some(listed.version),
                         step: "detail".into(),
                         field: None,
+                        category: format!("detail refused: {}", e.kind()),
                         reason: e.to_string(),
                         detail: None,
                         document_sha256: None,
@@ -470,31 +551,90 @@ impl Syncer {
         };
         let sha = sha256_hex(&fetched.raw.bytes);
         let data = fetched.data();
-        let detail_version = data.get("BBH").and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
+        let detail_version = data
+            .get("BBH")
+            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
         if data.get("XMDM").and_then(|v| v.as_str()).map(str::trim) != Some(summary.xmdm.as_str()) {
-            return Ok(self.held(summary, listed.version, &sha, fetched.raw, "detail", Some("project.code"), "the detail answered for another project code".into(), None));
+            return Ok(self.held(
+                summary,
+                listed.version,
+                &sha,
+                fetched.raw,
+                "detail",
+                Some("project.code"),
+                "the detail answered for another project code".into(),
+                None,
+            ));
         }
         let Some(version) = detail_version else {
-            return Ok(self.held(summary, listed.version, &sha, fetched.raw, "map", Some("source.version"), "the detail has no usable BBH".into(), None));
+            return Ok(self.held(
+                summary,
+                listed.version,
+                &sha,
+                fetched.raw,
+                "map",
+                Some("source.version"),
+                "the detail has no usable BBH".into(),
+                None,
+            ));
         };
         if version < listed.version {
-            return Ok(Handled::Pending(format!("detail still shows BBH {version}, listing showed {}", listed.version)));
+            return Ok(Handled::Pending(format!(
+                "detail still shows BBH {version}, listing showed {}",
+                listed.version
+            )));
         }
-        let ctx = Context { today: self.clock.now().with_timezone(&shuiwu_wire::beijing()).date_naive() };
+        let ctx = Context {
+            today: self
+                .clock
+                .now()
+                .with_timezone(&shuiwu_wire::beijing())
+                .date_naive(),
+        };
         let facts = match mapping::apply(&self.mapping, &fetched.body, &sha, &ctx) {
             Ok(f) => f,
             Err(e) => {
                 let field = e.errors.first().map(|f| f.field.clone());
                 let detail = serde_json::to_string(&e.errors).ok();
-                return Ok(self.held(summary, version, &sha, fetched.raw, "map", field.as_deref(), e.to_string(), detail));
+                return Ok(self.held(
+                    summary,
+                    version,
+                    &sha,
+                    fetched.raw,
+                    "map",
+                    field.as_deref(),
+                    e.to_string(),
+                    detail,
+                ));
             }
         };
-        let key = SourceKey { source: SOURCE.into(), key: summary.xmdm.clone(), version };
+        let key = SourceKey {
+            source: SOURCE.into(),
+            key: summary.xmdm.clone(),
+            version,
+        };
         let item = match assemble(&facts, &sha) {
-            Ok(Assembled::Record(candidate)) => Item::Record { key, document_sha256: sha, candidate },
-            Ok(Assembled::Skip(reason)) => Item::Skipped { key, document_sha256: Some(sha), reason },
+            Ok(Assembled::Record(candidate)) => Item::Record {
+                key,
+                document_sha256: sha,
+                candidate,
+            },
+            Ok(Assembled::Skip(reason)) => Item::Skipped {
+                key,
+                document_sha256: Some(sha),
+                reason,
+            },
             Err(e) => {
-                return Ok(self.held(summary, version, &sha, fetched.raw, "assemble", Some(&e.0.clone()), e.to_string(), None));
+                return Ok(self.held(
+                    summary,
+                    version,
+                    &sha,
+                    fetched.raw,
+                    "assemble",
+                    Some(&e.0.clone()),
+                    e.to_string(),
+                    None,
+                ));
             }
         };
         Ok(Handled::Item(Box::new(item), Some(fetched.raw)))
@@ -512,6 +652,11 @@ impl Syncer {
         reason: String,
         detail: Option<String>,
     ) -> Handled {
+        let check = detail_check(&reason);
+        let category = match field {
+            Some(f) => format!("{f}: {check}"),
+            None => format!("{step}: {check}"),
+        };
         Handled::Item(
             Box::new(Item::Held(Held {
                 source: SOURCE.into(),
@@ -519,12 +664,23 @@ impl Syncer {
                 version: Some(version),
                 step: step.into(),
                 field: field.map(str::to_string),
+                category,
                 reason,
                 detail,
                 document_sha256: Some(sha.to_string()),
             })),
             Some(raw),
         )
+    }
+}
+
+/// The check that failed, from a reason such as `water.diameter_dn: diameter: "DN四十" is not a
+/// diameter`: the part naming the transform, without the value.
+fn detail_check(reason: &str) -> String {
+    let mut parts = reason.splitn(3, ": ");
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_field), Some(check), Some(_)) => check.to_string(),
+        _ => reason.chars().take(60).collect(),
     }
 }
 

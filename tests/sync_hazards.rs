@@ -10,7 +10,11 @@ use gateway::sync::PassEnd;
 #[tokio::test]
 async fn backfill_processes_every_visible_project_exactly_once() {
     let start = t0() - Duration::days(3);
-    let w = world(sim_config(1_200, start, t0() - Duration::hours(1)), start - Duration::hours(1)).await;
+    let w = world(
+        sim_config(1_200, start, t0() - Duration::hours(1)),
+        start - Duration::hours(1),
+    )
+    .await;
     let report = w.pass().await;
     assert_eq!(report.end, PassEnd::CaughtUp);
     assert!(report.windows >= 3, "{report:?}");
@@ -20,7 +24,10 @@ async fn backfill_processes_every_visible_project_exactly_once() {
     assert_eq!(total, 1_200, "{:?}", report.outcomes);
     assert_eq!(report.outcomes.get("duplicate"), None);
     // The cursor stops short of the lag: now − 5 min − 1 min.
-    assert_eq!(w.store.cursor("approval").unwrap(), Some(t0() - Duration::minutes(6)));
+    assert_eq!(
+        w.store.cursor("approval").unwrap(),
+        Some(t0() - Duration::minutes(6))
+    );
     // A second pass changes nothing and fetches no detail.
     let again = w.pass().await;
     assert_eq!(again.details_fetched, 0, "{again:?}");
@@ -37,12 +44,18 @@ async fn late_visible_versions_are_read_on_a_later_pass() {
     let w = world(sim_config(600, start, t0()), start).await;
     let first = w.pass().await;
     let cursor = w.store.cursor("approval").unwrap().unwrap();
-    assert!(cursor <= t0() - Duration::minutes(5), "cursor {cursor} passed the lag");
+    assert!(
+        cursor <= t0() - Duration::minutes(5),
+        "cursor {cursor} passed the lag"
+    );
     let later_visible = {
         w.clock.advance(Duration::minutes(10));
         w.missing(start).len()
     };
-    assert!(later_visible > 0, "the test needs versions that became visible late");
+    assert!(
+        later_visible > 0,
+        "the test needs versions that became visible late"
+    );
     let second = w.pass().await;
     assert!(w.missing(start).is_empty(), "{first:?} {second:?}");
 }
@@ -91,9 +104,11 @@ async fn a_detail_newer_than_its_listing_does_not_move_the_cursor() {
     let w = world(sim, start).await;
     let report = w.pass().await;
     assert_eq!(report.end, PassEnd::CaughtUp);
-    assert_eq!(w.store.cursor("approval").unwrap(), Some(t0() - Duration::minutes(6)));
+    assert_eq!(
+        w.store.cursor("approval").unwrap(),
+        Some(t0() - Duration::minutes(6))
+    );
     w.clock.advance(Duration::minutes(7));
     w.pass().await;
     assert!(w.missing(start).is_empty());
 }
-

@@ -46,8 +46,10 @@ pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
     }
     let bar = ProgressBar::new(1);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {percent:>3}% {prefix} items, {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {percent:>3}% {prefix} items, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let shown = bar.clone();
     let origin = std::sync::Mutex::new(None);
@@ -61,7 +63,11 @@ pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
             if let Some(from) = *origin.lock().unwrap_or_else(|e| e.into_inner()) {
                 shown.set_position((start - from).num_seconds().max(0) as u64);
             }
-            shown.set_message(format!("window {} → {}", format_beijing(start), format_beijing(end)));
+            shown.set_message(format!(
+                "window {} → {}",
+                format_beijing(start),
+                format_beijing(end)
+            ));
         }
         Progress::Committed { items: n, cursor } => {
             let total = items.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
@@ -99,7 +105,7 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     }
     log_report(&report);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(match report.end {
         PassEnd::CaughtUp | PassEnd::Interrupted => ExitCode::SUCCESS,
@@ -120,7 +126,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             Ok(report) => {
                 log_report(&report);
                 match &report.end {
-                    PassEnd::Incomplete { not_before: Some(t), .. } => parse_beijing(t)
+                    PassEnd::Incomplete {
+                        not_before: Some(t), ..
+                    } => parse_beijing(t)
                         .and_then(|t| (t - Utc::now()).to_std().ok())
                         .map_or(interval, |d| d.max(interval)),
                     _ => interval,

@@ -68,10 +68,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             total_timeout: std::time::Duration::from_secs(10),
             retry: RetryPolicy::default(),
         },
-        sync: SyncConfig { start: format_beijing(now - Duration::days(31)), concurrency: 8, ..SyncConfig::default() },
+        sync: SyncConfig {
+            start: format_beijing(now - Duration::days(31)),
+            concurrency: 8,
+            ..SyncConfig::default()
+        },
         mappings: MappingsConfig::default(),
     };
-    println!(
+    outln!(
         "demo: simulated approval platform at {} with {} generated and {} fixture projects",
         server.base_url(),
         args.projects,
@@ -83,7 +87,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (syncer, bar) = super::daemon::with_progress(gateway.syncer);
     let started = std::time::Instant::now();
     let first = syncer.pass(&token).await?;
-    println!("backfill: {} windows, {} listing and {} detail requests", first.windows, first.list_requests, first.details_fetched);
+    outln!(
+        "backfill: {} windows, {} listing and {} detail requests",
+        first.windows,
+        first.list_requests,
+        first.details_fetched
+    );
 
     // Upstream activity between two passes: builders revise some projects, withdraw others.
     let active = gateway.store.records(Some("active"), 16)?;
@@ -107,7 +116,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let outcomes = gateway.store.outcomes(&[first.run_id, second.run_id])?;
     print_summary(&outcomes);
     let stats = server.sim.stats();
-    println!(
+    outln!(
         "\n{} requests in {:.1} s; the simulator injected {} transient faults, all retried; {} answered 429",
         stats.requests,
         elapsed.as_secs_f64(),
@@ -118,16 +127,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let example = gateway.store.records(Some("active"), 1)?.into_iter().next();
     let failure = gateway.store.failures(Some("held"), 1)?.into_iter().next();
     let db = db.display();
-    println!("\ndata: {db} (SQLite; open a copy read-only with any SQLite tool)");
-    println!("try:");
-    println!("  cargo run --release -- --db {db} records list");
+    outln!("\ndata: {db} (SQLite; open a copy read-only with any SQLite tool)");
+    outln!("try:");
+    outln!("  cargo run --release -- --db {db} records list");
     if let Some(r) = &example {
-        println!("  cargo run --release -- --db {db} records show {}", r.id);
-        println!("  cargo run --release -- --db {db} trace {} --field water", r.id);
+        outln!("  cargo run --release -- --db {db} records show {}", r.id);
+        outln!("  cargo run --release -- --db {db} trace {} --field water", r.id);
     }
-    println!("  cargo run --release -- --db {db} failures list");
+    outln!("  cargo run --release -- --db {db} failures list");
     if let Some(f) = &failure {
-        println!("  cargo run --release -- --db {db} failures show {}", f.id);
+        outln!("  cargo run --release -- --db {db} failures show {}", f.id);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -149,6 +158,6 @@ fn print_summary(outcomes: &[OutcomeCount]) {
             .unwrap_or_default();
         rows.push(vec![name.to_string(), count.to_string(), reasons]);
     }
-    println!();
+    outln!();
     table::print(&["outcome", "count", "top reasons"], &rows);
 }

@@ -11,7 +11,12 @@ use crate::mapping::{Lineage, MappingSet};
 use crate::mask;
 use crate::store::{Store, VersionRow};
 
-pub fn records_list(store: &Store, state: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub fn records_list(
+    store: &Store,
+    state: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let rows = store.records(state, limit)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
@@ -52,14 +57,18 @@ fn masked_content(v: &VersionRow) -> anyhow::Result<serde_json::Value> {
 fn versions(store: &Store, id: &str) -> anyhow::Result<Vec<VersionRow>> {
     let versions = store.record_versions(id)?;
     if versions.is_empty() {
-        anyhow::bail!("no record {id} (ids look like PE-2022-530112-47-01-587143; see `gateway records list`)");
+        anyhow::bail!(
+            "no record {id} (ids look like PE-2022-530112-47-01-587143; see `gateway records list`)"
+        );
     }
     Ok(versions)
 }
 
 pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let versions = versions(store, id)?;
-    let Some(current) = versions.last() else { unreachable!("versions() refuses an empty list") };
+    let Some(current) = versions.last() else {
+        unreachable!("versions() refuses an empty list")
+    };
     let content = masked_content(current)?;
     if json {
         let history: Vec<_> = versions
@@ -69,7 +78,12 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
                        "document_sha256": v.document_sha256, "content_sha256": v.content_sha256, "created_at": v.created_at})
             })
             .collect();
-        outln!("{}", serde_json::to_string_pretty(&json!({"id": id, "version": current.version, "content": content, "versions": history}))?);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"id": id, "version": current.version, "content": content, "versions": history})
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     outln!("record {id}, version {} ({})", current.version, current.change);
@@ -115,10 +129,19 @@ struct TraceEntry {
     mapping_stored: bool,
 }
 
-pub fn trace(store: &Store, id: &str, field: Option<&str>, version: Option<i64>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn trace(
+    store: &Store,
+    id: &str,
+    field: Option<&str>,
+    version: Option<i64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let versions = versions(store, id)?;
     let row = match version {
-        Some(n) => versions.iter().find(|v| v.version == n).with_context(|| format!("record {id} has no version {n}"))?,
+        Some(n) => versions
+            .iter()
+            .find(|v| v.version == n)
+            .with_context(|| format!("record {id} has no version {n}"))?,
         None => versions.last().context("no versions")?,
     };
     let lineage = lineage_of(row)?;
@@ -134,22 +157,33 @@ pub fn trace(store: &Store, id: &str, field: Option<&str>, version: Option<i64>,
         .collect();
     if selected.is_empty() {
         let known: Vec<&str> = lineage.keys().map(String::as_str).take(12).collect();
-        anyhow::bail!("record {id} has no field {:?}; fields include {}", field.unwrap_or(""), known.join(", "));
+        anyhow::bail!(
+            "record {id} has no field {:?}; fields include {}",
+            field.unwrap_or(""),
+            known.join(", ")
+        );
     }
     let mut documents: BTreeMap<String, Option<(usize, Vec<shuiwu_wire::FetchMeta>)>> = BTreeMap::new();
     let mut mappings: BTreeMap<String, bool> = BTreeMap::new();
     let mut entries = Vec::new();
     for (name, l) in selected {
         if !documents.contains_key(&l.document) {
-            let doc = store.document(&l.document)?.map(|(bytes, fetches)| (bytes.len(), fetches));
+            let doc = store
+                .document(&l.document)?
+                .map(|(bytes, fetches)| (bytes.len(), fetches));
             documents.insert(l.document.clone(), doc);
         }
         if !mappings.contains_key(&l.mapping_sha256) {
-            mappings.insert(l.mapping_sha256.clone(), store.mapping_file(&l.mapping_sha256)?.is_some());
+            mappings.insert(
+                l.mapping_sha256.clone(),
+                store.mapping_file(&l.mapping_sha256)?.is_some(),
+            );
         }
         let doc = documents.get(&l.document).cloned().flatten();
         let mut slot_content = content.clone();
-        let value = mask::slot(&mut slot_content, name).cloned().unwrap_or(serde_json::Value::Null);
+        let value = mask::slot(&mut slot_content, name)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         let raw = match (l.personal, &l.raw) {
             (Some(kind), Some(raw)) => Some(mask::mask(kind, raw)),
             (_, raw) => raw.clone(),
@@ -169,10 +203,18 @@ pub fn trace(store: &Store, id: &str, field: Option<&str>, version: Option<i64>,
         });
     }
     if json {
-        outln!("{}", serde_json::to_string_pretty(&json!({"id": id, "version": row.version, "fields": entries}))?);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"id": id, "version": row.version, "fields": entries}))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    outln!("record {id}, version {} ({}), built from BBH {}", row.version, row.change, row.source_version);
+    outln!(
+        "record {id}, version {} ({}), built from BBH {}",
+        row.version,
+        row.change,
+        row.source_version
+    );
     for e in &entries {
         let value = match &e.value {
             serde_json::Value::String(s) => s.clone(),
@@ -203,13 +245,22 @@ pub fn trace(store: &Store, id: &str, field: Option<&str>, version: Option<i64>,
             "  mapping    {} sha256:{}{}",
             e.mapping,
             e.mapping_sha256,
-            if e.mapping_stored { "" } else { " (content not stored)" }
+            if e.mapping_stored {
+                ""
+            } else {
+                " (content not stored)"
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn failures_list(store: &Store, state: Option<&str>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub fn failures_list(
+    store: &Store,
+    state: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let rows = store.failures(state, limit)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
@@ -237,19 +288,24 @@ pub fn failures_list(store: &Store, state: Option<&str>, limit: usize, json: boo
 }
 
 pub fn failures_show(store: &Store, id: i64, json: bool) -> anyhow::Result<ExitCode> {
-    let failure = store.failure(id)?.with_context(|| format!("no failure {id} (see `gateway failures list`)"))?;
+    let failure = store
+        .failure(id)?
+        .with_context(|| format!("no failure {id} (see `gateway failures list`)"))?;
     let document = match &failure.document_sha256 {
         Some(sha) => store.document(sha)?,
         None => None,
     };
     let mappings = MappingSet::load(None)?;
-    let masked_document = document.as_ref().map(|(bytes, _)| match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(mut v) => {
-            mask::raw_document(&mut v, &mappings);
-            v
-        }
-        Err(_) => json!(format!("({} bytes, not JSON)", bytes.len())),
-    });
+    let masked_document =
+        document.as_ref().map(
+            |(bytes, _)| match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(mut v) => {
+                    mask::raw_document(&mut v, &mappings);
+                    v
+                }
+                Err(_) => json!(format!("({} bytes, not JSON)", bytes.len())),
+            },
+        );
     if json {
         outln!(
             "{}",
@@ -262,7 +318,11 @@ pub fn failures_show(store: &Store, id: i64, json: bool) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     outln!("failure {} ({})", failure.id, failure.state);
-    outln!("  project   {} BBH {}", failure.key.as_deref().unwrap_or("-"), failure.version.map_or("-".into(), |v| v.to_string()));
+    outln!(
+        "  project   {} BBH {}",
+        failure.key.as_deref().unwrap_or("-"),
+        failure.version.map_or("-".into(), |v| v.to_string())
+    );
     outln!("  step      {}", failure.step);
     outln!("  field     {}", failure.field.as_deref().unwrap_or("-"));
     outln!("  reason    {}", failure.reason);

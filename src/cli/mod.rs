@@ -1,5 +1,12 @@
 //! The command line: what operators and auditors type.
 
+/// `println!` for command output: a closed pipe (`gateway records list | head`) ends the
+/// process quietly, as it does for any Unix tool, instead of panicking.
+macro_rules! outln {
+    () => { $crate::cli::emit("\n") };
+    ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
+}
+
 mod daemon;
 mod demo;
 mod inspect;
@@ -126,21 +133,43 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Records { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {
-                RecordsCommand::List { state, limit, json } => inspect::records_list(&store, state.as_deref(), limit, json),
+                RecordsCommand::List { state, limit, json } => {
+                    inspect::records_list(&store, state.as_deref(), limit, json)
+                }
                 RecordsCommand::Show { id, json } => inspect::records_show(&store, &id, json),
             }
         }
-        Command::Trace { id, field, version, json } => {
+        Command::Trace {
+            id,
+            field,
+            version,
+            json,
+        } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             inspect::trace(&store, &id, field.as_deref(), version, json)
         }
         Command::Failures { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {
-                FailuresCommand::List { state, limit, json } => inspect::failures_list(&store, state.as_deref(), limit, json),
+                FailuresCommand::List { state, limit, json } => {
+                    inspect::failures_list(&store, state.as_deref(), limit, json)
+                }
                 FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
             }
         }
+    }
+}
+
+/// Writes command output to stdout; see [`outln`].
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -159,7 +188,10 @@ fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::
         },
     };
     if !path.exists() {
-        anyhow::bail!("no database at {} (run a sync or `gateway demo` first, or pass --db)", path.display());
+        anyhow::bail!(
+            "no database at {} (run a sync or `gateway demo` first, or pass --db)",
+            path.display()
+        );
     }
     Ok(crate::store::Store::open(&path)?)
 }

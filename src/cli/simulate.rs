@@ -70,7 +70,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         .serve(args.listen)
         .await?;
     // The first line of stdout is the base URL, for scripts and benchmarks to read.
-    println!("{}", server.base_url());
+    outln!("{}", server.base_url());
     tracing::info!(url = %server.base_url(), projects = args.projects, "approval simulator listening");
     let token = CancellationToken::new();
     super::daemon::shutdown_on_signals(token.clone());

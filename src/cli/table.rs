@@ -4,7 +4,7 @@ use unicode_width::UnicodeWidthStr;
 
 /// Prints a table: a header row, a rule, then the rows.
 pub fn print(headers: &[&str], rows: &[Vec<String>]) {
-    print!("{}", render(headers, rows));
+    super::emit(&render(headers, rows));
 }
 
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -28,7 +28,15 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         out
     };
     let mut out = line(headers.to_vec());
-    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().iter().map(String::as_str).collect()));
+    out.push_str(&line(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    ));
     for row in rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
@@ -55,7 +63,10 @@ pub fn clip(text: &str, max: usize) -> String {
 mod tests {
     #[test]
     fn aligns_wide_characters() {
-        let t = super::render(&["id", "name"], &[vec!["1".into(), "西山区".into()], vec!["22".into(), "x".into()]]);
+        let t = super::render(
+            &["id", "name"],
+            &[vec!["1".into(), "西山区".into()], vec!["22".into(), "x".into()]],
+        );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "id  name");
         assert_eq!(lines[2], "1   西山区");

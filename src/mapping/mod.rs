@@ -41,7 +41,10 @@ pub struct MapError {
 }
 
 fn describe(errors: &[FieldError]) -> String {
-    let mut parts: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
+    let mut parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.reason))
+        .collect();
     if parts.len() > 3 {
         let more = parts.len() - 3;
         parts.truncate(3);
@@ -58,7 +61,11 @@ pub enum LoadError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("mapping {name:?} is defined by both {first} and {second}")]
-    Duplicate { name: String, first: String, second: String },
+    Duplicate {
+        name: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// All mapping files in force, by mapping name.
@@ -70,8 +77,10 @@ pub struct MappingSet {
 impl MappingSet {
     /// The embedded defaults, overridden file by file from `dir` when given.
     pub fn load(dir: Option<&Path>) -> Result<MappingSet, LoadError> {
-        let mut files: BTreeMap<String, String> =
-            EMBEDDED.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect();
+        let mut files: BTreeMap<String, String> = EMBEDDED
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect();
         if let Some(dir) = dir {
             read_dir(dir, dir, &mut files)?;
         }
@@ -100,7 +109,10 @@ impl MappingSet {
 }
 
 fn read_dir(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) -> Result<(), LoadError> {
-    let io = |path: &Path, source| LoadError::Io { path: path.display().to_string(), source };
+    let io = |path: &Path, source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
         .collect::<Result<_, _>>()
@@ -137,7 +149,17 @@ pub fn apply(
     for field in &mapping.fields {
         let path = format!("{}{}", mapping.root, field.path);
         let found = root.and_then(|r| r.pointer(&field.path));
-        map_field(mapping, field, &field.name, path, found, document_sha256, ctx, &mut facts, &mut errors);
+        map_field(
+            mapping,
+            field,
+            &field.name,
+            path,
+            found,
+            document_sha256,
+            ctx,
+            &mut facts,
+            &mut errors,
+        );
     }
     for list in &mapping.lists {
         let list_path = format!("{}{}", mapping.root, list.path);
@@ -160,14 +182,27 @@ pub fn apply(
                 let name = format!("{}[{i}].{}", list.name, field.name);
                 let path = format!("{list_path}/{i}{}", field.path);
                 let found = item.pointer(&field.path);
-                map_field(mapping, field, &name, path, found, document_sha256, ctx, &mut facts, &mut errors);
+                map_field(
+                    mapping,
+                    field,
+                    &name,
+                    path,
+                    found,
+                    document_sha256,
+                    ctx,
+                    &mut facts,
+                    &mut errors,
+                );
             }
         }
     }
     if errors.is_empty() {
         Ok(facts)
     } else {
-        Err(MapError { mapping: mapping.file.clone(), errors })
+        Err(MapError {
+            mapping: mapping.file.clone(),
+            errors,
+        })
     }
 }
 
@@ -196,7 +231,13 @@ fn map_field(
     if field.presence {
         lineage.transforms.push("present".into());
         let present = found.is_some_and(|v| !v.is_null());
-        facts.fields.insert(name.to_string(), Fact { value: Some(Value::Bool(present)), lineage });
+        facts.fields.insert(
+            name.to_string(),
+            Fact {
+                value: Some(Value::Bool(present)),
+                lineage,
+            },
+        );
         return;
     }
     let fail = |reason: String, errors: &mut Vec<FieldError>| {
@@ -204,7 +245,11 @@ fn map_field(
             field: name.to_string(),
             path: path.clone(),
             // Personal values stay out of failure reasons and listings.
-            raw: if field.personal.is_some() { raw.as_ref().map(|_| "(personal data)".to_string()) } else { raw.clone() },
+            raw: if field.personal.is_some() {
+                raw.as_ref().map(|_| "(personal data)".to_string())
+            } else {
+                raw.clone()
+            },
             reason,
         });
     };
@@ -215,7 +260,10 @@ fn map_field(
         Some(serde_json::Value::Number(n)) => Some(Value::Text(n.to_string())),
         Some(serde_json::Value::Bool(b)) => Some(Value::Text(if *b { "1" } else { "0" }.into())),
         Some(other) => {
-            fail(format!("expected a single value, found {}", kind_of(other)), errors);
+            fail(
+                format!("expected a single value, found {}", kind_of(other)),
+                errors,
+            );
             return;
         }
     };
@@ -223,7 +271,9 @@ fn map_field(
         if field.required {
             fail("required but absent or empty".into(), errors);
         } else {
-            facts.fields.insert(name.to_string(), Fact { value: None, lineage });
+            facts
+                .fields
+                .insert(name.to_string(), Fact { value: None, lineage });
         }
         return;
     };
@@ -239,7 +289,13 @@ fn map_field(
             }
         }
     }
-    facts.fields.insert(name.to_string(), Fact { value: Some(value), lineage });
+    facts.fields.insert(
+        name.to_string(),
+        Fact {
+            value: Some(value),
+            lineage,
+        },
+    );
 }
 
 fn raw_text(v: &serde_json::Value) -> String {
@@ -264,7 +320,9 @@ mod tests {
     use serde_json::json;
 
     fn ctx() -> Context {
-        Context { today: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap() }
+        Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(),
+        }
     }
 
     fn project() -> serde_json::Value {
@@ -295,8 +353,14 @@ mod tests {
         assert_eq!(fact.lineage.transforms, ["trim", "diameter"]);
         assert_eq!(fact.lineage.mapping, "approval/project.toml");
         assert_eq!(fact.lineage.mapping_sha256, m.sha256);
-        assert_eq!(facts.fields["approvals[0].licence_type"].lineage.path, "/data/SPJG/0/ZZLXDM");
-        assert_eq!(facts.fields["contact.phone"].lineage.personal, Some(PersonalKind::Phone));
+        assert_eq!(
+            facts.fields["approvals[0].licence_type"].lineage.path,
+            "/data/SPJG/0/ZZLXDM"
+        );
+        assert_eq!(
+            facts.fields["contact.phone"].lineage.personal,
+            Some(PersonalKind::Phone)
+        );
     }
 
     #[test]
@@ -310,7 +374,15 @@ mod tests {
         doc["data"]["JSDWLXR"] = json!({"LXR": {"x": 1}, "LXDH": "138"});
         let err = apply(&m, &doc, "abc", &ctx()).unwrap_err();
         let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["project.building_use", "builder.credit_code", "contact.name", "building.floor_area_m2"]);
+        assert_eq!(
+            fields,
+            [
+                "project.building_use",
+                "builder.credit_code",
+                "contact.name",
+                "building.floor_area_m2"
+            ]
+        );
         assert!(err.errors[1].reason.contains("check character"), "{err}");
         assert_eq!(err.errors[2].raw.as_deref(), Some("(personal data)"));
     }
@@ -319,7 +391,9 @@ mod tests {
     fn a_directory_overrides_the_embedded_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("approval")).unwrap();
-        let text = EMBEDDED[0].1.replace("\"0900\" = \"其他\"", "\"0900\" = \"其他\"\n\"0999\" = \"试验\"");
+        let text = EMBEDDED[0]
+            .1
+            .replace("\"0900\" = \"其他\"", "\"0900\" = \"其他\"\n\"0999\" = \"试验\"");
         std::fs::write(dir.path().join("approval/project.toml"), &text).unwrap();
         let set = MappingSet::load(Some(dir.path())).unwrap();
         let m = set.get("approval.project").unwrap();
@@ -327,7 +401,11 @@ mod tests {
         doc["data"]["GCYT"] = json!("0999");
         assert!(apply(&m, &doc, "abc", &ctx()).is_ok());
 
-        std::fs::write(dir.path().join("approval/project.toml"), text.replace("code:GCYT", "code:GCYTX")).unwrap();
+        std::fs::write(
+            dir.path().join("approval/project.toml"),
+            text.replace("code:GCYT", "code:GCYTX"),
+        )
+        .unwrap();
         let err = MappingSet::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.starts_with("approval/project.toml:"), "{err}");
         assert!(err.contains("GCYTX"), "{err}");

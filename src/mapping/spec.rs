@@ -116,11 +116,17 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
     if document.format.get_ref() != "json" {
         return Err(err(
             Some(document.format.span()),
-            format!("format {:?} is not supported here (only \"json\")", document.format.get_ref()),
+            format!(
+                "format {:?} is not supported here (only \"json\")",
+                document.format.get_ref()
+            ),
         ));
     }
     if document.name.trim().is_empty() || document.source.trim().is_empty() {
-        return Err(err(Some(doc_span), "document.name and document.source must not be empty".into()));
+        return Err(err(
+            Some(doc_span),
+            "document.name and document.source must not be empty".into(),
+        ));
     }
     let root = match &document.root {
         Some(r) => {
@@ -148,7 +154,10 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
     for l in spec.lists {
         check_pointer(l.path.get_ref()).map_err(|m| err(Some(l.path.span()), m))?;
         if !names.insert(l.name.get_ref().clone()) {
-            return Err(err(Some(l.name.span()), format!("name {:?} is used twice", l.name.get_ref())));
+            return Err(err(
+                Some(l.name.span()),
+                format!("name {:?} is used twice", l.name.get_ref()),
+            ));
         }
         let mut item_names = BTreeSet::new();
         let mut item_fields = Vec::new();
@@ -158,7 +167,11 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
         if item_fields.is_empty() {
             return Err(err(Some(l.name.span()), "a list needs at least one field".into()));
         }
-        lists.push(List { name: l.name.into_inner(), path: l.path.into_inner(), fields: item_fields });
+        lists.push(List {
+            name: l.name.into_inner(),
+            path: l.path.into_inner(),
+            fields: item_fields,
+        });
     }
     if fields.is_empty() && lists.is_empty() {
         return Err(err(Some(doc_span), "the file maps no field".into()));
@@ -183,8 +196,15 @@ fn compile_field(
     err: &impl Fn(Option<std::ops::Range<usize>>, String) -> SpecError,
 ) -> Result<Field, SpecError> {
     let name = f.name.get_ref().clone();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-        return Err(err(Some(f.name.span()), format!("field name {name:?} must be letters, digits, '_' and '.'")));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return Err(err(
+            Some(f.name.span()),
+            format!("field name {name:?} must be letters, digits, '_' and '.'"),
+        ));
     }
     if !names.insert(name.clone()) {
         return Err(err(Some(f.name.span()), format!("name {name:?} is used twice")));
@@ -197,14 +217,20 @@ fn compile_field(
             "phone" => PersonalKind::Phone,
             "id_number" => PersonalKind::IdNumber,
             other => {
-                return Err(err(Some(p.span()), format!("personal {other:?} is not one of name, phone, id_number")));
+                return Err(err(
+                    Some(p.span()),
+                    format!("personal {other:?} is not one of name, phone, id_number"),
+                ));
             }
         }),
     };
     let presence = f.transforms.first().is_some_and(|t| t.get_ref() == "present");
     if presence {
         if f.transforms.len() != 1 {
-            return Err(err(Some(f.transforms[0].span()), "\"present\" stands alone: it maps whether the path exists".into()));
+            return Err(err(
+                Some(f.transforms[0].span()),
+                "\"present\" stands alone: it maps whether the path exists".into(),
+            ));
         }
         return Ok(Field {
             name,
@@ -223,30 +249,50 @@ fn compile_field(
         if input != kind {
             return Err(err(
                 Some(t.span()),
-                format!("transform {:?} takes {input:?} but the chain gives {kind:?} here", t.get_ref()),
+                format!(
+                    "transform {:?} takes {input:?} but the chain gives {kind:?} here",
+                    t.get_ref()
+                ),
             ));
         }
         kind = output;
         transforms.push(transform);
     }
-    Ok(Field { name, path: f.path.into_inner(), required: f.required, presence, transforms, personal })
+    Ok(Field {
+        name,
+        path: f.path.into_inner(),
+        required: f.required,
+        presence,
+        transforms,
+        personal,
+    })
 }
 
 /// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
 fn check_pointer(p: &str) -> Result<(), String> {
     if !p.is_empty() && !p.starts_with('/') {
-        return Err(format!("path {p:?} is not a JSON Pointer (it must start with '/')"));
+        return Err(format!(
+            "path {p:?} is not a JSON Pointer (it must start with '/')"
+        ));
     }
-    let bad_tilde = p.match_indices('~').any(|(i, _)| !matches!(p.as_bytes().get(i + 1), Some(b'0' | b'1')));
+    let bad_tilde = p
+        .match_indices('~')
+        .any(|(i, _)| !matches!(p.as_bytes().get(i + 1), Some(b'0' | b'1')));
     if bad_tilde {
-        return Err(format!("path {p:?}: '~' must be written ~0 and '/' inside a name ~1"));
+        return Err(format!(
+            "path {p:?}: '~' must be written ~0 and '/' inside a name ~1"
+        ));
     }
     Ok(())
 }
 
 /// The 1-based line of a byte offset.
 fn line_of(content: &str, offset: usize) -> usize {
-    content.as_bytes()[..offset.min(content.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    content.as_bytes()[..offset.min(content.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]

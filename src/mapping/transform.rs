@@ -32,7 +32,10 @@ pub enum Transform {
     Integer,
     Diameter,
     Flag,
-    Code { table: String, entries: Arc<BTreeMap<String, String>> },
+    Code {
+        table: String,
+        entries: Arc<BTreeMap<String, String>>,
+    },
     Date,
     BeijingTime,
     ProjectCode,
@@ -50,12 +53,18 @@ pub struct Context {
 
 impl Transform {
     /// Parses a transform name as written in a mapping file (`code:TABLE` names a table).
-    pub fn parse(name: &str, tables: &BTreeMap<String, Arc<BTreeMap<String, String>>>) -> Result<Transform, String> {
+    pub fn parse(
+        name: &str,
+        tables: &BTreeMap<String, Arc<BTreeMap<String, String>>>,
+    ) -> Result<Transform, String> {
         if let Some(table) = name.strip_prefix("code:") {
-            let entries = tables
-                .get(table)
-                .ok_or_else(|| format!("transform {name:?} names a code table that the file does not define"))?;
-            return Ok(Transform::Code { table: table.to_string(), entries: entries.clone() });
+            let entries = tables.get(table).ok_or_else(|| {
+                format!("transform {name:?} names a code table that the file does not define")
+            })?;
+            return Ok(Transform::Code {
+                table: table.to_string(),
+                entries: entries.clone(),
+            });
         }
         Ok(match name {
             "trim" => Transform::Trim,
@@ -138,7 +147,9 @@ impl Transform {
             },
             Transform::Integer => {
                 let t = text(&value)?;
-                t.parse::<i64>().map(Value::Integer).map_err(|_| format!("{t:?} is not an integer"))
+                t.parse::<i64>()
+                    .map(Value::Integer)
+                    .map_err(|_| format!("{t:?} is not an integer"))
             }
             Transform::Diameter => diameter(&text(&value)?).map(Value::Integer),
             Transform::Flag => match text(&value)?.as_str() {
@@ -149,7 +160,10 @@ impl Transform {
             Transform::Code { table, entries } => {
                 let t = text(&value)?;
                 match entries.get(&t) {
-                    Some(label) => Ok(Value::Code { code: t, label: label.clone() }),
+                    Some(label) => Ok(Value::Code {
+                        code: t,
+                        label: label.clone(),
+                    }),
                     None => Err(format!("{t:?} is not a code of table {table}")),
                 }
             }
@@ -220,7 +234,9 @@ mod tests {
     use super::*;
 
     fn ctx() -> Context {
-        Context { today: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap() }
+        Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(),
+        }
     }
 
     #[test]
@@ -235,17 +251,33 @@ mod tests {
 
     #[test]
     fn decimals_are_exact() {
-        let d = Transform::Decimal.apply(Value::Text("10000.01".into()), &ctx()).unwrap();
+        let d = Transform::Decimal
+            .apply(Value::Text("10000.01".into()), &ctx())
+            .unwrap();
         let Value::Decimal(d) = d else { panic!() };
         assert!(d > Decimal::from(10000));
-        assert!(Transform::Decimal.apply(Value::Text("约20米".into()), &ctx()).is_err());
-        assert!(Transform::NonNegative.apply(Value::Decimal(Decimal::new(-1205, 1)), &ctx()).is_err());
-        assert!(Transform::NonNegative.apply(Value::Decimal(Decimal::ZERO), &ctx()).is_ok());
+        assert!(
+            Transform::Decimal
+                .apply(Value::Text("约20米".into()), &ctx())
+                .is_err()
+        );
+        assert!(
+            Transform::NonNegative
+                .apply(Value::Decimal(Decimal::new(-1205, 1)), &ctx())
+                .is_err()
+        );
+        assert!(
+            Transform::NonNegative
+                .apply(Value::Decimal(Decimal::ZERO), &ctx())
+                .is_ok()
+        );
     }
 
     #[test]
     fn identity_errors_do_not_echo_the_number() {
-        let err = Transform::IdCard.apply(Value::Text("110105194912310021".into()), &ctx()).unwrap_err();
+        let err = Transform::IdCard
+            .apply(Value::Text("110105194912310021".into()), &ctx())
+            .unwrap_err();
         assert!(!err.contains("110105194912310021"), "{err}");
     }
 }

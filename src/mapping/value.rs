@@ -128,7 +128,10 @@ impl Facts {
 
     pub fn code(&self, name: &str) -> Option<Code> {
         match self.get(name) {
-            Some(Value::Code { code, label }) => Some(Code { code: code.clone(), label: label.clone() }),
+            Some(Value::Code { code, label }) => Some(Code {
+                code: code.clone(),
+                label: label.clone(),
+            }),
             _ => None,
         }
     }

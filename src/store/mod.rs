@@ -47,8 +47,16 @@ pub struct SourceKey {
 /// What processing one upstream item version gave, ready to commit.
 #[derive(Debug, Clone)]
 pub enum Item {
-    Record { key: SourceKey, document_sha256: String, candidate: Box<Candidate> },
-    Skipped { key: SourceKey, document_sha256: Option<String>, reason: String },
+    Record {
+        key: SourceKey,
+        document_sha256: String,
+        candidate: Box<Candidate>,
+    },
+    Skipped {
+        key: SourceKey,
+        document_sha256: Option<String>,
+        reason: String,
+    },
     Held(Held),
 }
 
@@ -61,6 +69,9 @@ pub struct Held {
     pub step: String,
     pub field: Option<String>,
     pub reason: String,
+    /// A short, value-free label of the kind of failure (`building.floor_area_m2:
+    /// non_negative`), for counting like failures together in summaries.
+    pub category: String,
     /// Structured detail (every failing field, for instance), as JSON.
     pub detail: Option<String>,
     pub document_sha256: Option<String>,
@@ -194,18 +205,30 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = std::fs::create_dir_all(dir);
         }
-        let open_err = |source| StoreError::Open { path: path.display().to_string(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers (CLI commands) never block the daemon's writer, and a commit survives a
         // killed process. synchronous=FULL: it survives a power cut too.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(open_err)?;
-        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
         let known = schema::MIGRATIONS.len() as i64;
         if found > known {
-            return Err(StoreError::TooNew { path: path.display().to_string(), found, known });
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known,
+            });
         }
         for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
             let tx = conn.transaction()?;
@@ -213,7 +236,10 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
-        Ok(Store { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -241,9 +267,11 @@ impl Store {
     pub fn mapping_file(&self, sha256: &str) -> Result<Option<(String, String)>> {
         Ok(self
             .lock()
-            .query_row("SELECT file, content FROM mapping_files WHERE sha256 = ?1", [sha256], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT file, content FROM mapping_files WHERE sha256 = ?1",
+                [sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?)
     }
 
@@ -264,7 +292,9 @@ impl Store {
     pub fn cursor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
         let text: Option<String> = self
             .lock()
-            .query_row("SELECT watermark FROM cursors WHERE source = ?1", [source], |r| r.get(0))
+            .query_row("SELECT watermark FROM cursors WHERE source = ?1", [source], |r| {
+                r.get(0)
+            })
             .optional()?;
         text.map(|t| parse_ts(&t)).transpose()
     }
@@ -344,7 +374,9 @@ impl Store {
     }
 
     pub fn record_count(&self) -> Result<i64> {
-        Ok(self.lock().query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
+        Ok(self
+            .lock()
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
     }
 
     /// A record's versions, oldest first; empty when there is no such record.
@@ -385,7 +417,11 @@ impl Store {
     pub fn document(&self, sha256: &str) -> Result<Option<(Vec<u8>, Vec<FetchMeta>)>> {
         let conn = self.lock();
         let Some(bytes) = conn
-            .query_row("SELECT bytes FROM raw_documents WHERE sha256 = ?1", [sha256], |r| r.get::<_, Vec<u8>>(0))
+            .query_row(
+                "SELECT bytes FROM raw_documents WHERE sha256 = ?1",
+                [sha256],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
             .optional()?
         else {
             return Ok(None);
@@ -409,17 +445,19 @@ impl Store {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let fetches = fetches
             .into_iter()
-            .map(|(source, method, url, status, request_id, content_type, fetched_at)| {
-                Ok(FetchMeta {
-                    source,
-                    method,
-                    url,
-                    status: status as u16,
-                    request_id,
-                    content_type,
-                    fetched_at: parse_ts(&fetched_at)?,
-                })
-            })
+            .map(
+                |(source, method, url, status, request_id, content_type, fetched_at)| {
+                    Ok(FetchMeta {
+                        source,
+                        method,
+                        url,
+                        status: status as u16,
+                        request_id,
+                        content_type,
+                        fetched_at: parse_ts(&fetched_at)?,
+                    })
+                },
+            )
             .collect::<Result<Vec<_>>>()?;
         Ok(Some((bytes, fetches)))
     }
@@ -436,7 +474,11 @@ impl Store {
     pub fn failure(&self, id: i64) -> Result<Option<FailureRow>> {
         Ok(self
             .lock()
-            .query_row(&format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"), [id], failure_row)
+            .query_row(
+                &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"),
+                [id],
+                failure_row,
+            )
             .optional()?)
     }
 
@@ -456,12 +498,21 @@ impl Store {
              GROUP BY outcome, coalesce(detail, '') ORDER BY outcome, count(*) DESC"
         ))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut out: Vec<OutcomeCount> = Vec::new();
         for (outcome, reason, count) in rows {
             if out.last().is_none_or(|o| o.outcome != outcome) {
-                out.push(OutcomeCount { outcome: outcome.clone(), ..Default::default() });
+                out.push(OutcomeCount {
+                    outcome: outcome.clone(),
+                    ..Default::default()
+                });
             }
             if let Some(o) = out.last_mut() {
                 o.count += count;
@@ -562,27 +613,62 @@ fn mark_processed(
     Ok(())
 }
 
-fn apply_item(tx: &rusqlite::Transaction<'_>, item: &Item, run_id: Option<i64>, now: &str) -> Result<Applied> {
+fn apply_item(
+    tx: &rusqlite::Transaction<'_>,
+    item: &Item,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<Applied> {
     match item {
-        Item::Skipped { key, document_sha256, reason } => {
+        Item::Skipped {
+            key,
+            document_sha256,
+            reason,
+        } => {
             if already_processed(tx, key)? {
                 return Ok(Applied::Duplicate);
             }
-            mark_processed(tx, key, Applied::Skipped, Some(reason), document_sha256.as_deref(), None, run_id, now)?;
+            mark_processed(
+                tx,
+                key,
+                Applied::Skipped,
+                Some(reason),
+                document_sha256.as_deref(),
+                None,
+                run_id,
+                now,
+            )?;
             Ok(Applied::Skipped)
         }
         Item::Held(held) => {
             if let (Some(k), Some(v)) = (&held.key, held.version) {
-                let key = SourceKey { source: held.source.clone(), key: k.clone(), version: v };
+                let key = SourceKey {
+                    source: held.source.clone(),
+                    key: k.clone(),
+                    version: v,
+                };
                 if already_processed(tx, &key)? {
                     return Ok(Applied::Duplicate);
                 }
-                mark_processed(tx, &key, Applied::Held, Some(&held.reason), held.document_sha256.as_deref(), None, run_id, now)?;
+                mark_processed(
+                    tx,
+                    &key,
+                    Applied::Held,
+                    Some(&held.category),
+                    held.document_sha256.as_deref(),
+                    None,
+                    run_id,
+                    now,
+                )?;
             }
             insert_failure(tx, held, run_id, now)?;
             Ok(Applied::Held)
         }
-        Item::Record { key, document_sha256, candidate } => {
+        Item::Record {
+            key,
+            document_sha256,
+            candidate,
+        } => {
             if already_processed(tx, key)? {
                 return Ok(Applied::Duplicate);
             }
@@ -592,7 +678,9 @@ fn apply_item(tx: &rusqlite::Transaction<'_>, item: &Item, run_id: Option<i64>, 
                      JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
                      WHERE r.id = ?1",
                 )?
-                .query_row([&candidate.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_row([&candidate.id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?;
             let state = candidate.record.project.status;
             let outcome = match &current {

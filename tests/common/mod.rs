@@ -32,7 +32,12 @@ pub fn sim_config(count: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> SimCo
     SimConfig {
         app_id: "kmsw-test".into(),
         app_secret: "test-secret".into(),
-        generator: Generator { seed: 42, count, start, end },
+        generator: Generator {
+            seed: 42,
+            count,
+            start,
+            end,
+        },
         lag: chrono::Duration::minutes(5),
         rate_limit_per_sec: None,
         daily_quota: None,
@@ -78,8 +83,21 @@ pub async fn world(sim: SimConfig, sync_start: DateTime<Utc>) -> World {
         concurrency: 8,
         ..SyncConfig::default()
     };
-    let syncer = Syncer::new(client.clone(), store.clone(), mapping, cfg, Arc::new(clock.clone()));
-    World { clock, server, store, syncer, client, dir }
+    let syncer = Syncer::new(
+        client.clone(),
+        store.clone(),
+        mapping,
+        cfg,
+        Arc::new(clock.clone()),
+    );
+    World {
+        clock,
+        server,
+        store,
+        syncer,
+        client,
+        dir,
+    }
 }
 
 impl World {

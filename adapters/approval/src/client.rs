@@ -207,11 +207,9 @@ impl ApprovalClient {
             ("pageSize".to_string(), page_size.min(MAX_PAGE_SIZE).to_string()),
         ];
         let fetched = self.get("/api/v1/projects", &query).await?;
-        let page: ListPage = ListPage::deserialize(fetched.data()).map_err(|e| {
-            ApprovalError::BadBody {
-                status: fetched.raw.meta.status,
-                detail: format!("listing data does not have the listing shape: {e}"),
-            }
+        let page: ListPage = ListPage::deserialize(fetched.data()).map_err(|e| ApprovalError::BadBody {
+            status: fetched.raw.meta.status,
+            detail: format!("listing data does not have the listing shape: {e}"),
         })?;
         Ok((page, fetched.raw))
     }
@@ -235,8 +233,7 @@ impl ApprovalClient {
             .retry(backoff)
             .sleep(tokio::time::sleep)
             .when(|e: &ApprovalError| {
-                e.is_transient()
-                    && self.wait_for(e).is_none_or(|wait| wait <= max_wait)
+                e.is_transient() && self.wait_for(e).is_none_or(|wait| wait <= max_wait)
             })
             .adjust(|e: &ApprovalError, planned: Option<Duration>| {
                 let planned = planned?;
@@ -281,7 +278,11 @@ impl ApprovalClient {
         rand::rng().fill_bytes(&mut nonce_bytes);
         let nonce = hex::encode(nonce_bytes);
         let sts = string_to_sign("GET", path, &canonical, &self.cfg.app_id, &timestamp, &nonce);
-        let signature = sign(self.cfg.sign_method, self.cfg.app_secret.expose().as_bytes(), &sts);
+        let signature = sign(
+            self.cfg.sign_method,
+            self.cfg.app_secret.expose().as_bytes(),
+            &sts,
+        );
 
         let mut url = format!("{}{}", self.cfg.base_url.trim_end_matches('/'), path);
         if !canonical.is_empty() {
@@ -322,7 +323,9 @@ impl ApprovalClient {
     fn interpret(&self, mut raw: RawDocument, headers: &HeaderMap) -> Result<Fetched, ApprovalError> {
         let status = raw.meta.status;
         if status == 429 {
-            return Err(ApprovalError::RateLimited { retry_after: retry_after(headers) });
+            return Err(ApprovalError::RateLimited {
+                retry_after: retry_after(headers),
+            });
         }
         let is_html = raw
             .meta
@@ -366,7 +369,9 @@ impl ApprovalClient {
             "4012" => Err(ApprovalError::NonceRejected),
             "4030" => Err(ApprovalError::OutsideServiceArea { raw: Box::new(raw) }),
             "4040" => Err(ApprovalError::NotFound { raw: Box::new(raw) }),
-            "4290" => Err(ApprovalError::RateLimited { retry_after: retry_after(headers) }),
+            "4290" => Err(ApprovalError::RateLimited {
+                retry_after: retry_after(headers),
+            }),
             "4291" => {
                 let until = self.next_platform_midnight();
                 *self.lock_gate() = Some(Gate::Quota(until));
@@ -384,7 +389,11 @@ impl ApprovalClient {
                 }
                 Err(ApprovalError::Maintenance { until })
             }
-            code => Err(ApprovalError::UnknownCode { code: code.to_string(), status, msg }),
+            code => Err(ApprovalError::UnknownCode {
+                code: code.to_string(),
+                status,
+                msg,
+            }),
         }
     }
 
@@ -397,7 +406,10 @@ impl ApprovalClient {
             return;
         };
         let skew = server.with_timezone(&Utc) - self.clock.now();
-        tracing::warn!(skew_ms = skew.num_milliseconds(), "clock skew against the approval platform; adjusting timestamps");
+        tracing::warn!(
+            skew_ms = skew.num_milliseconds(),
+            "clock skew against the approval platform; adjusting timestamps"
+        );
         self.skew_ms.store(skew.num_milliseconds(), Ordering::Relaxed);
     }
 
@@ -423,7 +435,10 @@ impl ApprovalClient {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

@@ -13,7 +13,7 @@ pub mod sign;
 pub mod sim;
 pub mod wire;
 
-pub use client::{ApprovalClient, ClientConfig, Fetched, RetryPolicy, MAX_PAGE_SIZE};
+pub use client::{ApprovalClient, ClientConfig, Fetched, MAX_PAGE_SIZE, RetryPolicy};
 pub use error::ApprovalError;
 pub use sign::SignMethod;
 pub use wire::{Envelope, ListPage, Summary};

@@ -160,7 +160,12 @@ mod tests {
     fn hmac_sha256_fixed_vector() {
         let sig = sign(SignMethod::HmacSha256, b"s3cr3t-kunming", &vector_sts());
         assert_eq!(sig, include_str!("../tests/vectors/hmac-sha256.txt").trim());
-        assert!(verify(SignMethod::HmacSha256, b"s3cr3t-kunming", &vector_sts(), &sig));
+        assert!(verify(
+            SignMethod::HmacSha256,
+            b"s3cr3t-kunming",
+            &vector_sts(),
+            &sig
+        ));
         assert!(!verify(SignMethod::HmacSha256, b"other", &vector_sts(), &sig));
     }
 
@@ -168,8 +173,18 @@ mod tests {
     fn hmac_sm3_fixed_vector() {
         let sig = sign(SignMethod::HmacSm3, b"s3cr3t-kunming", &vector_sts());
         assert_eq!(sig, include_str!("../tests/vectors/hmac-sm3.txt").trim());
-        assert!(verify(SignMethod::HmacSm3, b"s3cr3t-kunming", &vector_sts(), &sig));
+        assert!(verify(
+            SignMethod::HmacSm3,
+            b"s3cr3t-kunming",
+            &vector_sts(),
+            &sig
+        ));
         assert!(!verify(SignMethod::HmacSm3, b"s3cr3t-kunming", "tampered", &sig));
-        assert!(!verify(SignMethod::HmacSm3, b"s3cr3t-kunming", &vector_sts(), "zz"));
+        assert!(!verify(
+            SignMethod::HmacSm3,
+            b"s3cr3t-kunming",
+            &vector_sts(),
+            "zz"
+        ));
     }
 }

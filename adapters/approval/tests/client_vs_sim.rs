@@ -114,11 +114,19 @@ async fn every_transient_fault_is_retried_until_success() {
             Fault::Hang { .. } => Fault::Hang { secs: 10 },
             other => other,
         };
-        server.sim.inject(Injection { fault, target: Target::Detail, times: 1 });
+        server.sim.inject(Injection {
+            fault,
+            target: Target::Detail,
+            times: 1,
+        });
         let before = server.sim.stats().requests;
         let got = c.project(&xmdm).await;
         assert!(got.is_ok(), "{fault:?}: {:?}", got.err());
-        assert_eq!(server.sim.stats().requests - before, 2, "{fault:?}: one failure, one retry");
+        assert_eq!(
+            server.sim.stats().requests - before,
+            2,
+            "{fault:?}: one failure, one retry"
+        );
     }
 }
 
@@ -127,9 +135,19 @@ async fn persistent_faults_end_as_transient_errors_without_panics() {
     let server = start(sim_config()).await;
     let xmdm = first_code(&server);
     let c = client(client_config(&server));
-    for fault in [Fault::CutOffJson, Fault::CutOffConnection, Fault::WafPage, Fault::BadGateway, Fault::Reset] {
+    for fault in [
+        Fault::CutOffJson,
+        Fault::CutOffConnection,
+        Fault::WafPage,
+        Fault::BadGateway,
+        Fault::Reset,
+    ] {
         // One attempt and three retries, all faulty.
-        server.sim.inject(Injection { fault, target: Target::Any, times: 4 });
+        server.sim.inject(Injection {
+            fault,
+            target: Target::Any,
+            times: 4,
+        });
         let err = c.project(&xmdm).await.unwrap_err();
         assert_eq!(err.class(), FaultClass::Transient, "{fault:?}: {err}");
         c.project(&xmdm).await.unwrap();
@@ -144,7 +162,11 @@ async fn retry_after_is_honoured() {
     server.sim.inject_next(Fault::RateLimited { retry_after_secs: 1 });
     let t = std::time::Instant::now();
     c.project(&xmdm).await.unwrap();
-    assert!(t.elapsed() >= Duration::from_millis(950), "waited {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "waited {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -156,12 +178,17 @@ async fn quota_gate_stops_calls_until_beijing_midnight() {
     let c = ApprovalClient::new(client_config(&server), Arc::new(clock.clone())).unwrap();
     server.sim.inject_next(Fault::QuotaExhausted);
     let err = c.project(&xmdm).await.unwrap_err();
-    let ApprovalError::QuotaExhausted { until } = err else { panic!("{err}") };
+    let ApprovalError::QuotaExhausted { until } = err else {
+        panic!("{err}")
+    };
     assert_eq!(until, Utc.with_ymd_and_hms(2024, 3, 5, 16, 0, 0).unwrap());
     let requests = server.sim.stats().requests;
     // Before midnight no request leaves the client at all.
     clock.advance(chrono::Duration::minutes(49));
-    assert!(matches!(c.project(&xmdm).await, Err(ApprovalError::QuotaExhausted { .. })));
+    assert!(matches!(
+        c.project(&xmdm).await,
+        Err(ApprovalError::QuotaExhausted { .. })
+    ));
     assert_eq!(server.sim.stats().requests, requests);
     assert!(c.blocked_until().is_some());
     clock.advance(chrono::Duration::minutes(2));
@@ -175,12 +202,25 @@ async fn maintenance_gate_honours_resume_at() {
     let c = client(client_config(&server));
     server.sim.inject_next(Fault::Maintenance { for_secs: 3600 });
     let err = c.project(&xmdm).await.unwrap_err();
-    let ApprovalError::Maintenance { until: Some(until) } = err else { panic!("{err}") };
+    let ApprovalError::Maintenance { until: Some(until) } = err else {
+        panic!("{err}")
+    };
     let ahead = until - Utc::now();
     assert!(ahead > chrono::Duration::minutes(59) && ahead <= chrono::Duration::minutes(60));
-    assert_eq!(server.sim.stats().requests, 1, "a wait past max_wait is not slept through");
-    assert!(matches!(c.project(&xmdm).await, Err(ApprovalError::Maintenance { .. })));
-    assert_eq!(server.sim.stats().requests, 1, "the gate holds calls back locally");
+    assert_eq!(
+        server.sim.stats().requests,
+        1,
+        "a wait past max_wait is not slept through"
+    );
+    assert!(matches!(
+        c.project(&xmdm).await,
+        Err(ApprovalError::Maintenance { .. })
+    ));
+    assert_eq!(
+        server.sim.stats().requests,
+        1,
+        "the gate holds calls back locally"
+    );
 }
 
 #[tokio::test]
@@ -195,10 +235,19 @@ async fn clock_skew_is_learnt_from_the_date_header() {
         .unwrap();
     let c = client(client_config(&server));
     let now = Utc::now();
-    c.list_projects(now - chrono::Duration::hours(1), now, 1, 10).await.unwrap();
-    assert_eq!(server.sim.stats().auth_rejected, 1, "one 4011, then a re-signed success");
+    c.list_projects(now - chrono::Duration::hours(1), now, 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        server.sim.stats().auth_rejected,
+        1,
+        "one 4011, then a re-signed success"
+    );
     let skew = c.platform_now() - Utc::now();
-    assert!((skew - chrono::Duration::minutes(10)).num_seconds().abs() <= 2, "{skew}");
+    assert!(
+        (skew - chrono::Duration::minutes(10)).num_seconds().abs() <= 2,
+        "{skew}"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +279,9 @@ async fn the_limiter_keeps_under_the_platform_rate() {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..6 {
-                c.list_projects(now - chrono::Duration::hours(1), now, 1, 5).await.unwrap();
+                c.list_projects(now - chrono::Duration::hours(1), now, 1, 5)
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -250,7 +301,10 @@ async fn bad_parameters_are_permanent() {
         .list_projects(now - chrono::Duration::hours(25), now, 1, 10)
         .await
         .unwrap_err();
-    assert!(matches!(&err, ApprovalError::BadParameter { msg } if msg.contains("24")), "{err}");
+    assert!(
+        matches!(&err, ApprovalError::BadParameter { msg } if msg.contains("24")),
+        "{err}"
+    );
     let err = c.project("2022-530302-47-01-000001").await.unwrap_err();
     assert!(matches!(err, ApprovalError::NotFound { .. }));
 }

@@ -41,17 +41,26 @@ pub fn credit_code_check(first17: &str) -> Option<char> {
 pub fn validate_credit_code(code: &str) -> Result<(), IdError> {
     let chars: Vec<char> = code.chars().collect();
     if chars.len() != 18 {
-        return Err(IdError::Length { expected: 18, found: chars.len() });
+        return Err(IdError::Length {
+            expected: 18,
+            found: chars.len(),
+        });
     }
     for (i, &c) in chars.iter().enumerate() {
         if !c.is_ascii() || !CREDIT_ALPHABET.contains(&(c as u8)) {
-            return Err(IdError::Character { position: i + 1, found: c });
+            return Err(IdError::Character {
+                position: i + 1,
+                found: c,
+            });
         }
     }
     // All 18 characters are ASCII, so byte slicing is on character boundaries.
     let expected = credit_code_check(&code[..17]).ok_or_else(|| IdError::Format("bad character".into()))?;
     if chars[17] != expected {
-        return Err(IdError::Check { found: chars[17], expected });
+        return Err(IdError::Check {
+            found: chars[17],
+            expected,
+        });
     }
     Ok(())
 }
@@ -69,11 +78,17 @@ pub fn id_card_check(first17: &str) -> Option<char> {
 pub fn validate_id_card(number: &str) -> Result<(), IdError> {
     let chars: Vec<char> = number.chars().collect();
     if chars.len() != 18 {
-        return Err(IdError::Length { expected: 18, found: chars.len() });
+        return Err(IdError::Length {
+            expected: 18,
+            found: chars.len(),
+        });
     }
     for (i, &c) in chars[..17].iter().enumerate() {
         if !c.is_ascii_digit() {
-            return Err(IdError::Character { position: i + 1, found: c });
+            return Err(IdError::Character {
+                position: i + 1,
+                found: c,
+            });
         }
     }
     let birth = &number[6..14];
@@ -83,7 +98,10 @@ pub fn validate_id_card(number: &str) -> Result<(), IdError> {
     // The first 17 are ASCII digits (checked above).
     let expected = id_card_check(&number[..17]).ok_or_else(|| IdError::Format("bad digit".into()))?;
     if chars[17] != expected {
-        return Err(IdError::Check { found: chars[17], expected });
+        return Err(IdError::Check {
+            found: chars[17],
+            expected,
+        });
     }
     Ok(())
 }
@@ -159,7 +177,10 @@ mod tests {
             validate_credit_code("91350100M000100Y44"),
             Err(IdError::Check { expected: '3', .. })
         ));
-        assert!(matches!(validate_credit_code("91350100M000100Y4"), Err(IdError::Length { .. })));
+        assert!(matches!(
+            validate_credit_code("91350100M000100Y4"),
+            Err(IdError::Length { .. })
+        ));
         assert!(matches!(
             validate_credit_code("91350100M000100I43"),
             Err(IdError::Character { position: 16, .. })
@@ -170,8 +191,14 @@ mod tests {
     fn id_cards() {
         // GB 11643's own example.
         assert_eq!(validate_id_card("11010519491231002X"), Ok(()));
-        assert!(matches!(validate_id_card("110105194912310021"), Err(IdError::Check { .. })));
-        assert!(matches!(validate_id_card("110105194902300026"), Err(IdError::Format(_))));
+        assert!(matches!(
+            validate_id_card("110105194912310021"),
+            Err(IdError::Check { .. })
+        ));
+        assert!(matches!(
+            validate_id_card("110105194902300026"),
+            Err(IdError::Format(_))
+        ));
     }
 
     #[test]

@@ -6,12 +6,30 @@ use shuiwu_wire::format_beijing;
 
 /// `(name, JSON)` of every fixture project.
 pub const FIXTURES: &[(&str, &str)] = &[
-    ("contract-example", include_str!("../../../../fixtures/approval/contract-example.json")),
-    ("residential-unsurveyed", include_str!("../../../../fixtures/approval/residential-unsurveyed.json")),
-    ("migrated-bare-diameter", include_str!("../../../../fixtures/approval/migrated-bare-diameter.json")),
-    ("sited-outside-kunming", include_str!("../../../../fixtures/approval/sited-outside-kunming.json")),
-    ("withdrawn", include_str!("../../../../fixtures/approval/withdrawn.json")),
-    ("malformed-credit-and-area", include_str!("../../../../fixtures/approval/malformed-credit-and-area.json")),
+    (
+        "contract-example",
+        include_str!("../../../../fixtures/approval/contract-example.json"),
+    ),
+    (
+        "residential-unsurveyed",
+        include_str!("../../../../fixtures/approval/residential-unsurveyed.json"),
+    ),
+    (
+        "migrated-bare-diameter",
+        include_str!("../../../../fixtures/approval/migrated-bare-diameter.json"),
+    ),
+    (
+        "sited-outside-kunming",
+        include_str!("../../../../fixtures/approval/sited-outside-kunming.json"),
+    ),
+    (
+        "withdrawn",
+        include_str!("../../../../fixtures/approval/withdrawn.json"),
+    ),
+    (
+        "malformed-credit-and-area",
+        include_str!("../../../../fixtures/approval/malformed-credit-and-area.json"),
+    ),
 ];
 
 /// The fixture projects with `GXSJ` moved to `at` (plus one second each), so that they fall

@@ -59,8 +59,12 @@ impl Draw {
     }
 }
 
-const SURNAMES: &[&str] = &["张", "王", "李", "赵", "刘", "陈", "杨", "黄", "周", "吴", "段", "普"];
-const GIVEN: &[&str] = &["伟", "芳", "敏", "静", "磊", "洋", "丽", "强", "云华", "海燕", "建国", "春梅"];
+const SURNAMES: &[&str] = &[
+    "张", "王", "李", "赵", "刘", "陈", "杨", "黄", "周", "吴", "段", "普",
+];
+const GIVEN: &[&str] = &[
+    "伟", "芳", "敏", "静", "磊", "洋", "丽", "强", "云华", "海燕", "建国", "春梅",
+];
 const COMPANIES: &[&str] = &["科技", "建设", "实业", "物流", "置业", "食品", "医药", "机械"];
 const OUTSIDE: &[&str] = &["530302", "532301", "530402", "532901"];
 
@@ -152,24 +156,43 @@ impl Generator {
         let gcyt = *d.pick(&[
             "0201", "0201", "0201", "0202", "0202", "0101", "0101", "0301", "0401", "0501", "0900",
         ]);
-        let gcyt = if malformed == Some(Malformation::UnknownUse) { "0999" } else { gcyt };
+        let gcyt = if malformed == Some(Malformation::UnknownUse) {
+            "0999"
+        } else {
+            gcyt
+        };
         let area = *d.pick(&[
             "8650.50", "10000", "10000.00", "10000.01", "3200.5", "12500", "", "560", "9999.99",
         ]);
-        let area = if malformed == Some(Malformation::NegativeArea) { "-120.5" } else { area };
+        let area = if malformed == Some(Malformation::NegativeArea) {
+            "-120.5"
+        } else {
+            area
+        };
         let height = *d.pick(&["18.6", "24", "24.0", "24.1", "", "12", "36.5", "23.9"]);
-        let height = if malformed == Some(Malformation::BadHeight) { "约20米" } else { height };
+        let height = if malformed == Some(Malformation::BadHeight) {
+            "约20米"
+        } else {
+            height
+        };
         let hazardous = if d.percent(8) { "1" } else { "0" };
         let diameter = *d.pick(&[
-            "DN40", "40", "Φ40", "DN25", "DN50", "DN100", "DN200", "DN250", "DN15", "DN20",
-            "DN32", "DN40",
+            "DN40", "40", "Φ40", "DN25", "DN50", "DN100", "DN200", "DN250", "DN15", "DN20", "DN32", "DN40",
         ]);
-        let diameter = if malformed == Some(Malformation::BadDiameter) { "DN四十" } else { diameter };
+        let diameter = if malformed == Some(Malformation::BadDiameter) {
+            "DN四十"
+        } else {
+            diameter
+        };
         let pipe = *d.pick(&["0", "120", "200", "201", "", "35", "0", "450"]);
         let use_ = *d.pick(&["生产", "生活", "消防", "施工临时"]);
         let stage = 1 + d.below(4);
         // A bad diameter needs a water request to be bad in.
-        let stage = if malformed == Some(Malformation::BadDiameter) { stage.max(2) } else { stage };
+        let stage = if malformed == Some(Malformation::BadDiameter) {
+            stage.max(2)
+        } else {
+            stage
+        };
         let nature = 1 + d.below(3);
         let company = format!(
             "昆明{}{}有限公司",
@@ -192,7 +215,11 @@ impl Generator {
             credit.push(check);
         }
         let contact = format!("{}{}", d.pick(SURNAMES), d.pick(GIVEN));
-        let phone = format!("1{}{:09}", [3, 5, 8, 9][d.below(4) as usize], d.below(1_000_000_000));
+        let phone = format!(
+            "1{}{:09}",
+            [3, 5, 8, 9][d.below(4) as usize],
+            d.below(1_000_000_000)
+        );
         let power = d.percent(40);
         let bbh = self.bbh(i);
         let gxsj = format_beijing(self.gxsj(i));

@@ -42,7 +42,12 @@ pub struct Projects {
 
 impl Projects {
     pub fn new(generator: Generator, lag: Duration) -> Self {
-        Projects { generator, explicit: HashMap::new(), purged: HashSet::new(), lag }
+        Projects {
+            generator,
+            explicit: HashMap::new(),
+            purged: HashSet::new(),
+            lag,
+        }
     }
 
     /// The visibility delay of one version: a hash of its identity, so deterministic, and
@@ -67,19 +72,19 @@ impl Projects {
             .ok_or("record lacks GXSJ yyyy-MM-dd HH:mm:ss")?;
         let visible_at = self.visible_at(&xmdm, bbh, gxsj);
         let versions = self.explicit.entry(xmdm).or_default();
-        versions.push(Version { bbh, gxsj, visible_at, doc });
+        versions.push(Version {
+            bbh,
+            gxsj,
+            visible_at,
+            doc,
+        });
         versions.sort_by_key(|v| v.bbh);
         Ok(())
     }
 
     /// Records a change to a project at `now`: a new version with `BBH` + 1 and `GXSJ` = now.
     /// Returns the new version number, or `None` if no such project exists.
-    pub fn change(
-        &mut self,
-        xmdm: &str,
-        now: DateTime<Utc>,
-        edit: impl FnOnce(&mut Value),
-    ) -> Option<u64> {
+    pub fn change(&mut self, xmdm: &str, now: DateTime<Utc>, edit: impl FnOnce(&mut Value)) -> Option<u64> {
         let latest = self.latest_any(xmdm)?;
         let now = now - Duration::nanoseconds(now.timestamp_subsec_nanos() as i64);
         let mut doc = latest.doc.clone();
@@ -88,8 +93,16 @@ impl Projects {
         doc["BBH"] = Value::from(bbh);
         doc["GXSJ"] = Value::from(format_beijing(now));
         let visible_at = self.visible_at(xmdm, bbh, now);
-        let explicit = self.explicit.entry(xmdm.to_string()).or_insert_with(|| vec![latest]);
-        explicit.push(Version { bbh, gxsj: now, visible_at, doc });
+        let explicit = self
+            .explicit
+            .entry(xmdm.to_string())
+            .or_insert_with(|| vec![latest]);
+        explicit.push(Version {
+            bbh,
+            gxsj: now,
+            visible_at,
+            doc,
+        });
         Some(bbh)
     }
 
@@ -155,7 +168,12 @@ impl Projects {
                 let bbh = g.bbh(i);
                 let gxsj = g.gxsj(i);
                 if self.visible_at(&xmdm, bbh, gxsj) <= now {
-                    out.push(Listed { gxsj, xmdm, bbh, index: Some(i) });
+                    out.push(Listed {
+                        gxsj,
+                        xmdm,
+                        bbh,
+                        index: Some(i),
+                    });
                 }
             }
             i += 1;
@@ -169,7 +187,12 @@ impl Projects {
                 && v.gxsj < end
                 && Self::in_service_area(&v.doc)
             {
-                out.push(Listed { gxsj: v.gxsj, xmdm: xmdm.clone(), bbh: v.bbh, index: None });
+                out.push(Listed {
+                    gxsj: v.gxsj,
+                    xmdm: xmdm.clone(),
+                    bbh: v.bbh,
+                    index: None,
+                });
             }
         }
         out.sort();
