@@ -224,7 +224,7 @@ start = "2026-10-01 00:00:00"
     fn errors_name_the_line() {
         let err =
             Config::parse("c.toml", &TEXT.replace("app_id", "appid"), |_| Some("s".into())).unwrap_err();
-        assert!(err.to_string().starts_with("c.toml:8: "), "{err}");
+        assert!(err.to_string().starts_with("c.toml:7: "), "{err}");
         let err = Config::parse(
             "c.toml",
             &TEXT.replace("2026-10-01 00:00:00", "yesterday"),
