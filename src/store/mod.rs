@@ -413,6 +413,16 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Every processed (source, key, version) with its outcome, for comparing two stores.
+    pub fn processed(&self) -> Result<Vec<(String, String, i64, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, key, version, outcome FROM source_versions ORDER BY source, key, version",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// A raw document's bytes and every fetch that returned them.
     pub fn document(&self, sha256: &str) -> Result<Option<(Vec<u8>, Vec<FetchMeta>)>> {
         let conn = self.lock();

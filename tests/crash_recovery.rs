@@ -1,0 +1,214 @@
+//! The real binary, killed with SIGKILL at random moments during a sync and restarted, ends
+//! with exactly the records of an uninterrupted run; `gateway run` stops cleanly on SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use gateway::store::Store;
+use rand::Rng;
+use shuiwu_approval::sim::{SimConfig, SimServer, Simulator};
+use shuiwu_wire::{SystemClock, format_beijing};
+
+const SECRET: &str = "crash-test-secret";
+
+async fn simulator(projects: u64) -> SimServer {
+    let mut cfg = SimConfig::contract_defaults(7, projects, Utc::now(), 10);
+    cfg.generator.end = Utc::now() - chrono::Duration::minutes(10);
+    cfg.app_secret = SECRET.into();
+    cfg.rate_limit_per_sec = None;
+    cfg.daily_quota = None;
+    Simulator::new(cfg, Arc::new(SystemClock))
+        .unwrap()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn write_config(dir: &Path, name: &str, server: &SimServer, interval_secs: u64) -> PathBuf {
+    let db = dir.join(format!("{name}.db"));
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        r#"
+[store]
+path = "{db}"
+
+[approval]
+base_url = "{url}"
+app_id = "{app_id}"
+sign_method = "HMAC-SHA256"
+rate_per_second = 0
+
+[sync]
+start = "{start}"
+interval_secs = {interval_secs}
+concurrency = 4
+"#,
+        db = db.display(),
+        url = server.base_url(),
+        app_id = server.sim.config().app_id,
+        start = format_beijing(Utc::now() - chrono::Duration::days(11)),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn gateway(config: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("GATEWAY_APPROVAL_APP_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn run_to_end(config: &Path) -> Duration {
+    let started = Instant::now();
+    let out = gateway(config, &["sync", "--once"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sync failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    started.elapsed()
+}
+
+type Snapshot = (
+    Vec<(String, i64, String, String)>,
+    Vec<(String, String, i64, String)>,
+    i64,
+);
+
+fn snapshot(db: &Path) -> Snapshot {
+    let store = Store::open(db).unwrap();
+    (
+        store.fingerprint().unwrap(),
+        store.processed().unwrap(),
+        store.failures(None, 100_000).unwrap().len() as i64,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let server = simulator(5_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let reference = write_config(dir.path(), "reference", &server, 60);
+    let crashed = write_config(dir.path(), "crashed", &server, 60);
+
+    let uninterrupted = tokio::task::spawn_blocking({
+        let reference = reference.clone();
+        move || run_to_end(&reference)
+    })
+    .await
+    .unwrap();
+
+    let mut rng = rand::rng();
+    let mut kills_mid_sync = 0;
+    let mut attempts = 0;
+    // Twenty kills, each between 1/60 and 1/15 of an uninterrupted sync's time: long enough
+    // for units to commit between kills, too short together to let a sync finish.
+    let d = uninterrupted.as_millis() as u64;
+    let (shortest, longest) = ((d / 60).max(20), (d / 15).max(40));
+    while kills_mid_sync < 20 {
+        attempts += 1;
+        assert!(
+            attempts < 200,
+            "could not kill 20 syncs mid-way ({kills_mid_sync} so far)"
+        );
+        let mut child: Child = gateway(&crashed, &["sync", "--once"]).spawn().unwrap();
+        let delay = rng.random_range(shortest..=longest);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                panic!("a sync finished within {delay} ms ({status}); the kills must interrupt work")
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills_mid_sync += 1;
+            }
+        }
+    }
+    let crashed_db = dir.path().join("crashed.db");
+    let after_kills = Store::open(&crashed_db).unwrap().record_count().unwrap();
+    tokio::task::spawn_blocking({
+        let crashed = crashed.clone();
+        move || run_to_end(&crashed)
+    })
+    .await
+    .unwrap();
+
+    eprintln!(
+        "uninterrupted {uninterrupted:?}; {kills_mid_sync} kills mid-sync in {attempts} runs; {after_kills} records before the last run"
+    );
+    let want = snapshot(&dir.path().join("reference.db"));
+    let got = snapshot(&crashed_db);
+    assert!(
+        want.0.len() > 1_000,
+        "the reference run made {} record versions",
+        want.0.len()
+    );
+    assert!(
+        after_kills < want.0.len() as i64,
+        "the kills left nothing for the last run to do"
+    );
+    assert_eq!(
+        got.0, want.0,
+        "record versions differ after {kills_mid_sync} kills"
+    );
+    assert_eq!(got.1, want.1, "processed source versions differ");
+    assert_eq!(got.2, want.2, "failure queue differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_unit_in_hand_and_exits_zero() {
+    let server = simulator(3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "daemon", &server, 3_600);
+    let mut child = gateway(&config, &["run"]).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon must still be running"
+    );
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    // What it committed is consistent: a later sync completes it to the full result.
+    let partial = Store::open(&dir.path().join("daemon.db"))
+        .unwrap()
+        .record_count()
+        .unwrap();
+    tokio::task::spawn_blocking(move || run_to_end(&config))
+        .await
+        .unwrap();
+    let full = Store::open(&dir.path().join("daemon.db"))
+        .unwrap()
+        .record_count()
+        .unwrap();
+    assert!(
+        partial < full,
+        "SIGTERM came after the sync had finished ({partial} of {full})"
+    );
+}
