@@ -1,0 +1,197 @@
+//! The commands end to end, through the real binary: the demo, inspection, traces, failures,
+//! and personal data masked everywhere (command output and logs alike).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gateway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("GATEWAY_STORE_PATH")
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Personal data and the secret of the fixture `contract-example` and the simulator.
+const NEVER_SHOWN: [&str; 5] = ["张三", "13800000000", "欧阳娜娜", "13987654321", "sim-secret"];
+
+fn assert_clean(what: &str, s: &str) {
+    for secret in NEVER_SHOWN {
+        assert!(!s.contains(secret), "{what} shows {secret:?}:\n{s}");
+    }
+}
+
+fn demo(dir: &Path) -> (String, String) {
+    let d = dir.to_str().unwrap();
+    let out = gateway(&[
+        "--log-level",
+        "debug",
+        "--log-format",
+        "json",
+        "demo",
+        "--projects",
+        "80",
+        "--dir",
+        d,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn demo_then_inspect_with_personal_data_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, logs) = demo(dir.path());
+    for row in ["created", "updated", "withdrawn", "skipped", "held"] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(row)),
+            "summary lacks {row}:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("outside Kunming"), "{stdout}");
+    assert!(stdout.contains("trace PE-"), "{stdout}");
+    assert_clean("demo output", &stdout);
+    assert_clean("debug logs", &logs);
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "JSON logs"
+    );
+
+    let db = dir.path().join("gateway.db");
+    let db = db.to_str().unwrap();
+    let id = "PE-2022-530112-47-01-587143";
+
+    let (list, _) = text(&gateway(&["--db", db, "records", "list", "--limit", "500"]));
+    assert!(list.contains(id), "{list}");
+    assert_clean("records list", &list);
+
+    let out = gateway(&["--db", db, "records", "show", id, "--json"]);
+    let (show, _) = text(&out);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(v["content"]["contact"]["name"], "张*");
+    assert_eq!(v["content"]["contact"]["phone"], "138****0000");
+    assert_eq!(v["content"]["water"]["diameter_dn"], 40);
+    assert_clean("records show", &show);
+
+    let out = gateway(&["--db", db, "trace", id, "--field", "contact", "--json"]);
+    let (trace, _) = text(&out);
+    assert!(out.status.success(), "{trace}");
+    assert_clean("trace", &trace);
+    let v: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let phone = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "contact.phone")
+        .unwrap();
+    assert_eq!(phone["raw"], "138****0000");
+    assert_eq!(phone["path"], "/data/JSDWLXR/LXDH");
+    assert_eq!(phone["fetches"][0]["status"], 200);
+    assert!(phone["mapping_stored"].as_bool().unwrap());
+
+    // The migrated fixture's bare "40" traces back to its raw text.
+    let (trace, _) = text(&gateway(&[
+        "--db",
+        db,
+        "trace",
+        "PE-2021-530181-36-01-004410",
+        "--field",
+        "water.diameter_dn",
+    ]));
+    assert!(trace.contains("water.diameter_dn = 40"), "{trace}");
+    assert!(
+        trace.contains("raw        \"40\" at /data/SZGYBZ/YS/JSKJ"),
+        "{trace}"
+    );
+    assert!(trace.contains("trim → diameter"), "{trace}");
+
+    let (failures, _) = text(&gateway(&["--db", db, "failures", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&failures).unwrap();
+    let fixture = rows
+        .iter()
+        .find(|f| f["key"] == "2022-530111-47-01-777001")
+        .expect("the malformed fixture is held");
+    assert_eq!(fixture["field"], "builder.credit_code");
+    let id = fixture["id"].to_string();
+    let (shown, _) = text(&gateway(&["--db", db, "failures", "show", &id]));
+    assert!(
+        shown.contains("building.floor_area_m2"),
+        "every failing field is listed:\n{shown}"
+    );
+    assert!(
+        shown.contains("\"JZMJ\": \"-3500\""),
+        "the raw document is shown:\n{shown}"
+    );
+    assert!(shown.contains("\"LXR\": \"张*\""), "{shown}");
+    assert_clean("failures show", &shown);
+
+    let out = gateway(&["--db", db, "records", "show", "PE-nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no record PE-nope"));
+}
+
+#[test]
+fn a_bad_mapping_override_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("maps/approval");
+    std::fs::create_dir_all(&maps).unwrap();
+    let text_in = include_str!("../mappings/approval/project.toml").replace("\"diameter\"]", "\"diametre\"]");
+    std::fs::write(maps.join("project.toml"), text_in).unwrap();
+    let config = dir.path().join("g.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"http://127.0.0.1:9\"\napp_id = \"x\"\n[mappings]\ndir = \"{}\"\n",
+            dir.path().join("g.db").display(),
+            dir.path().join("maps").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "sync", "--once"])
+        .env("GATEWAY_APPROVAL_APP_SECRET", "s")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let line = include_str!("../mappings/approval/project.toml")
+        .lines()
+        .position(|l| l.contains("\"diameter\"]"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "approval/project.toml:{line}: unknown transform \"diametre\""
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_secret_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("g.toml");
+    std::fs::write(
+        &config,
+        "[approval]\nbase_url = \"http://127.0.0.1:9\"\napp_id = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "sync", "--once"])
+        .env_remove("GATEWAY_APPROVAL_APP_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("GATEWAY_APPROVAL_APP_SECRET"));
+}
