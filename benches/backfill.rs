@@ -130,6 +130,7 @@ fn one(n: u64) {
         (started.elapsed(), report)
     });
     let _ = sim.kill();
+    let _ = sim.wait();
     let processed: u64 = report.outcomes.values().sum();
     assert_eq!(
         processed, n,
