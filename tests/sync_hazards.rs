@@ -67,6 +67,8 @@ async fn pages_that_drift_while_read_lose_nothing() {
     let start = t0() - Duration::days(1);
     let mut sim = sim_config(1_500, start, t0() - Duration::hours(1));
     sim.drift_every = Some(2);
+    // No lag here: a moved version is visible at once, so the pages shift under the reader.
+    sim.lag = Duration::zero();
     let w = world(sim, start).await;
     w.pass().await;
     assert!(w.server.sim.stats().drift_changes > 5);
@@ -111,4 +113,110 @@ async fn a_detail_newer_than_its_listing_does_not_move_the_cursor() {
     w.clock.advance(Duration::minutes(7));
     w.pass().await;
     assert!(w.missing(start).is_empty());
+}
+
+#[tokio::test]
+async fn naive_page_number_paging_would_lose_projects_here() {
+    // The control for `pages_that_drift_while_read_lose_nothing`: the same drift against plain
+    // page-number paging skips projects, so that test could fail.
+    let start = t0() - Duration::days(1);
+    let mut sim = sim_config(1_500, start, t0() - Duration::hours(1));
+    sim.drift_every = Some(2);
+    sim.lag = Duration::zero();
+    let w = world(sim, start).await;
+    let end = t0() - Duration::minutes(30);
+    let mut seen = std::collections::HashSet::new();
+    let mut page_no = 1;
+    loop {
+        let (page, _) = w.client.list_projects(start, end, page_no, 100).await.unwrap();
+        for item in &page.list {
+            seen.insert(item["XMDM"].as_str().unwrap().to_string());
+        }
+        if page.list.len() < 100 {
+            break;
+        }
+        page_no += 1;
+    }
+    let g = &w.server.sim.config().generator;
+    // Projects that drifted out of the window were seen at their old place first; the ones
+    // that page shifts skipped were never seen at all.
+    let missed = (0..g.count).filter(|&i| !seen.contains(&g.xmdm(i))).count();
+    assert!(missed > 0, "naive paging saw every project; the drift test would prove nothing");
+}
+
+#[tokio::test]
+async fn quota_exhaustion_stops_the_pass_until_beijing_midnight() {
+    use shuiwu_approval::sim::{Fault, Injection, Target};
+    let start = t0() - Duration::days(3);
+    let w = world(sim_config(900, start, t0() - Duration::hours(1)), start).await;
+    w.server.sim.inject(Injection { fault: Fault::QuotaExhausted, target: Target::Detail, times: 1 });
+    let first = w.pass().await;
+    let PassEnd::Incomplete { not_before: Some(until), .. } = &first.end else { panic!("{first:?}") };
+    // 2026-11-20 12:00 Beijing: the quota resets at 2026-11-21 00:00.
+    assert_eq!(until, "2026-11-21 00:00:00");
+    let cursor = w.store.cursor("approval").unwrap();
+    assert!(cursor.is_none_or(|c| c < t0() - Duration::days(2)), "the cursor passed an unfinished window");
+    // Before midnight: no request at all.
+    let requests = w.server.sim.stats().requests;
+    w.clock.advance(Duration::hours(6));
+    let blocked = w.pass().await;
+    assert!(matches!(blocked.end, PassEnd::Incomplete { .. }));
+    assert_eq!(w.server.sim.stats().requests, requests);
+    // After midnight the backfill completes, nothing lost, nothing twice.
+    w.clock.advance(Duration::hours(7));
+    let done = w.pass().await;
+    assert_eq!(done.end, PassEnd::CaughtUp, "{done:?}");
+    assert!(w.missing(start).is_empty());
+    assert_eq!(done.outcomes.get("duplicate"), None);
+}
+
+#[tokio::test]
+async fn random_transient_faults_lose_nothing() {
+    let start = t0() - Duration::days(2);
+    let mut sim = sim_config(800, start, t0() - Duration::hours(1));
+    sim.random_fault_per_mille = 60;
+    let w = world(sim, start).await;
+    for _ in 0..5 {
+        if w.pass().await.end == PassEnd::CaughtUp {
+            break;
+        }
+    }
+    assert!(w.server.sim.stats().faults_injected > 20);
+    assert!(w.missing(start).is_empty());
+    let processed = w.store.processed().unwrap();
+    assert_eq!(processed.len(), 800);
+}
+
+#[tokio::test]
+async fn a_long_backfill_while_the_platform_keeps_changing() {
+    // Platform time runs fast while the backfill reads (hours pass, as under the real quota),
+    // projects keep changing, and new versions appear up to 5 minutes late.
+    let start = t0() - Duration::days(4);
+    let mut sim = sim_config(2_000, start, t0() - Duration::minutes(2));
+    sim.drift_every = Some(5);
+    let w = world(sim, start).await;
+    let clock = w.clock.clone();
+    let sim = w.server.sim.clone();
+    let g = sim.config().generator.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                clock.advance(Duration::seconds(20));
+                i = (i * 7 + 13) % g.count;
+                sim.change(&g.xmdm(i), |doc| doc["JZGD"] = serde_json::Value::from("12"));
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let first = w.pass().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.await.unwrap();
+    assert!(w.clock.now_utc() - t0() > Duration::hours(1), "platform time must pass during the backfill");
+    // Let everything settle, then one more pass must find every newest version.
+    w.clock.advance(Duration::minutes(7));
+    let second = w.pass().await;
+    assert!(w.missing(start).is_empty(), "{first:?}\n{second:?}");
 }
