@@ -284,7 +284,7 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
         .map(|(name, fact)| (name.clone(), fact.lineage.clone()))
         .collect();
     let (content_json, content_sha256) = serialise(&record);
-    let lineage_json = serde_json::to_string(&lineage).unwrap_or_default();
+    let lineage_json = crate::mapping::lineage::to_json(&lineage);
     Ok(Assembled::Record(Box::new(Candidate {
         id: record_id(&code),
         record,

@@ -141,7 +141,10 @@ async fn naive_page_number_paging_would_lose_projects_here() {
     // Projects that drifted out of the window were seen at their old place first; the ones
     // that page shifts skipped were never seen at all.
     let missed = (0..g.count).filter(|&i| !seen.contains(&g.xmdm(i))).count();
-    assert!(missed > 0, "naive paging saw every project; the drift test would prove nothing");
+    assert!(
+        missed > 0,
+        "naive paging saw every project; the drift test would prove nothing"
+    );
 }
 
 #[tokio::test]
@@ -149,13 +152,26 @@ async fn quota_exhaustion_stops_the_pass_until_beijing_midnight() {
     use shuiwu_approval::sim::{Fault, Injection, Target};
     let start = t0() - Duration::days(3);
     let w = world(sim_config(900, start, t0() - Duration::hours(1)), start).await;
-    w.server.sim.inject(Injection { fault: Fault::QuotaExhausted, target: Target::Detail, times: 1 });
+    w.server.sim.inject(Injection {
+        fault: Fault::QuotaExhausted,
+        target: Target::Detail,
+        times: 1,
+    });
     let first = w.pass().await;
-    let PassEnd::Incomplete { not_before: Some(until), .. } = &first.end else { panic!("{first:?}") };
+    let PassEnd::Incomplete {
+        not_before: Some(until),
+        ..
+    } = &first.end
+    else {
+        panic!("{first:?}")
+    };
     // 2026-11-20 12:00 Beijing: the quota resets at 2026-11-21 00:00.
     assert_eq!(until, "2026-11-21 00:00:00");
     let cursor = w.store.cursor("approval").unwrap();
-    assert!(cursor.is_none_or(|c| c < t0() - Duration::days(2)), "the cursor passed an unfinished window");
+    assert!(
+        cursor.is_none_or(|c| c < t0() - Duration::days(2)),
+        "the cursor passed an unfinished window"
+    );
     // Before midnight: no request at all.
     let requests = w.server.sim.stats().requests;
     w.clock.advance(Duration::hours(6));
@@ -214,7 +230,10 @@ async fn a_long_backfill_while_the_platform_keeps_changing() {
     let first = w.pass().await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.await.unwrap();
-    assert!(w.clock.now_utc() - t0() > Duration::hours(1), "platform time must pass during the backfill");
+    assert!(
+        w.clock.now_utc() - t0() > Duration::hours(1),
+        "platform time must pass during the backfill"
+    );
     // Let everything settle, then one more pass must find every newest version.
     w.clock.advance(Duration::minutes(7));
     let second = w.pass().await;

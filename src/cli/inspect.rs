@@ -45,7 +45,7 @@ pub fn records_list(
 }
 
 fn lineage_of(v: &VersionRow) -> anyhow::Result<BTreeMap<String, Lineage>> {
-    serde_json::from_str(&v.lineage).context("stored lineage is not readable")
+    crate::mapping::lineage::from_json(&v.lineage).context("stored lineage is not readable")
 }
 
 fn masked_content(v: &VersionRow) -> anyhow::Result<serde_json::Value> {

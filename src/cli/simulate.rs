@@ -10,6 +10,11 @@ use shuiwu_approval::sim::{SimConfig, Simulator, fixtures_at};
 use shuiwu_wire::SystemClock;
 use tokio_util::sync::CancellationToken;
 
+/// Besides the platform's API the simulator answers `POST /__sim/faults` with a JSON body such
+/// as `{"fault": {"kind": "maintenance", "for_secs": 600}, "target": "detail", "times": 1}`
+/// (kinds: rate_limited, quota_exhausted, maintenance, internal500, internal200, bad_gateway,
+/// gateway_timeout, waf_page, cut_off_connection, cut_off_json, reset, hang, unknown_code), and
+/// `GET /__sim/stats` with its counters.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Address to listen on (loopback); port 0 picks a free one.

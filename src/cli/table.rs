@@ -21,7 +21,8 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         for (i, cell) in cells.iter().enumerate() {
             out.push_str(cell);
             if i + 1 < cells.len() {
-                out.push_str(&" ".repeat(widths[i].saturating_sub(cell.width()) + 2));
+                let width = widths.get(i).copied().unwrap_or(0);
+                out.push_str(&" ".repeat(width.saturating_sub(cell.width()) + 2));
             }
         }
         out.push('\n');

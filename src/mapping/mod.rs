@@ -5,6 +5,7 @@
 //! overrides them file by file (same relative name) and may add new ones. The format is
 //! described in `mappings/README.md`.
 
+pub mod lineage;
 mod spec;
 mod transform;
 mod value;

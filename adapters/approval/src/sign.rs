@@ -113,6 +113,7 @@ fn mac<M: Mac + KeyInit>(secret: &[u8], message: &str) -> Vec<u8> {
 }
 
 fn verify_mac<M: Mac + KeyInit>(secret: &[u8], message: &str, given: &[u8]) -> bool {
+    // As in `mac`: HMAC accepts keys of any length.
     let mut m = <M as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     m.update(message.as_bytes());
     m.verify_slice(given).is_ok()

@@ -308,3 +308,40 @@ async fn bad_parameters_are_permanent() {
     let err = c.project("2022-530302-47-01-000001").await.unwrap_err();
     assert!(matches!(err, ApprovalError::NotFound { .. }));
 }
+
+#[tokio::test]
+async fn faults_can_be_injected_over_http() {
+    let server = start(sim_config()).await;
+    // The gateway's client installs the TLS crypto provider that reqwest needs.
+    let c = client(client_config(&server));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/__sim/faults", server.base_url()))
+        .header("content-type", "application/json")
+        .body(r#"{"fault": {"kind": "maintenance", "for_secs": 600}, "target": "list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let now = Utc::now();
+    let err = c
+        .list_projects(now - chrono::Duration::hours(1), now, 1, 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ApprovalError::Maintenance { until: Some(_) }),
+        "{err}"
+    );
+    let stats: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(format!("{}/__sim/stats", server.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["faults_injected"], 1);
+}

@@ -170,6 +170,9 @@ impl Simulator {
             .route("/api/v1/projects", get(list))
             .route("/api/v1/projects/{xmdm}", get(detail))
             .route("/api/v1/attachments/{fjid}", get(attachment))
+            // Simulator controls, not part of the platform: inject faults, read counters.
+            .route("/__sim/faults", axum::routing::post(inject_fault))
+            .route("/__sim/stats", get(stats))
             .with_state(self.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -640,6 +643,18 @@ async fn detail(
         ),
         None => envelope(StatusCode::OK, "4040", "项目不存在", Value::Null, now),
     }
+}
+
+async fn inject_fault(
+    State(sim): State<Simulator>,
+    axum::Json(injection): axum::Json<Injection>,
+) -> StatusCode {
+    sim.inject(injection);
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(sim): State<Simulator>) -> axum::Json<SimStats> {
+    axum::Json(sim.stats())
 }
 
 async fn attachment(
