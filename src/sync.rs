@@ -501,19 +501,15 @@ impl Syncer {
                         "detail answers 4040 (not visible yet?), attempt {attempts}"
                     )));
                 }
-                let sha = sha256_hex(&raw.bytes);
-                return Ok(Handled::Item(
-                    Box::new(Item::Held(Held {
-                        source: SOURCE.into(),
-                        key: Some(summary.xmdm.clone()),
-                        version: Some(listed.version),
-                        step: "detail".into(),
-                        field: None,
+                return Ok(held(
+                    summary,
+                    Hold {
+                        version: listed.version,
+                        step: "detail",
                         reason: format!("listed, but the detail call answered 4040 on {attempts} passes"),
-                        category: "listed but never found (4040)".into(),
-                        detail: None,
-                        document_sha256: Some(sha),
-                    })),
+                        category: Some("listed but never found (4040)".into()),
+                        ..Hold::default()
+                    },
                     Some(*raw),
                 ));
             }
@@ -533,50 +529,41 @@ impl Syncer {
             }
             Err(e) if e.is_transient() => return Ok(Handled::Pending(e.to_string())),
             Err(e) => {
-                return Ok(Handled::Item(
-                    Box::new(Item::Held(Held {
-                        source: SOURCE.into(),
-                        key: Some(summary.xmdm.clone()),
-                        version: Some(listed.version),
-                        step: "detail".into(),
-                        field: None,
-                        category: format!("detail refused: {}", e.kind()),
-                        reason: e.to_string(),
-                        detail: None,
-                        document_sha256: None,
-                    })),
-                    None,
-                ));
+                let category = Some(format!("detail refused: {}", e.kind()));
+                let hold = Hold {
+                    version: listed.version,
+                    step: "detail",
+                    reason: e.to_string(),
+                    category,
+                    ..Hold::default()
+                };
+                return Ok(held(summary, hold, None));
             }
         };
         let sha = sha256_hex(&fetched.raw.bytes);
         let data = fetched.data();
+        if data.get("XMDM").and_then(|v| v.as_str()).map(str::trim) != Some(summary.xmdm.as_str()) {
+            let hold = Hold {
+                version: listed.version,
+                step: "detail",
+                field: Some("project.code"),
+                reason: "the detail answered for another project code".into(),
+                ..Hold::default()
+            };
+            return Ok(held(summary, hold, Some(fetched.raw)));
+        }
         let detail_version = data
             .get("BBH")
             .and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
-        if data.get("XMDM").and_then(|v| v.as_str()).map(str::trim) != Some(summary.xmdm.as_str()) {
-            return Ok(self.held(
-                summary,
-                listed.version,
-                &sha,
-                fetched.raw,
-                "detail",
-                Some("project.code"),
-                "the detail answered for another project code".into(),
-                None,
-            ));
-        }
         let Some(version) = detail_version else {
-            return Ok(self.held(
-                summary,
-                listed.version,
-                &sha,
-                fetched.raw,
-                "map",
-                Some("source.version"),
-                "the detail has no usable BBH".into(),
-                None,
-            ));
+            let hold = Hold {
+                version: listed.version,
+                step: "map",
+                field: Some("source.version"),
+                reason: "the detail has no usable BBH".into(),
+                ..Hold::default()
+            };
+            return Ok(held(summary, hold, Some(fetched.raw)));
         };
         if version < listed.version {
             return Ok(Handled::Pending(format!(
@@ -595,17 +582,15 @@ impl Syncer {
             Ok(f) => f,
             Err(e) => {
                 let field = e.errors.first().map(|f| f.field.clone());
-                let detail = serde_json::to_string(&e.errors).ok();
-                return Ok(self.held(
-                    summary,
+                let hold = Hold {
                     version,
-                    &sha,
-                    fetched.raw,
-                    "map",
-                    field.as_deref(),
-                    e.to_string(),
-                    detail,
-                ));
+                    step: "map",
+                    field: field.as_deref(),
+                    reason: e.to_string(),
+                    detail: serde_json::to_string(&e.errors).ok(),
+                    ..Hold::default()
+                };
+                return Ok(held(summary, hold, Some(fetched.raw)));
             }
         };
         let key = SourceKey {
@@ -625,53 +610,52 @@ impl Syncer {
                 reason,
             },
             Err(e) => {
-                return Ok(self.held(
-                    summary,
+                let hold = Hold {
                     version,
-                    &sha,
-                    fetched.raw,
-                    "assemble",
-                    Some(&e.0.clone()),
-                    e.to_string(),
-                    None,
-                ));
+                    step: "assemble",
+                    field: Some(&e.0),
+                    reason: e.to_string(),
+                    ..Hold::default()
+                };
+                return Ok(held(summary, hold, Some(fetched.raw)));
             }
         };
         Ok(Handled::Item(Box::new(item), Some(fetched.raw)))
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    fn held(
-        &self,
-        summary: &Summary,
-        version: i64,
-        sha: &str,
-        raw: RawDocument,
-        step: &str,
-        field: Option<&str>,
-        reason: String,
-        detail: Option<String>,
-    ) -> Handled {
-        let check = detail_check(&reason);
-        let category = match field {
-            Some(f) => format!("{f}: {check}"),
-            None => format!("{step}: {check}"),
-        };
-        Handled::Item(
-            Box::new(Item::Held(Held {
-                source: SOURCE.into(),
-                key: Some(summary.xmdm.clone()),
-                version: Some(version),
-                step: step.into(),
-                field: field.map(str::to_string),
-                category,
-                reason,
-                detail,
-                document_sha256: Some(sha.to_string()),
-            })),
-            Some(raw),
-        )
-    }
+/// What to hold a project version for.
+#[derive(Default)]
+struct Hold<'a> {
+    version: i64,
+    step: &'a str,
+    field: Option<&'a str>,
+    reason: String,
+    /// Summary label; derived from the field and the failed check when not given.
+    category: Option<String>,
+    detail: Option<String>,
+}
+
+/// A held failure of one listed project, with the raw document it concerns, if any.
+fn held(summary: &Summary, hold: Hold<'_>, raw: Option<RawDocument>) -> Handled {
+    let category = hold.category.unwrap_or_else(|| {
+        let check = detail_check(&hold.reason);
+        format!("{}: {check}", hold.field.unwrap_or(hold.step))
+    });
+    Handled::Item(
+        Box::new(Item::Held(Held {
+            source: SOURCE.into(),
+            key: Some(summary.xmdm.clone()),
+            version: Some(hold.version),
+            step: hold.step.into(),
+            field: hold.field.map(str::to_string),
+            category,
+            reason: hold.reason,
+            detail: hold.detail,
+            document_sha256: raw.as_ref().map(|r| sha256_hex(&r.bytes)),
+        })),
+        raw,
+    )
 }
 
 /// The check that failed, from a reason such as `water.diameter_dn: diameter: "DN四十" is not a

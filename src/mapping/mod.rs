@@ -144,22 +144,21 @@ pub fn apply(
     document_sha256: &str,
     ctx: &Context,
 ) -> Result<Facts, MapError> {
-    let mut facts = Facts::default();
-    let mut errors = Vec::new();
+    let mut m = Mapper {
+        mapping,
+        document_sha256,
+        ctx,
+        facts: Facts::default(),
+        errors: Vec::new(),
+    };
     let root = document.pointer(&mapping.root);
     for field in &mapping.fields {
         let path = format!("{}{}", mapping.root, field.path);
-        let found = root.and_then(|r| r.pointer(&field.path));
-        map_field(
-            mapping,
+        m.field(
             field,
             &field.name,
             path,
-            found,
-            document_sha256,
-            ctx,
-            &mut facts,
-            &mut errors,
+            root.and_then(|r| r.pointer(&field.path)),
         );
     }
     for list in &mapping.lists {
@@ -168,7 +167,7 @@ pub fn apply(
             None | Some(serde_json::Value::Null) => &[][..],
             Some(serde_json::Value::Array(items)) => items.as_slice(),
             Some(other) => {
-                errors.push(FieldError {
+                m.errors.push(FieldError {
                     field: list.name.clone(),
                     path: list_path.clone(),
                     raw: Some(raw_text(other)),
@@ -177,126 +176,120 @@ pub fn apply(
                 &[][..]
             }
         };
-        facts.list_lengths.insert(list.name.clone(), items.len());
+        m.facts.list_lengths.insert(list.name.clone(), items.len());
         for (i, item) in items.iter().enumerate() {
             for field in &list.fields {
                 let name = format!("{}[{i}].{}", list.name, field.name);
-                let path = format!("{list_path}/{i}{}", field.path);
-                let found = item.pointer(&field.path);
-                map_field(
-                    mapping,
+                m.field(
                     field,
                     &name,
-                    path,
-                    found,
-                    document_sha256,
-                    ctx,
-                    &mut facts,
-                    &mut errors,
+                    format!("{list_path}/{i}{}", field.path),
+                    item.pointer(&field.path),
                 );
             }
         }
     }
-    if errors.is_empty() {
-        Ok(facts)
+    if m.errors.is_empty() {
+        Ok(m.facts)
     } else {
         Err(MapError {
             mapping: mapping.file.clone(),
-            errors,
+            errors: m.errors,
         })
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn map_field(
-    mapping: &Mapping,
-    field: &Field,
-    name: &str,
-    path: String,
-    found: Option<&serde_json::Value>,
-    document_sha256: &str,
-    ctx: &Context,
-    facts: &mut Facts,
-    errors: &mut Vec<FieldError>,
-) {
-    let raw = found.filter(|v| !v.is_null()).map(raw_text);
-    let mut lineage = Lineage {
-        document: document_sha256.to_string(),
-        path: path.clone(),
-        raw: raw.clone(),
-        transforms: Vec::new(),
-        mapping: mapping.file.clone(),
-        mapping_sha256: mapping.sha256.clone(),
-        personal: field.personal,
-    };
-    if field.presence {
-        lineage.transforms.push("present".into());
-        let present = found.is_some_and(|v| !v.is_null());
-        facts.fields.insert(
-            name.to_string(),
-            Fact {
-                value: Some(Value::Bool(present)),
-                lineage,
-            },
-        );
-        return;
-    }
-    let fail = |reason: String, errors: &mut Vec<FieldError>| {
-        errors.push(FieldError {
-            field: name.to_string(),
+/// One document being mapped: what every field needs, and what they produce.
+struct Mapper<'a> {
+    mapping: &'a Mapping,
+    document_sha256: &'a str,
+    ctx: &'a Context,
+    facts: Facts,
+    errors: Vec<FieldError>,
+}
+
+impl Mapper<'_> {
+    /// Maps the value `found` at `path` (the full JSON Pointer) under the fact name `name`.
+    fn field(&mut self, field: &Field, name: &str, path: String, found: Option<&serde_json::Value>) {
+        let raw = found.filter(|v| !v.is_null()).map(raw_text);
+        let mut lineage = Lineage {
+            document: self.document_sha256.to_string(),
             path: path.clone(),
-            // Personal values stay out of failure reasons and listings.
-            raw: if field.personal.is_some() {
-                raw.as_ref().map(|_| "(personal data)".to_string())
-            } else {
-                raw.clone()
-            },
-            reason,
-        });
-    };
-    let initial = match found {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
-        Some(serde_json::Value::String(s)) => Some(Value::Text(s.clone())),
-        Some(serde_json::Value::Number(n)) => Some(Value::Text(n.to_string())),
-        Some(serde_json::Value::Bool(b)) => Some(Value::Text(if *b { "1" } else { "0" }.into())),
-        Some(other) => {
-            fail(
-                format!("expected a single value, found {}", kind_of(other)),
-                errors,
+            raw: raw.clone(),
+            transforms: Vec::new(),
+            mapping: self.mapping.file.clone(),
+            mapping_sha256: self.mapping.sha256.clone(),
+            personal: field.personal,
+        };
+        if field.presence {
+            lineage.transforms.push("present".into());
+            let present = found.is_some_and(|v| !v.is_null());
+            self.facts.fields.insert(
+                name.to_string(),
+                Fact {
+                    value: Some(Value::Bool(present)),
+                    lineage,
+                },
             );
             return;
         }
-    };
-    let Some(mut value) = initial else {
-        if field.required {
-            fail("required but absent or empty".into(), errors);
-        } else {
-            facts
-                .fields
-                .insert(name.to_string(), Fact { value: None, lineage });
-        }
-        return;
-    };
-    for t in &field.transforms {
-        match t.apply(value, ctx) {
-            Ok(v) => {
-                lineage.transforms.push(t.name());
-                value = v;
-            }
-            Err(reason) => {
-                fail(format!("{}: {reason}", t.name()), errors);
+        let fail = |reason: String, errors: &mut Vec<FieldError>| {
+            errors.push(FieldError {
+                field: name.to_string(),
+                path: path.clone(),
+                // Personal values stay out of failure reasons and listings.
+                raw: if field.personal.is_some() {
+                    raw.as_ref().map(|_| "(personal data)".to_string())
+                } else {
+                    raw.clone()
+                },
+                reason,
+            });
+        };
+        let initial = match found {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
+            Some(serde_json::Value::String(s)) => Some(Value::Text(s.clone())),
+            Some(serde_json::Value::Number(n)) => Some(Value::Text(n.to_string())),
+            Some(serde_json::Value::Bool(b)) => Some(Value::Text(if *b { "1" } else { "0" }.into())),
+            Some(other) => {
+                fail(
+                    format!("expected a single value, found {}", kind_of(other)),
+                    &mut self.errors,
+                );
                 return;
             }
+        };
+        let Some(mut value) = initial else {
+            if field.required {
+                fail("required but absent or empty".into(), &mut self.errors);
+            } else {
+                self.facts
+                    .fields
+                    .insert(name.to_string(), Fact { value: None, lineage });
+            }
+            return;
+        };
+        for t in &field.transforms {
+            match t.apply(value, self.ctx) {
+                Ok(v) => {
+                    lineage.transforms.push(t.name());
+                    value = v;
+                }
+                Err(reason) => {
+                    fail(format!("{}: {reason}", t.name()), &mut self.errors);
+                    return;
+                }
+            }
         }
+        self.facts.fields.insert(
+            name.to_string(),
+            Fact {
+                value: Some(value),
+                lineage,
+            },
+        );
     }
-    facts.fields.insert(
-        name.to_string(),
-        Fact {
-            value: Some(value),
-            lineage,
-        },
-    );
 }
 
 fn raw_text(v: &serde_json::Value) -> String {

@@ -491,16 +491,11 @@ fn take_fault(st: &mut SimState, target: Target, random_per_mille: u64) -> Optio
         st.random = mix(st.random);
         if st.random % 1000 < random_per_mille {
             st.random = mix(st.random);
-            let quick = [
-                Fault::Internal500,
-                Fault::Internal200,
-                Fault::BadGateway,
-                Fault::GatewayTimeout,
-                Fault::WafPage,
-                Fault::CutOffConnection,
-                Fault::CutOffJson,
-                Fault::Reset,
-            ];
+            // Faults that answer at once (no hang, no multi-second Retry-After).
+            let quick: Vec<Fault> = Fault::ALL_TRANSIENT
+                .into_iter()
+                .filter(|f| !matches!(f, Fault::Hang { .. } | Fault::RateLimited { .. }))
+                .collect();
             return Some(quick[(st.random % quick.len() as u64) as usize]);
         }
     }
