@@ -19,30 +19,23 @@ pub fn name(text: &str) -> String {
 
 /// `13800000000` → `138****0000`; anything shorter than 8 characters is masked whole.
 pub fn phone(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() < 8 {
-        return "*".repeat(chars.len());
-    }
-    let n = chars.len();
-    chars[..3]
-        .iter()
-        .chain(std::iter::repeat_n(&'*', n - 7))
-        .chain(&chars[n - 4..])
-        .collect()
+    keep_ends(text, 3, 4)
 }
 
-/// `530102199001011234` → `5301**********1234`.
+/// `530102199001011234` → `5301**********1234`; anything shorter than 9 is masked whole.
 pub fn id_number(text: &str) -> String {
+    keep_ends(text, 4, 4)
+}
+
+/// Keeps `head` and `tail` characters and stars the rest; text too short to hide anything
+/// between them is starred whole.
+fn keep_ends(text: &str, head: usize, tail: usize) -> String {
     let chars: Vec<char> = text.chars().collect();
-    if chars.len() < 9 {
-        return "*".repeat(chars.len());
-    }
     let n = chars.len();
-    chars[..4]
-        .iter()
-        .chain(std::iter::repeat_n(&'*', n - 8))
-        .chain(&chars[n - 4..])
-        .collect()
+    if n <= head + tail {
+        return "*".repeat(n);
+    }
+    chars[..head].iter().chain(std::iter::repeat_n(&'*', n - head - tail)).chain(&chars[n - tail..]).collect()
 }
 
 pub fn mask(kind: PersonalKind, text: &str) -> String {
@@ -130,5 +123,7 @@ mod tests {
         assert_eq!(phone("13800000000"), "138****0000");
         assert_eq!(id_number("530102199001011234"), "5301**********1234");
         assert_eq!(phone("110"), "***");
+        assert_eq!(phone("1234567"), "*******");
+        assert_eq!(id_number("12345678"), "********");
     }
 }
