@@ -6,11 +6,14 @@
 //! atomic unit of work at a time.
 
 pub mod app;
+pub mod calendar;
 pub mod cli;
 pub mod config;
+pub mod datafiles;
 pub mod logging;
 pub mod mapping;
 pub mod mask;
 pub mod record;
 pub mod store;
 pub mod sync;
+pub mod worktime;

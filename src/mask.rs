@@ -35,7 +35,11 @@ fn keep_ends(text: &str, head: usize, tail: usize) -> String {
     if n <= head + tail {
         return "*".repeat(n);
     }
-    chars[..head].iter().chain(std::iter::repeat_n(&'*', n - head - tail)).chain(&chars[n - tail..]).collect()
+    chars[..head]
+        .iter()
+        .chain(std::iter::repeat_n(&'*', n - head - tail))
+        .chain(&chars[n - tail..])
+        .collect()
 }
 
 pub fn mask(kind: PersonalKind, text: &str) -> String {

@@ -18,12 +18,6 @@ pub use spec::{Field, List, Mapping, SpecError, compile};
 pub use transform::{Context, Transform, diameter};
 pub use value::{Code, Fact, Facts, Lineage, PersonalKind, Value};
 
-/// The mapping files compiled into the binary, by relative name.
-pub const EMBEDDED: &[(&str, &str)] = &[(
-    "approval/project.toml",
-    include_str!("../../mappings/approval/project.toml"),
-)];
-
 /// A field that could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
@@ -59,8 +53,8 @@ fn describe(errors: &[FieldError]) -> String {
 pub enum LoadError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Read(#[from] crate::datafiles::ReadError),
     #[error("mapping {name:?} is defined by both {first} and {second}")]
     Duplicate {
         name: String,
@@ -78,15 +72,14 @@ pub struct MappingSet {
 impl MappingSet {
     /// The embedded defaults, overridden file by file from `dir` when given.
     pub fn load(dir: Option<&Path>) -> Result<MappingSet, LoadError> {
-        let mut files: BTreeMap<String, String> = EMBEDDED
-            .iter()
-            .map(|(n, c)| (n.to_string(), c.to_string()))
-            .collect();
-        if let Some(dir) = dir {
-            read_dir(dir, dir, &mut files)?;
-        }
+        let files = crate::datafiles::load(dir)?;
         let mut by_name: BTreeMap<String, Arc<Mapping>> = BTreeMap::new();
-        for (file, content) in files {
+        let mappings = files.into_iter().filter(|(file, _)| {
+            !crate::datafiles::NOT_FIELD_MAPPINGS
+                .iter()
+                .any(|p| file.starts_with(p))
+        });
+        for (file, content) in mappings {
             let mapping = compile(&file, &content)?;
             if let Some(first) = by_name.get(&mapping.name) {
                 return Err(LoadError::Duplicate {
@@ -107,33 +100,6 @@ impl MappingSet {
     pub fn all(&self) -> impl Iterator<Item = &Arc<Mapping>> {
         self.by_name.values()
     }
-}
-
-fn read_dir(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>) -> Result<(), LoadError> {
-    let io = |path: &Path, source| LoadError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| io(dir, e))?;
-    entries.sort_by_key(|e| e.path());
-    for entry in entries {
-        let path = entry.path();
-        if path.is_dir() {
-            read_dir(root, &path, files)?;
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            let content = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-            let relative = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .replace('\\', "/");
-            files.insert(relative, content);
-        }
-    }
-    Ok(())
 }
 
 /// Maps one parsed document. `document_sha256` is the hash of the raw bytes it was parsed
@@ -385,8 +351,7 @@ mod tests {
     fn a_directory_overrides_the_embedded_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("approval")).unwrap();
-        let text = EMBEDDED[0]
-            .1
+        let text = include_str!("../../mappings/approval/project.toml")
             .replace("\"0900\" = \"其他\"", "\"0900\" = \"其他\"\n\"0999\" = \"试验\"");
         std::fs::write(dir.path().join("approval/project.toml"), &text).unwrap();
         let set = MappingSet::load(Some(dir.path())).unwrap();

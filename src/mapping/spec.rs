@@ -106,7 +106,7 @@ pub struct Mapping {
 pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
     let err = |span: Option<std::ops::Range<usize>>, message: String| SpecError {
         file: file.to_string(),
-        line: span.map_or(1, |s| line_of(content, s.start)),
+        line: span.map_or(1, |s| crate::datafiles::line_of(content, s.start)),
         message,
     };
     let spec: FileSpec = toml::from_str(content).map_err(|e| err(e.span(), e.message().to_string()))?;
@@ -284,15 +284,6 @@ fn check_pointer(p: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The 1-based line of a byte offset.
-fn line_of(content: &str, offset: usize) -> usize {
-    content.as_bytes()[..offset.min(content.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]
