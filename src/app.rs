@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use shuiwu_approval::ApprovalClient;
 use shuiwu_wire::Clock;
 
+use crate::calendar::Calendar;
 use crate::config::Config;
 use crate::mapping::MappingSet;
 use crate::store::Store;
@@ -18,6 +19,7 @@ pub const PROJECT_MAPPING: &str = "approval.project";
 pub struct Gateway {
     pub store: Arc<Store>,
     pub mappings: MappingSet,
+    pub calendar: Calendar,
     pub syncer: Syncer,
 }
 
@@ -27,6 +29,11 @@ impl Gateway {
         let mapping = mappings
             .get(PROJECT_MAPPING)
             .with_context(|| format!("no mapping file defines {PROJECT_MAPPING:?}"))?;
+        let calendar = Calendar::load(cfg.mappings.dir.as_deref()).context("loading holiday calendars")?;
+        let today = clock.now().with_timezone(&shuiwu_wire::beijing()).date_naive();
+        if let Some(warning) = calendar.coverage_warning(today) {
+            tracing::warn!("{warning}");
+        }
         let store = Arc::new(Store::open(&cfg.store.path)?);
         store.save_mappings(&mappings, clock.now())?;
         let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
@@ -34,6 +41,7 @@ impl Gateway {
         Ok(Gateway {
             store,
             mappings,
+            calendar,
             syncer,
         })
     }

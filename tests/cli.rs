@@ -195,3 +195,36 @@ fn a_missing_secret_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("GATEWAY_APPROVAL_APP_SECRET"));
 }
+
+#[test]
+fn calendar_commands_for_people_and_scripts() {
+    let (out, _) = text(&gateway(&["calendar", "is-workday", "2024-02-18", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["working"], true, "{out}");
+    assert!(v["reason"].as_str().unwrap().contains("调休"));
+
+    let (out, _) = text(&gateway(&[
+        "calendar",
+        "due",
+        "2023-09-28 16:30:00",
+        "2",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["due"], "2023-10-09 00:00:00");
+    assert_eq!(v["due_display"], "2023-10-08 24:00");
+
+    let (out, _) = text(&gateway(&[
+        "calendar",
+        "count",
+        "2025-12-30",
+        "2026-01-05",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["working_days"], 3);
+
+    let out = gateway(&["calendar", "due", "2026-12-30", "3"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("no holiday calendar for 2027"));
+}

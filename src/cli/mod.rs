@@ -7,6 +7,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod calendar;
 mod daemon;
 mod demo;
 mod inspect;
@@ -81,6 +82,16 @@ pub enum Command {
         #[command(subcommand)]
         command: FailuresCommand,
     },
+    /// Working days, due times and counts from the holiday calendars.
+    Calendar {
+        #[command(subcommand)]
+        command: calendar::CalendarCommand,
+    },
+    /// Whether the gateway can do its work: holiday calendars, database, last sync.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the approval-platform simulator on loopback (for benchmarks and trying things).
     Simulate(simulate::SimulateArgs),
 }
@@ -130,6 +141,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { once: _, json } => daemon::sync_once(&load_config(&cli.config)?, json).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Calendar { command } => {
+            let calendar = crate::calendar::Calendar::load(mappings_dir_from(&cli.config).as_deref())?;
+            calendar::run(&calendar, command)
+        }
+        Command::Health { json } => health(&cli.config, cli.db.as_deref(), json),
         Command::Records { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {
@@ -194,6 +210,82 @@ fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::
         );
     }
     Ok(crate::store::Store::open(&path)?)
+}
+
+/// `mappings.dir` of the configuration file, if there is one (read without requiring secrets).
+fn mappings_dir_from(config: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value.get("mappings")?.get("dir")?.as_str().map(PathBuf::from)
+}
+
+/// `gateway health`: exit 0 when the gateway can do its work, 1 with the reasons when not.
+fn health(config: &Path, db: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut problems = Vec::new();
+    let today = shuiwu_wire::beijing_today();
+    let calendar = crate::calendar::Calendar::load(mappings_dir_from(config).as_deref());
+    let years: Vec<i32> = match &calendar {
+        Ok(c) => {
+            if let Some(w) = c.coverage_warning(today) {
+                problems.push(w);
+            }
+            c.years().collect()
+        }
+        Err(e) => {
+            problems.push(format!("holiday calendars: {e}"));
+            Vec::new()
+        }
+    };
+    let store = open_store(config, db);
+    let (records, cursor) = match &store {
+        Ok(s) => (
+            s.record_count().ok(),
+            s.cursor("approval")
+                .ok()
+                .flatten()
+                .map(shuiwu_wire::format_beijing),
+        ),
+        Err(e) => {
+            problems.push(format!("database: {e:#}"));
+            (None, None)
+        }
+    };
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "healthy": problems.is_empty(), "problems": problems, "calendar_years": years,
+                "records": records, "approval_cursor": cursor,
+            }))?
+        );
+    } else {
+        outln!(
+            "holiday calendars: {}",
+            years.iter().map(|y| y.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        if let Some(n) = records {
+            outln!(
+                "records: {n}; approval cursor: {}",
+                cursor.as_deref().unwrap_or("(none yet)")
+            );
+        }
+        for p in &problems {
+            outln!("PROBLEM: {p}");
+        }
+        outln!(
+            "{}",
+            if problems.is_empty() {
+                "healthy"
+            } else {
+                "NOT HEALTHY"
+            }
+        );
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn store_path_from(config: &Path) -> Option<PathBuf> {

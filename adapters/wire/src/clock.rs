@@ -57,6 +57,11 @@ pub fn beijing() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 
+/// Today's date in Beijing, on the system clock.
+pub fn beijing_today() -> chrono::NaiveDate {
+    Utc::now().with_timezone(&beijing()).date_naive()
+}
+
 /// Formats an instant as the platforms write times: `yyyy-MM-dd HH:mm:ss`, Beijing time.
 pub fn format_beijing(t: DateTime<Utc>) -> String {
     t.with_timezone(&beijing())

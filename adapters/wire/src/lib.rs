@@ -11,6 +11,6 @@ pub mod ids;
 mod raw;
 mod secret;
 
-pub use clock::{Clock, ManualClock, SystemClock, beijing, format_beijing, parse_beijing};
+pub use clock::{Clock, ManualClock, SystemClock, beijing, beijing_today, format_beijing, parse_beijing};
 pub use raw::{FaultClass, FetchMeta, RawDocument};
 pub use secret::Secret;
