@@ -1,5 +1,5 @@
 //! The declarative data files under `mappings/`: field mappings, holiday calendars and, later,
-//! the policy. They are embedded in the binary; a directory named in the configuration
+//! the service policy by version. They are embedded in the binary; a directory named in the configuration
 //! overrides them file by file (same relative path) and may add files.
 
 use std::collections::BTreeMap;
@@ -31,6 +31,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "calendars/2026.toml",
         include_str!("../mappings/calendars/2026.toml"),
     ),
+    ("policy/2022.toml", include_str!("../mappings/policy/2022.toml")),
 ];
 
 /// Folders of `mappings/` that hold something other than field mappings.

@@ -13,6 +13,7 @@ pub mod datafiles;
 pub mod logging;
 pub mod mapping;
 pub mod mask;
+pub mod policy;
 pub mod record;
 pub mod store;
 pub mod sync;
