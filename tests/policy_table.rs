@@ -207,7 +207,9 @@ fn every_row_of_both_tables() {
     let low: Edit = |_| {};
     let general: Edit = |i| i.diameter_dn = Some(100);
     let other: Edit = |i| i.building_use = Some("0301".into());
-    let rows: &[(Table, &str, Edit, &str, Option<u32>, u32, u32)] = &[
+    /// table, category, the edit that gives it, pipe length, survey, connection, total.
+    type Row = (Table, &'static str, Edit, &'static str, Option<u32>, u32, u32);
+    let rows: &[Row] = &[
         (Table::A, "low_risk", low, "0", Some(1), 1, 2),
         (Table::A, "low_risk", low, "35", Some(2), 3, 5),
         (Table::A, "general", general, "0", Some(2), 2, 4),
