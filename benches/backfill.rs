@@ -124,7 +124,8 @@ fn one(n: u64) {
             concurrency: 16,
             ..SyncConfig::default()
         };
-        let syncer = Syncer::new(client, store, mapping, cfg, Arc::new(SystemClock));
+        let policies = Arc::new(gateway::policy::PolicySet::load(None).expect("policy"));
+        let syncer = Syncer::new(client, store, mapping, policies, cfg, Arc::new(SystemClock));
         let started = Instant::now();
         let report = syncer.pass(&CancellationToken::new()).await.expect("pass");
         (started.elapsed(), report)

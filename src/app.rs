@@ -9,6 +9,7 @@ use shuiwu_wire::Clock;
 use crate::calendar::Calendar;
 use crate::config::Config;
 use crate::mapping::MappingSet;
+use crate::policy::PolicySet;
 use crate::store::Store;
 use crate::sync::Syncer;
 
@@ -34,10 +35,11 @@ impl Gateway {
         if let Some(warning) = calendar.coverage_warning(today) {
             tracing::warn!("{warning}");
         }
+        let policies = Arc::new(PolicySet::load(cfg.mappings.dir.as_deref()).context("loading the policy")?);
         let store = Arc::new(Store::open(&cfg.store.path)?);
-        store.save_mappings(&mappings, clock.now())?;
+        store.save_rules(&mappings, &policies, clock.now())?;
         let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
-        let syncer = Syncer::new(client, store.clone(), mapping, cfg.sync.clone(), clock);
+        let syncer = Syncer::new(client, store.clone(), mapping, policies, cfg.sync.clone(), clock);
         Ok(Gateway {
             store,
             mappings,

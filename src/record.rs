@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use shuiwu_wire::ids::KUNMING_DISTRICTS;
 
 use crate::mapping::{Code, Facts, Lineage};
+use crate::policy::{Applicant, DecisionTrace, Decisions, Inputs, ManagerDecision, Policy, Table};
 
 /// Whether the project still stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,15 +143,26 @@ pub struct PreEngagementRecord {
     pub power: Option<PowerRequest>,
     pub approvals: Vec<ApprovalResult>,
     pub attachments: Vec<Attachment>,
+    /// What the policy decided; `None` only in a draft not yet decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<Decisions>,
     pub source: SourceVersion,
 }
 
 /// What assembling one project version gave.
 #[derive(Debug, Clone)]
 pub enum Assembled {
-    Record(Box<Candidate>),
+    Record(Box<Draft>),
     /// Not this utility's: the reason is recorded, nothing else.
     Skip(String),
+}
+
+/// A record assembled from facts, before the policy has decided anything.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub id: String,
+    pub record: PreEngagementRecord,
+    pub lineage: BTreeMap<String, Lineage>,
 }
 
 /// A record ready to be committed, serialised once, with its lineage and content hash.
@@ -158,10 +170,47 @@ pub enum Assembled {
 pub struct Candidate {
     pub id: String,
     pub record: PreEngagementRecord,
-    pub lineage: BTreeMap<String, Lineage>,
     pub content_json: String,
     pub lineage_json: String,
     pub content_sha256: String,
+}
+
+impl Draft {
+    /// What the policy's rules read from this record. Built from the approval platform, so
+    /// the applicant is a project and table B applies.
+    pub fn inputs(&self) -> Inputs {
+        let r = &self.record;
+        Inputs {
+            applicant: Some(Applicant::Project),
+            building_use: r.project.building_use.as_ref().map(|c| c.code.clone()),
+            nature: r.project.nature.as_ref().map(|c| c.code.clone()),
+            floor_area_m2: r.building.floor_area_m2,
+            height_m: r.building.height_m,
+            hazardous_goods: r.building.hazardous_goods,
+            diameter_dn: r.water.as_ref().and_then(|w| w.diameter_dn),
+            external_pipe_m: r.water.as_ref().and_then(|w| w.external_pipe_m),
+            district: r.site.region_code.clone(),
+            table: Some(Table::B),
+        }
+    }
+
+    /// Applies the policy and seals the record: decisions, lineage and content hash.
+    /// `manager` is the customer manager the record already has, if any: it stays.
+    pub fn decide(self, policy: &Policy, manager: Option<ManagerDecision>) -> Candidate {
+        let (decisions, traces): (Decisions, BTreeMap<String, DecisionTrace>) =
+            crate::policy::decide(policy, &self.inputs(), &self.id, manager);
+        let mut record = self.record;
+        record.decisions = Some(decisions);
+        let (content_json, content_sha256) = serialise(&record);
+        let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &traces);
+        Candidate {
+            id: self.id,
+            record,
+            content_json,
+            lineage_json,
+            content_sha256,
+        }
+    }
 }
 
 /// The record id of an approval-platform project.
@@ -266,6 +315,7 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
         power,
         approvals,
         attachments,
+        decisions: None,
         source: SourceVersion {
             platform: "approval".into(),
             key: code.clone(),
@@ -283,15 +333,10 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
         .iter()
         .map(|(name, fact)| (name.clone(), fact.lineage.clone()))
         .collect();
-    let (content_json, content_sha256) = serialise(&record);
-    let lineage_json = crate::mapping::lineage::to_json(&lineage);
-    Ok(Assembled::Record(Box::new(Candidate {
+    Ok(Assembled::Record(Box::new(Draft {
         id: record_id(&code),
         record,
         lineage,
-        content_json,
-        lineage_json,
-        content_sha256,
     })))
 }
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
 use crate::mapping::{self, Context, Mapping};
+use crate::policy::PolicySet;
 use crate::record::{Assembled, assemble};
 use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
 
@@ -100,6 +101,7 @@ pub struct Syncer {
     client: Arc<ApprovalClient>,
     store: Arc<Store>,
     mapping: Arc<Mapping>,
+    policies: Arc<PolicySet>,
     cfg: SyncConfig,
     clock: Arc<dyn Clock>,
     progress: Option<ProgressFn>,
@@ -133,6 +135,7 @@ impl Syncer {
         client: Arc<ApprovalClient>,
         store: Arc<Store>,
         mapping: Arc<Mapping>,
+        policies: Arc<PolicySet>,
         cfg: SyncConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -140,6 +143,7 @@ impl Syncer {
             client,
             store,
             mapping,
+            policies,
             cfg,
             clock,
             progress: None,
@@ -599,11 +603,32 @@ impl Syncer {
             version,
         };
         let item = match assemble(&facts, &sha) {
-            Ok(Assembled::Record(candidate)) => Item::Record {
-                key,
-                document_sha256: sha,
-                candidate,
-            },
+            Ok(Assembled::Record(draft)) => {
+                // The policy in force when the record was created decides it for life; a new
+                // record is decided by today's.
+                let meta = self.store.record_meta(&draft.id)?;
+                let created = meta.as_ref().map_or_else(|| self.clock.now(), |m| m.0);
+                let day = created.with_timezone(&shuiwu_wire::beijing()).date_naive();
+                match self.policies.for_date(day) {
+                    Ok(policy) => {
+                        let candidate = Box::new(draft.decide(policy, meta.and_then(|m| m.1)));
+                        Item::Record {
+                            key,
+                            document_sha256: sha,
+                            candidate,
+                        }
+                    }
+                    Err(e) => {
+                        let hold = Hold {
+                            version,
+                            step: "decide",
+                            reason: e.to_string(),
+                            ..Hold::default()
+                        };
+                        return Ok(held(summary, hold, Some(fetched.raw)));
+                    }
+                }
+            }
             Ok(Assembled::Skip(reason)) => Item::Skipped {
                 key,
                 document_sha256: Some(sha),

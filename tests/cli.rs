@@ -58,6 +58,8 @@ fn demo_then_inspect_with_personal_data_masked() {
         );
     }
     assert!(stdout.contains("outside Kunming"), "{stdout}");
+    assert!(stdout.contains("in 11000 mode"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("low_risk")), "{stdout}");
     assert!(stdout.contains("trace PE-"), "{stdout}");
     assert_clean("demo output", &stdout);
     assert_clean("debug logs", &logs);
@@ -99,6 +101,29 @@ fn demo_then_inspect_with_personal_data_masked() {
     assert_eq!(phone["path"], "/data/JSDWLXR/LXDH");
     assert_eq!(phone["fetches"][0]["status"], 200);
     assert!(phone["mapping_stored"].as_bool().unwrap());
+
+    // The contract's example project: low-risk with external works, free, decided by 2022.
+    let out = gateway(&["--db", db, "trace", id, "--field", "decisions", "--json"]);
+    let (trace, _) = text(&out);
+    let v: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let decision = |name: &str| {
+        v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["field"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(decision("decisions.category")["value"]["id"], "low_risk");
+    assert_eq!(decision("decisions.category")["trace"]["policy_version"], "2022");
+    assert_eq!(
+        decision("decisions.category")["trace"]["inputs"]["water.external_pipe_m"],
+        "120"
+    );
+    assert_eq!(decision("decisions.fee")["value"]["free"], true);
+    assert_eq!(decision("decisions.mode_11000")["value"], false);
+    assert_eq!(decision("decisions.stages")["value"]["total_working_days"], 2);
 
     // The migrated fixture's bare "40" traces back to its raw text.
     let (trace, _) = text(&gateway(&[

@@ -115,6 +115,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let outcomes = gateway.store.outcomes(&[first.run_id, second.run_id])?;
     print_summary(&outcomes);
+    let categories = gateway.store.category_counts()?;
+    outln!();
+    table::print(
+        &["category (active records)", "records", "in 11000 mode"],
+        &categories
+            .iter()
+            .map(|(c, n, m)| vec![c.clone(), n.to_string(), m.to_string()])
+            .collect::<Vec<_>>(),
+    );
     let stats = server.sim.stats();
     outln!(
         "\n{} requests in {:.1} s; the simulator injected {} transient faults, all retried; {} answered 429",

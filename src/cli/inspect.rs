@@ -45,6 +45,10 @@ pub fn records_list(
 }
 
 fn lineage_of(v: &VersionRow) -> anyhow::Result<BTreeMap<String, Lineage>> {
+    Ok(full_lineage(v)?.0)
+}
+
+fn full_lineage(v: &VersionRow) -> anyhow::Result<crate::mapping::lineage::Restored> {
     crate::mapping::lineage::from_json(&v.lineage).context("stored lineage is not readable")
 }
 
@@ -144,18 +148,27 @@ pub fn trace(
             .with_context(|| format!("record {id} has no version {n}"))?,
         None => versions.last().context("no versions")?,
     };
-    let lineage = lineage_of(row)?;
+    let (lineage, decision_traces) = full_lineage(row)?;
     let mut content = row.content.clone();
     mask::record_json(&mut content, &lineage);
-    let selected: Vec<(&String, &Lineage)> = lineage
+    let wanted = |name: &str| {
+        field.is_none_or(|f| {
+            name == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))
+        })
+    };
+    let selected: Vec<(&String, &Lineage)> = lineage.iter().filter(|(name, _)| wanted(name)).collect();
+    let decisions: Vec<serde_json::Value> = decision_traces
         .iter()
-        .filter(|(name, _)| {
-            field.is_none_or(|f| {
-                name.as_str() == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))
-            })
+        .filter(|(name, _)| wanted(name))
+        .map(|(name, t)| {
+            let mut slot_content = content.clone();
+            let value = mask::slot(&mut slot_content, name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            json!({"field": name, "value": value, "trace": t})
         })
         .collect();
-    if selected.is_empty() {
+    if selected.is_empty() && decisions.is_empty() {
         let known: Vec<&str> = lineage.keys().map(String::as_str).take(12).collect();
         anyhow::bail!(
             "record {id} has no field {:?}; fields include {}",
@@ -205,7 +218,9 @@ pub fn trace(
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&json!({"id": id, "version": row.version, "fields": entries}))?
+            serde_json::to_string_pretty(
+                &json!({"id": id, "version": row.version, "fields": entries, "decisions": decisions})
+            )?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -215,6 +230,24 @@ pub fn trace(
         row.change,
         row.source_version
     );
+    for d in &decisions {
+        outln!("\n{} = {}", d["field"].as_str().unwrap_or("?"), d["value"]);
+        let t = &d["trace"];
+        outln!("  rule       {}", t["rule"].as_str().unwrap_or("?"));
+        if let Some(inputs) = t["inputs"].as_object() {
+            let list: Vec<String> = inputs
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", v.as_str().unwrap_or("?")))
+                .collect();
+            outln!("  inputs     {}", list.join("; "));
+        }
+        outln!(
+            "  policy     version {} from {} sha256:{}",
+            t["policy_version"].as_str().unwrap_or("?"),
+            t["policy_file"].as_str().unwrap_or("?"),
+            t["policy_sha256"].as_str().unwrap_or("?")
+        );
+    }
     for e in &entries {
         let value = match &e.value {
             serde_json::Value::String(s) => s.clone(),

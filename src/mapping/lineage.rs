@@ -10,6 +10,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::value::{Lineage, PersonalKind};
+use crate::policy::DecisionTrace;
+
+/// A record's lineage as stored: the facts' sources, and how each policy decision was reached.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    sources: Vec<Group>,
+    #[serde(default)]
+    decisions: BTreeMap<String, DecisionTrace>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Group {
@@ -31,7 +40,7 @@ struct FieldLineage {
 }
 
 /// The stored JSON of a record's lineage.
-pub fn to_json(lineage: &BTreeMap<String, Lineage>) -> String {
+pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String, DecisionTrace>) -> String {
     let mut groups: BTreeMap<(&str, &str, &str), BTreeMap<String, FieldLineage>> = BTreeMap::new();
     for (name, l) in lineage {
         groups
@@ -57,14 +66,28 @@ pub fn to_json(lineage: &BTreeMap<String, Lineage>) -> String {
         })
         .collect();
     // Strings and maps of strings always serialise.
-    serde_json::to_string(&groups).unwrap_or_default()
+    serde_json::to_string(&Stored {
+        sources: groups,
+        decisions: decisions.clone(),
+    })
+    .unwrap_or_default()
 }
 
-/// Reads stored lineage back into one [`Lineage`] per field.
-pub fn from_json(text: &str) -> Result<BTreeMap<String, Lineage>, serde_json::Error> {
-    let groups: Vec<Group> = serde_json::from_str(text)?;
+/// Field lineage and decision traces, read back from storage.
+pub type Restored = (BTreeMap<String, Lineage>, BTreeMap<String, DecisionTrace>);
+
+/// Reads stored lineage back into one [`Lineage`] per field and the decision traces. Also
+/// reads the first stored form, a bare list of source groups without decisions.
+pub fn from_json(text: &str) -> Result<Restored, serde_json::Error> {
+    let stored: Stored = match serde_json::from_str::<Vec<Group>>(text) {
+        Ok(sources) => Stored {
+            sources,
+            decisions: BTreeMap::new(),
+        },
+        Err(_) => serde_json::from_str(text)?,
+    };
     let mut out = BTreeMap::new();
-    for g in groups {
+    for g in stored.sources {
         for (name, f) in g.fields {
             out.insert(
                 name,
@@ -80,7 +103,7 @@ pub fn from_json(text: &str) -> Result<BTreeMap<String, Lineage>, serde_json::Er
             );
         }
     }
-    Ok(out)
+    Ok((out, stored.decisions))
 }
 
 #[cfg(test)]
@@ -103,8 +126,8 @@ mod tests {
             ("b".to_string(), l("d1", None, Some(PersonalKind::Phone))),
             ("c".to_string(), l("d2", Some("x"), None)),
         ]);
-        let text = to_json(&lineage);
+        let text = to_json(&lineage, &BTreeMap::new());
         assert_eq!(text.matches("\"d1\"").count(), 1);
-        assert_eq!(from_json(&text).unwrap(), lineage);
+        assert_eq!(from_json(&text).unwrap().0, lineage);
     }
 }

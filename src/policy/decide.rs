@@ -103,7 +103,7 @@ pub struct FeeDecision {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ManagerDecision {
     pub company: String,
     pub company_name: String,
@@ -634,7 +634,10 @@ pub fn decide(
     traces.insert(
         "decisions.mode_11000".to_string(),
         trace(
-            format!("11000 mode: category {mode_cat}, table {mode_table:?}, external works {mode_works:?}"),
+            format!(
+                "11000 mode: category {mode_cat}, table {mode_table:?}, external works {}",
+                if *mode_works == Works::Yes { "yes" } else { "none" }
+            ),
             &[("category", category.label()), works_text.clone()],
         ),
     );

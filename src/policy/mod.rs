@@ -109,6 +109,9 @@ pub struct Policy {
     pub title: String,
     pub file: String,
     pub sha256: String,
+    /// The file's text, kept so that the store can keep every version that decided a record.
+    #[serde(skip)]
+    pub content: String,
     /// Warn when `numerator / denominator` or less of a stage's working time is left.
     pub warning_left: (u32, u32),
     pub categories: Vec<CategoryRule>,

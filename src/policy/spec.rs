@@ -369,6 +369,7 @@ pub fn compile(file: &str, content: &str) -> Result<Policy, PolicyError> {
         title: header.title,
         file: file.to_string(),
         sha256: hex::encode(Sha256::digest(content.as_bytes())),
+        content: content.to_string(),
         warning_left: (t.warning_left_numerator, t.warning_left_denominator),
         categories,
         limits,

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use shuiwu_wire::{FetchMeta, RawDocument};
 
 use crate::mapping::MappingSet;
+use crate::policy::PolicySet;
 use crate::record::{Candidate, RecordState};
 
 /// A store operation failed. Every variant is fatal for the unit at hand (it is not
@@ -252,13 +253,20 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps every mapping file in force, so that lineage's mapping hash always resolves.
-    pub fn save_mappings(&self, set: &MappingSet, now: DateTime<Utc>) -> Result<()> {
+    /// Keeps every mapping and policy file in force, so that the hashes in lineage and in
+    /// decision traces always resolve to the rules that were applied.
+    pub fn save_rules(&self, mappings: &MappingSet, policies: &PolicySet, now: DateTime<Utc>) -> Result<()> {
         let conn = self.lock();
-        for m in set.all() {
+        let files = mappings.all().map(|m| (&m.sha256, &m.file, &m.content)).chain(
+            policies
+                .versions()
+                .iter()
+                .map(|p| (&p.sha256, &p.file, &p.content)),
+        );
+        for (sha, file, content) in files {
             conn.execute(
                 "INSERT OR IGNORE INTO mapping_files (sha256, file, content, first_used) VALUES (?1, ?2, ?3, ?4)",
-                params![m.sha256, m.file, m.content, ts(now)],
+                params![sha, file, content, ts(now)],
             )?;
         }
         Ok(())
@@ -305,6 +313,41 @@ impl Store {
             .lock()
             .prepare_cached("SELECT max(version) FROM source_versions WHERE source = ?1 AND key = ?2")?
             .query_row(params![source, key], |r| r.get(0))?)
+    }
+
+    /// When a record was created and the customer manager its current version names.
+    pub fn record_meta(
+        &self,
+        id: &str,
+    ) -> Result<Option<(DateTime<Utc>, Option<crate::policy::ManagerDecision>)>> {
+        let row: Option<(String, Option<String>)> = self
+            .lock()
+            .prepare_cached(
+                "SELECT r.created_at, json_extract(v.content, '$.decisions.customer_manager') FROM records r
+                 JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
+            )?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((created, manager)) = row else {
+            return Ok(None);
+        };
+        let manager = manager.and_then(|m| serde_json::from_str(&m).ok());
+        Ok(Some((parse_ts(&created)?, manager)))
+    }
+
+    /// Active records by category label (a category id, `provisional` or `none`) with how
+    /// many of them are in the "11000" mode.
+    pub fn category_counts(&self) -> Result<Vec<(String, i64, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT coalesce(json_extract(v.content, '$.decisions.category.id'),
+                             json_extract(v.content, '$.decisions.category.state'), 'undecided') AS label,
+                    count(*), coalesce(sum(json_extract(v.content, '$.decisions.mode_11000')), 0)
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.state = 'active' GROUP BY label ORDER BY count(*) DESC",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// Counts one more "listed, but the detail says 4040" for an item version; returns the

@@ -83,10 +83,12 @@ pub async fn world(sim: SimConfig, sync_start: DateTime<Utc>) -> World {
         concurrency: 8,
         ..SyncConfig::default()
     };
+    let policies = Arc::new(gateway::policy::PolicySet::load(None).unwrap());
     let syncer = Syncer::new(
         client.clone(),
         store.clone(),
         mapping,
+        policies,
         cfg,
         Arc::new(clock.clone()),
     );
