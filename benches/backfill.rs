@@ -124,7 +124,7 @@ fn one(n: u64) {
             concurrency: 16,
             ..SyncConfig::default()
         };
-        let policies = Arc::new(gateway::policy::PolicySet::load(None).expect("policy"));
+        let policies = Arc::new(gateway::policy::Rules::load(None).expect("rules"));
         let syncer = Syncer::new(client, store, mapping, policies, cfg, Arc::new(SystemClock));
         let started = Instant::now();
         let report = syncer.pass(&CancellationToken::new()).await.expect("pass");

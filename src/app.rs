@@ -9,7 +9,7 @@ use shuiwu_wire::Clock;
 use crate::calendar::Calendar;
 use crate::config::Config;
 use crate::mapping::MappingSet;
-use crate::policy::PolicySet;
+use crate::policy::{PolicySet, Rules};
 use crate::store::Store;
 use crate::sync::Syncer;
 
@@ -21,6 +21,7 @@ pub struct Gateway {
     pub store: Arc<Store>,
     pub mappings: MappingSet,
     pub calendar: Calendar,
+    pub rules: Arc<Rules>,
     pub syncer: Syncer,
 }
 
@@ -35,15 +36,27 @@ impl Gateway {
         if let Some(warning) = calendar.coverage_warning(today) {
             tracing::warn!("{warning}");
         }
-        let policies = Arc::new(PolicySet::load(cfg.mappings.dir.as_deref()).context("loading the policy")?);
+        let policies = PolicySet::load(cfg.mappings.dir.as_deref()).context("loading the policy")?;
         let store = Arc::new(Store::open(&cfg.store.path)?);
         store.save_rules(&mappings, &policies, clock.now())?;
+        let rules = Arc::new(Rules {
+            policies,
+            calendar: calendar.clone(),
+        });
         let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
-        let syncer = Syncer::new(client, store.clone(), mapping, policies, cfg.sync.clone(), clock);
+        let syncer = Syncer::new(
+            client,
+            store.clone(),
+            mapping,
+            rules.clone(),
+            cfg.sync.clone(),
+            clock,
+        );
         Ok(Gateway {
             store,
             mappings,
             calendar,
+            rules,
             syncer,
         })
     }

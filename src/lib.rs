@@ -15,6 +15,7 @@ pub mod mapping;
 pub mod mask;
 pub mod policy;
 pub mod record;
+pub mod stages;
 pub mod store;
 pub mod sync;
 pub mod worktime;

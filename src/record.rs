@@ -13,8 +13,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shuiwu_wire::ids::KUNMING_DISTRICTS;
 
+use crate::calendar::Calendar;
 use crate::mapping::{Code, Facts, Lineage};
 use crate::policy::{Applicant, DecisionTrace, Decisions, Inputs, ManagerDecision, Policy, Table};
+use crate::stages::{self, OperatorAction, Progress, Survey};
 
 /// Whether the project still stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,9 +145,16 @@ pub struct PreEngagementRecord {
     pub power: Option<PowerRequest>,
     pub approvals: Vec<ApprovalResult>,
     pub attachments: Vec<Attachment>,
+    /// The survey's measured pipe length, once an operator recorded it: it settles the
+    /// category and the external works over the platform's figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub survey: Option<Survey>,
     /// What the policy decided; `None` only in a draft not yet decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decisions: Option<Decisions>,
+    /// The stages' timeline from the operators' stage events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
     pub source: SourceVersion,
 }
 
@@ -188,18 +197,57 @@ impl Draft {
             height_m: r.building.height_m,
             hazardous_goods: r.building.hazardous_goods,
             diameter_dn: r.water.as_ref().and_then(|w| w.diameter_dn),
-            external_pipe_m: r.water.as_ref().and_then(|w| w.external_pipe_m),
+            // A measured length from the survey settles what the platform said (or did not).
+            external_pipe_m: r
+                .survey
+                .as_ref()
+                .map(|s| s.external_pipe_m)
+                .or_else(|| r.water.as_ref().and_then(|w| w.external_pipe_m)),
             district: r.site.region_code.clone(),
             table: Some(Table::B),
         }
     }
 
-    /// Applies the policy and seals the record: decisions, lineage and content hash.
-    /// `manager` is the customer manager the record already has, if any: it stays.
-    pub fn decide(self, policy: &Policy, manager: Option<ManagerDecision>) -> Candidate {
-        let (decisions, traces): (Decisions, BTreeMap<String, DecisionTrace>) =
-            crate::policy::decide(policy, &self.inputs(), &self.id, manager);
+    /// Applies the operators' actions and the policy, and seals the record: survey, decisions,
+    /// progress, lineage and content hash. `manager` is the customer manager the record already
+    /// has, if any: it stays unless an operator reassigned the record.
+    pub fn decide(
+        self,
+        policy: &Policy,
+        manager: Option<ManagerDecision>,
+        actions: &[OperatorAction],
+        calendar: &Calendar,
+    ) -> Candidate {
         let mut record = self.record;
+        record.survey = stages::survey(actions);
+        let draft_inputs = Draft {
+            id: self.id.clone(),
+            record: record.clone(),
+            lineage: BTreeMap::new(),
+        }
+        .inputs();
+        let manager = match (stages::reassigned_manager(actions), manager) {
+            (Some(name), Some(m)) => Some(ManagerDecision { manager: name, ..m }),
+            (_, m) => m,
+        };
+        let (decisions, mut traces): (Decisions, BTreeMap<String, DecisionTrace>) =
+            crate::policy::decide(policy, &draft_inputs, &self.id, manager);
+        if let Some(s) = &record.survey {
+            traces.insert(
+                "survey".to_string(),
+                DecisionTrace {
+                    policy_version: policy.version.clone(),
+                    policy_file: policy.file.clone(),
+                    policy_sha256: policy.sha256.clone(),
+                    rule: format!(
+                        "measured on site: operator action {} by {} at {}",
+                        s.action_id, s.by, s.at
+                    ),
+                    inputs: BTreeMap::from([("external_pipe_m".to_string(), s.external_pipe_m.to_string())]),
+                },
+            );
+        }
+        record.progress = Some(stages::progress(actions, &decisions.stages, calendar));
         record.decisions = Some(decisions);
         let (content_json, content_sha256) = serialise(&record);
         let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &traces);
@@ -315,7 +363,9 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
         power,
         approvals,
         attachments,
+        survey: None,
         decisions: None,
+        progress: None,
         source: SourceVersion {
             platform: "approval".into(),
             key: code.clone(),

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
 use crate::mapping::{self, Context, Mapping};
-use crate::policy::PolicySet;
+use crate::policy::Rules;
 use crate::record::{Assembled, assemble};
 use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
 
@@ -101,7 +101,7 @@ pub struct Syncer {
     client: Arc<ApprovalClient>,
     store: Arc<Store>,
     mapping: Arc<Mapping>,
-    policies: Arc<PolicySet>,
+    rules: Arc<Rules>,
     cfg: SyncConfig,
     clock: Arc<dyn Clock>,
     progress: Option<ProgressFn>,
@@ -135,7 +135,7 @@ impl Syncer {
         client: Arc<ApprovalClient>,
         store: Arc<Store>,
         mapping: Arc<Mapping>,
-        policies: Arc<PolicySet>,
+        rules: Arc<Rules>,
         cfg: SyncConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -143,7 +143,7 @@ impl Syncer {
             client,
             store,
             mapping,
-            policies,
+            rules,
             cfg,
             clock,
             progress: None,
@@ -609,9 +609,12 @@ impl Syncer {
                 let meta = self.store.record_meta(&draft.id)?;
                 let created = meta.as_ref().map_or_else(|| self.clock.now(), |m| m.0);
                 let day = created.with_timezone(&shuiwu_wire::beijing()).date_naive();
-                match self.policies.for_date(day) {
+                match self.rules.policies.for_date(day) {
                     Ok(policy) => {
-                        let candidate = Box::new(draft.decide(policy, meta.and_then(|m| m.1)));
+                        let actions = self.store.actions(&draft.id)?;
+                        let manager = meta.and_then(|m| m.1);
+                        let candidate =
+                            Box::new(draft.decide(policy, manager, &actions, &self.rules.calendar));
                         Item::Record {
                             key,
                             document_sha256: sha,

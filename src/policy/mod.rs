@@ -139,6 +139,24 @@ impl Policy {
     }
 }
 
+/// Everything that decides a record besides its facts: the policy versions and the holiday
+/// calendars their deadlines are counted on.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub policies: PolicySet,
+    pub calendar: crate::calendar::Calendar,
+}
+
+impl Rules {
+    /// The embedded policy files and calendars, overridden and extended from `dir`.
+    pub fn load(dir: Option<&Path>) -> Result<Rules, String> {
+        Ok(Rules {
+            policies: PolicySet::load(dir).map_err(|e| e.to_string())?,
+            calendar: crate::calendar::Calendar::load(dir).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 /// Every policy version, oldest first.
 #[derive(Debug, Clone)]
 pub struct PolicySet {

@@ -315,6 +315,144 @@ impl Store {
             .query_row(params![source, key], |r| r.get(0))?)
     }
 
+    /// The operator actions on a record, oldest first.
+    pub fn actions(&self, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, action, at, by FROM operator_actions WHERE record_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([record_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(id, action, at, by)| {
+                Ok(crate::stages::OperatorAction {
+                    id,
+                    action: serde_json::from_str(&action)
+                        .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
+                    at: parse_ts(&at)?,
+                    by,
+                })
+            })
+            .collect()
+    }
+
+    /// Records an operator action and, when the re-evaluated record differs, its new version,
+    /// in one transaction. `make` builds the candidate from the action's id. Returns the action
+    /// id and the record version now current.
+    pub fn record_action(
+        &self,
+        record_id: &str,
+        action: &crate::stages::Action,
+        at: DateTime<Utc>,
+        by: &str,
+        now: DateTime<Utc>,
+        make: impl FnOnce(i64) -> Candidate,
+    ) -> Result<(i64, i64)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let action_json = serde_json::to_string(action)
+            .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
+        tx.execute(
+            "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![record_id, action_json, action.name(), ts(at), by, ts(now)],
+        )?;
+        let action_id = tx.last_insert_rowid();
+        let candidate = make(action_id);
+        let (version, source_version, sha, document): (i64, i64, String, String) = tx.query_row(
+            "SELECT r.current_version, v.source_version, v.content_sha256, v.document_sha256 FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
+            [record_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        let mut current = version;
+        if sha != candidate.content_sha256 {
+            current = version + 1;
+            let now_text = ts(now);
+            tx.execute(
+                "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+                     source_version, document_sha256, created_at, run_id, action_id)
+                 VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+                params![
+                    record_id,
+                    current,
+                    candidate.content_json,
+                    candidate.content_sha256,
+                    candidate.lineage_json,
+                    source_version,
+                    document,
+                    now_text,
+                    action_id
+                ],
+            )?;
+            tx.execute(
+                "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+                params![record_id, current, now_text],
+            )?;
+        }
+        tx.commit()?;
+        Ok((action_id, current))
+    }
+
+    /// Current contents of the records whose progress has a started, unfinished stage.
+    pub fn running_records(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, v.content FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE json_extract(v.content, '$.progress.state') IN ('in_progress', 'paused')
+             ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, content) = row?;
+            out.push((id, serde_json::from_str(&content).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Records a deadline alert once; returns whether it is new.
+    pub fn raise_alert(
+        &self,
+        record_id: &str,
+        stage: &str,
+        kind: &str,
+        due_at: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = self.lock().execute(
+            "INSERT OR IGNORE INTO deadline_alerts (record_id, stage, kind, due_at, raised_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![record_id, stage, kind, due_at, ts(now)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// When an alert was raised, if it was.
+    pub fn alert_raised(
+        &self,
+        record_id: &str,
+        stage: &str,
+        kind: &str,
+        due_at: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT raised_at FROM deadline_alerts WHERE record_id = ?1 AND stage = ?2 AND kind = ?3 AND due_at = ?4",
+                params![record_id, stage, kind, due_at],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// When a record was created and the customer manager its current version names.
     pub fn record_meta(
         &self,

@@ -118,4 +118,29 @@ CREATE TABLE cursors (
     run_id      INTEGER
 ) STRICT;
 "#,
+    // 2: operator actions (stage events, reassignments) and raised deadline alerts.
+    r#"
+CREATE TABLE operator_actions (
+    id          INTEGER PRIMARY KEY,
+    record_id   TEXT NOT NULL REFERENCES records(id),
+    action      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    by          TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+) STRICT;
+CREATE INDEX operator_actions_by_record ON operator_actions(record_id, id);
+
+-- The record version an operator action produced, if it changed the record.
+ALTER TABLE record_versions ADD COLUMN action_id INTEGER REFERENCES operator_actions(id);
+
+CREATE TABLE deadline_alerts (
+    record_id  TEXT NOT NULL REFERENCES records(id),
+    stage      TEXT NOT NULL,
+    kind       TEXT NOT NULL CHECK (kind IN ('warning', 'alarm')),
+    due_at     TEXT NOT NULL,
+    raised_at  TEXT NOT NULL,
+    PRIMARY KEY (record_id, stage, kind, due_at)
+) STRICT;
+"#,
 ];

@@ -83,7 +83,7 @@ pub async fn world(sim: SimConfig, sync_start: DateTime<Utc>) -> World {
         concurrency: 8,
         ..SyncConfig::default()
     };
-    let policies = Arc::new(gateway::policy::PolicySet::load(None).unwrap());
+    let policies = Arc::new(gateway::policy::Rules::load(None).unwrap());
     let syncer = Syncer::new(
         client.clone(),
         store.clone(),
