@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod datafiles;
+pub mod deadlines;
 pub mod logging;
 pub mod mapping;
 pub mod mask;

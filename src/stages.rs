@@ -192,11 +192,14 @@ pub fn check(
     at: DateTime<Utc>,
     stages: &StagesDecision,
 ) -> Result<(), String> {
-    if let Some(last) = actions.last()
+    // Stage events happen in order; a reassignment stands apart from the stages.
+    let stage_event = |a: &Action| !matches!(a, Action::ManagerReassigned { .. });
+    if stage_event(next)
+        && let Some(last) = actions.iter().rev().find(|a| stage_event(&a.action))
         && at < last.at
     {
         return Err(format!(
-            "the action is dated before the record's last one ({})",
+            "the event is dated before the record's last stage event ({})",
             format_beijing(last.at)
         ));
     }

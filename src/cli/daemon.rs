@@ -125,6 +125,10 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         let wait = match syncer.pass(&token).await {
             Ok(report) => {
                 log_report(&report);
+                // Warnings and alarms are raised once each, when due, and recorded.
+                if let Err(e) = crate::deadlines::watch(&gateway.store, &gateway.rules, Utc::now()) {
+                    tracing::error!("deadline watch failed: {e}");
+                }
                 match &report.end {
                     PassEnd::Incomplete {
                         not_before: Some(t), ..

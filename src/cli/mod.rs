@@ -10,6 +10,7 @@ macro_rules! outln {
 mod calendar;
 mod daemon;
 mod demo;
+mod events;
 mod inspect;
 mod simulate;
 mod table;
@@ -64,6 +65,21 @@ pub enum Command {
     Records {
         #[command(subcommand)]
         command: RecordsCommand,
+    },
+    /// Operator actions on one record: stage events and reassignment.
+    Record {
+        #[command(subcommand)]
+        command: events::RecordCommand,
+    },
+    /// Running stages against their due times: on time, warning, overdue.
+    Deadlines {
+        #[arg(long, value_parser = ["warning", "overdue"])]
+        state: Option<String>,
+        /// Only stages due within this long from now, e.g. 36h or 2d.
+        #[arg(long)]
+        due_within: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Each field of a record with its chain back to the raw bytes.
     Trace {
@@ -141,6 +157,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sync { once: _, json } => daemon::sync_once(&load_config(&cli.config)?, json).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Record { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            events::record(&store, mappings_dir_from(&cli.config).as_deref(), command)
+        }
+        Command::Deadlines {
+            state,
+            due_within,
+            json,
+        } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            let dir = mappings_dir_from(&cli.config);
+            events::deadlines(
+                &store,
+                dir.as_deref(),
+                state.as_deref(),
+                due_within.as_deref(),
+                json,
+                chrono::Utc::now(),
+            )
+        }
         Command::Calendar { command } => {
             let calendar = crate::calendar::Calendar::load(mappings_dir_from(&cli.config).as_deref())?;
             calendar::run(&calendar, command)

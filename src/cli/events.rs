@@ -1,0 +1,280 @@
+//! `gateway record event|reassign` and `gateway deadlines`: operator actions and the watch.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::{Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+use shuiwu_wire::{format_beijing, parse_beijing};
+
+use super::table;
+use crate::app::PROJECT_MAPPING;
+use crate::deadlines::{self, DeadlineState};
+use crate::mapping::{self, MappingSet};
+use crate::policy::Rules;
+use crate::record::{Assembled, Draft, assemble};
+use crate::stages::{self, Action, OperatorAction, PauseReason};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventKind {
+    Accepted,
+    SurveyDone,
+    Connected,
+    Paused,
+    Resumed,
+    Rejected,
+    Withdrawn,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordCommand {
+    /// Record a stage event (an audited operator action) and re-evaluate the record.
+    Event {
+        id: String,
+        kind: EventKind,
+        /// Who did it (kept with the action).
+        #[arg(long)]
+        by: String,
+        /// When, Beijing time "yyyy-MM-dd HH:mm:ss"; default now.
+        #[arg(long)]
+        at: Option<String>,
+        /// survey-done: the measured external pipe length in metres.
+        #[arg(long)]
+        pipe_length: Option<String>,
+        /// paused: why the clock stops.
+        #[arg(long, value_enum)]
+        pause_reason: Option<PauseReason>,
+        /// rejected, withdrawn: why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give the record another customer manager (an audited operator action).
+    Reassign {
+        id: String,
+        #[arg(long)]
+        manager: String,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn action_of(
+    kind: EventKind,
+    pipe: Option<String>,
+    pause: Option<PauseReason>,
+    reason: Option<String>,
+) -> anyhow::Result<Action> {
+    let need_reason = |what: &str| {
+        reason
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .with_context(|| format!("{what} needs --reason"))
+    };
+    Ok(match kind {
+        EventKind::Accepted => Action::Accepted,
+        EventKind::SurveyDone => {
+            let text = pipe.context("survey-done needs --pipe-length (metres, measured on site)")?;
+            let m = Decimal::from_str(text.trim())
+                .with_context(|| format!("{text:?} is not a length in metres"))?;
+            Action::SurveyDone { external_pipe_m: m }
+        }
+        EventKind::Connected => Action::Connected,
+        EventKind::Paused => Action::Paused {
+            reason: pause.context("paused needs --pause-reason")?,
+        },
+        EventKind::Resumed => Action::Resumed,
+        EventKind::Rejected => Action::Rejected {
+            reason: need_reason("rejected")?,
+        },
+        EventKind::Withdrawn => Action::Withdrawn {
+            reason: need_reason("withdrawn")?,
+        },
+    })
+}
+
+/// Rebuilds a record's draft from its current raw document with the mapping in force.
+fn draft_of(store: &Store, mappings: &MappingSet, id: &str) -> anyhow::Result<Draft> {
+    let versions = store.record_versions(id)?;
+    let current = versions
+        .last()
+        .with_context(|| format!("no record {id} (see `gateway records list`)"))?;
+    let (bytes, _) = store
+        .document(&current.document_sha256)?
+        .with_context(|| format!("the raw document {} of {id} is missing", current.document_sha256))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).context("the record's raw document is not JSON")?;
+    let mapping = mappings.get(PROJECT_MAPPING).context("no project mapping")?;
+    let ctx = mapping::Context {
+        today: shuiwu_wire::beijing_today(),
+    };
+    let facts = mapping::apply(&mapping, &doc, &current.document_sha256, &ctx)
+        .map_err(|e| anyhow::anyhow!("the record's document no longer maps: {e}"))?;
+    match assemble(&facts, &current.document_sha256)? {
+        Assembled::Record(draft) => Ok(*draft),
+        Assembled::Skip(reason) => bail!("the record's document is now skipped: {reason}"),
+    }
+}
+
+pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyhow::Result<ExitCode> {
+    let mappings = MappingSet::load(dir)?;
+    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
+    let now = Utc::now();
+    let (id, action, at, by) = match command {
+        RecordCommand::Event {
+            id,
+            kind,
+            by,
+            at,
+            pipe_length,
+            pause_reason,
+            reason,
+        } => {
+            let at = match at {
+                Some(t) => {
+                    parse_beijing(&t).with_context(|| format!("--at {t:?} is not yyyy-MM-dd HH:mm:ss"))?
+                }
+                None => now,
+            };
+            (id, action_of(kind, pipe_length, pause_reason, reason)?, at, by)
+        }
+        RecordCommand::Reassign {
+            id,
+            manager,
+            by,
+            reason,
+        } => (id, Action::ManagerReassigned { manager, reason }, now, by),
+    };
+    if by.trim().is_empty() {
+        bail!("--by must name who acts");
+    }
+    let draft = draft_of(store, &mappings, &id)?;
+    let (created, manager) = store
+        .record_meta(&id)?
+        .with_context(|| format!("no record {id}"))?;
+    let policy = rules.policies.for_date(crate::worktime::date_of(created))?;
+    let actions = store.actions(&id)?;
+    let before = draft
+        .clone()
+        .decide(policy, manager.clone(), &actions, &rules.calendar);
+    let stages_decision = before
+        .record
+        .decisions
+        .as_ref()
+        .map(|d| d.stages.clone())
+        .context("no decisions")?;
+    stages::check(&actions, &action, at, &stages_decision)
+        .map_err(|why| anyhow::anyhow!("refused: {why}"))?;
+    let (action_id, version) = store.record_action(&id, &action, at, &by, now, |action_id| {
+        let mut all = actions.clone();
+        all.push(OperatorAction {
+            id: action_id,
+            action: action.clone(),
+            at,
+            by: by.clone(),
+        });
+        draft.decide(policy, manager, &all, &rules.calendar)
+    })?;
+    outln!(
+        "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",
+        action.name(),
+        format_beijing(at)
+    );
+    let versions = store.record_versions(&id)?;
+    if let Some(v) = versions.last() {
+        let d = &v.content["decisions"];
+        outln!(
+            "category {}; stages {}",
+            d["category"]["id"]
+                .as_str()
+                .or(d["category"]["state"].as_str())
+                .unwrap_or("?"),
+            v.content["progress"]["stages"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A duration like `90m`, `36h` or `2d`.
+fn duration(text: &str) -> anyhow::Result<chrono::Duration> {
+    let t = text.trim();
+    let (n, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: i64 = n
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration like 90m, 36h or 2d"))?;
+    Ok(match unit {
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => bail!("{text:?} is not a duration like 90m, 36h or 2d"),
+    })
+}
+
+pub fn deadlines(
+    store: &Store,
+    dir: Option<&Path>,
+    state: Option<&str>,
+    due_within: Option<&str>,
+    json: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<ExitCode> {
+    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
+    let within = due_within.map(duration).transpose()?;
+    let rows: Vec<_> = deadlines::current(store, &rules, now)?
+        .into_iter()
+        .filter(|d| match state {
+            Some("warning") => d.state == DeadlineState::Warning,
+            Some("overdue") => d.state == DeadlineState::Overdue,
+            _ => true,
+        })
+        .filter(|d| {
+            within.is_none_or(|w| {
+                d.due_at
+                    .as_deref()
+                    .and_then(parse_beijing)
+                    .is_some_and(|due| due <= now + w)
+            })
+        })
+        .collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    table::print(
+        &[
+            "record",
+            "stage",
+            "days",
+            "due (Beijing)",
+            "left (working h)",
+            "state",
+            "manager",
+            "alert raised",
+        ],
+        &rows
+            .iter()
+            .map(|d| {
+                vec![
+                    d.record_id.clone(),
+                    d.stage.clone(),
+                    d.working_days.map_or("-".into(), |n| n.to_string()),
+                    d.due_at
+                        .clone()
+                        .unwrap_or_else(|| d.note.clone().unwrap_or_default()),
+                    d.working_secs_left
+                        .map_or("-".into(), |s| format!("{:.1}", s as f64 / 3600.0)),
+                    format!("{:?}", d.state).to_lowercase(),
+                    d.customer_manager.clone().unwrap_or_default(),
+                    d.alert_raised_at.clone().unwrap_or_default(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    outln!("{} running stages shown", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
