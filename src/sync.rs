@@ -174,6 +174,8 @@ impl Syncer {
             list_requests: 0,
             details: 0,
             outcomes: BTreeMap::new(),
+            pending: None,
+            in_flight: Default::default(),
         };
         let mut cursor = start;
         let mut windows = 0;
@@ -224,12 +226,19 @@ impl Syncer {
                     };
                 }
                 Err(Stop::Fatal(e)) => {
+                    // What was handed to the store still commits (or fails) on its own.
+                    let _ = self.settle(&mut state).await;
                     self.store
                         .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
                     return Err(e);
                 }
             }
         };
+        if let Err(Stop::Fatal(e)) = self.settle(&mut state).await {
+            self.store
+                .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
+            return Err(e);
+        }
         let (outcome, error) = match &end {
             PassEnd::CaughtUp => ("caught_up", None),
             PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.as_str())),
@@ -407,7 +416,10 @@ impl Syncer {
         for item in &page.list {
             match Summary::from_value(item) {
                 Ok(s) => {
-                    let done = self.store.processed_version(SOURCE, &s.xmdm)?;
+                    let done = match state.in_flight.get(&s.xmdm) {
+                        Some(v) => Some(*v),
+                        None => self.store.processed_version(SOURCE, &s.xmdm)?,
+                    };
                     if done.is_none_or(|v| v < s.bbh as i64) {
                         wanted.push(s);
                     }
@@ -474,18 +486,47 @@ impl Syncer {
         })
     }
 
+    /// Commits a unit in the background while the next page is fetched. Units still commit
+    /// one after the other, in order: the previous one is awaited first.
     async fn commit(&self, unit: UnitOfWork, state: &mut PassState) -> Result<(), Stop> {
+        self.settle(state).await?;
+        state.in_flight = unit
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                Item::Record { key, .. } | Item::Skipped { key, .. } => Some((key.key.clone(), key.version)),
+                Item::Held(h) => Some((h.key.clone()?, h.version?)),
+            })
+            .collect();
         let store = self.store.clone();
         let now = self.clock.now();
         let cursor = unit.cursor.as_ref().map(|c| c.watermark);
         let items = unit.items.len();
-        let applied = tokio::task::spawn_blocking(move || store.commit(&unit, now))
-            .await
-            .map_err(|e| Stop::Fatal(SyncError::Join(e.to_string())))??;
-        for a in applied {
-            *state.outcomes.entry(a.as_str()).or_default() += 1;
+        let handle = tokio::task::spawn_blocking(move || store.commit(&unit, now));
+        state.pending = Some(PendingCommit {
+            handle,
+            items,
+            cursor,
+        });
+        Ok(())
+    }
+
+    /// Waits for the unit being committed, if any, and counts its outcomes.
+    async fn settle(&self, state: &mut PassState) -> Result<(), Stop> {
+        if let Some(p) = state.pending.take() {
+            let applied = p
+                .handle
+                .await
+                .map_err(|e| Stop::Fatal(SyncError::Join(e.to_string())))??;
+            for a in applied {
+                *state.outcomes.entry(a.as_str()).or_default() += 1;
+            }
+            self.report(Progress::Committed {
+                items: p.items,
+                cursor: p.cursor,
+            });
         }
-        self.report(Progress::Committed { items, cursor });
+        state.in_flight.clear();
         Ok(())
     }
 
@@ -701,6 +742,16 @@ struct PassState {
     list_requests: u64,
     details: u64,
     outcomes: BTreeMap<&'static str, u64>,
+    /// The unit being committed in the background.
+    pending: Option<PendingCommit>,
+    /// Project versions of that unit: done, though not yet visible in the store.
+    in_flight: std::collections::HashMap<String, i64>,
+}
+
+struct PendingCommit {
+    handle: tokio::task::JoinHandle<Result<Vec<Applied>, StoreError>>,
+    items: usize,
+    cursor: Option<DateTime<Utc>>,
 }
 
 /// Every outcome label, in summary order.

@@ -220,10 +220,10 @@ async fn a_long_backfill_while_the_platform_keeps_changing() {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                clock.advance(Duration::seconds(20));
+                clock.advance(Duration::minutes(1));
                 i = (i * 7 + 13) % g.count;
                 sim.change(&g.xmdm(i), |doc| doc["JZGD"] = serde_json::Value::from("12"));
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         })
     };
@@ -231,7 +231,7 @@ async fn a_long_backfill_while_the_platform_keeps_changing() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.await.unwrap();
     assert!(
-        w.clock.now_utc() - t0() > Duration::hours(1),
+        w.clock.now_utc() - t0() > Duration::minutes(20),
         "platform time must pass during the backfill"
     );
     // Let everything settle, then one more pass must find every newest version.

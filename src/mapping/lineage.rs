@@ -17,7 +17,22 @@ use crate::policy::DecisionTrace;
 struct Stored {
     sources: Vec<Group>,
     #[serde(default)]
-    decisions: BTreeMap<String, DecisionTrace>,
+    decisions: Vec<DecisionGroup>,
+}
+
+/// Decision traces grouped by the policy file that produced them.
+#[derive(Serialize, Deserialize)]
+struct DecisionGroup {
+    policy_version: String,
+    policy_file: String,
+    policy_sha256: String,
+    rules: BTreeMap<String, RuleTrace>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RuleTrace {
+    rule: String,
+    inputs: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,9 +81,31 @@ pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String,
         })
         .collect();
     // Strings and maps of strings always serialise.
+    let mut by_policy: BTreeMap<(&str, &str, &str), BTreeMap<String, RuleTrace>> = BTreeMap::new();
+    for (name, t) in decisions {
+        by_policy
+            .entry((&t.policy_version, &t.policy_file, &t.policy_sha256))
+            .or_default()
+            .insert(
+                name.clone(),
+                RuleTrace {
+                    rule: t.rule.clone(),
+                    inputs: t.inputs.clone(),
+                },
+            );
+    }
+    let decisions = by_policy
+        .into_iter()
+        .map(|((v, f, sha), rules)| DecisionGroup {
+            policy_version: v.into(),
+            policy_file: f.into(),
+            policy_sha256: sha.into(),
+            rules,
+        })
+        .collect();
     serde_json::to_string(&Stored {
         sources: groups,
-        decisions: decisions.clone(),
+        decisions,
     })
     .unwrap_or_default()
 }
@@ -82,7 +119,7 @@ pub fn from_json(text: &str) -> Result<Restored, serde_json::Error> {
     let stored: Stored = match serde_json::from_str::<Vec<Group>>(text) {
         Ok(sources) => Stored {
             sources,
-            decisions: BTreeMap::new(),
+            decisions: Vec::new(),
         },
         Err(_) => serde_json::from_str(text)?,
     };
@@ -103,7 +140,22 @@ pub fn from_json(text: &str) -> Result<Restored, serde_json::Error> {
             );
         }
     }
-    Ok((out, stored.decisions))
+    let mut decisions = BTreeMap::new();
+    for g in stored.decisions {
+        for (name, r) in g.rules {
+            decisions.insert(
+                name,
+                DecisionTrace {
+                    policy_version: g.policy_version.clone(),
+                    policy_file: g.policy_file.clone(),
+                    policy_sha256: g.policy_sha256.clone(),
+                    rule: r.rule,
+                    inputs: r.inputs,
+                },
+            );
+        }
+    }
+    Ok((out, decisions))
 }
 
 #[cfg(test)]
@@ -126,8 +178,24 @@ mod tests {
             ("b".to_string(), l("d1", None, Some(PersonalKind::Phone))),
             ("c".to_string(), l("d2", Some("x"), None)),
         ]);
-        let text = to_json(&lineage, &BTreeMap::new());
+        let t = |rule: &str| DecisionTrace {
+            policy_version: "2022".into(),
+            policy_file: "policy/2022.toml".into(),
+            policy_sha256: "p".repeat(64),
+            rule: rule.into(),
+            inputs: BTreeMap::from([("x".to_string(), "1".to_string())]),
+        };
+        let decisions = BTreeMap::from([
+            ("decisions.a".to_string(), t("a")),
+            ("decisions.b".to_string(), t("b")),
+        ]);
+        let text = to_json(&lineage, &decisions);
         assert_eq!(text.matches("\"d1\"").count(), 1);
-        assert_eq!(from_json(&text).unwrap().0, lineage);
+        assert_eq!(
+            text.matches(&"p".repeat(64)).count(),
+            1,
+            "one policy hash per group"
+        );
+        assert_eq!(from_json(&text).unwrap(), (lineage, decisions));
     }
 }

@@ -182,6 +182,9 @@ pub struct OutcomeCount {
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// A second connection for the sync's lookups, so that they need not wait for a unit
+    /// being committed on the first (WAL lets readers run beside the writer).
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -237,14 +240,25 @@ impl Store {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.commit()?;
         }
+        let reader = Connection::open(path).map_err(open_err)?;
+        reader.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             path: path.to_path_buf(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        // As for `lock`: a read-only connection stays usable after a panic.
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -310,14 +324,14 @@ impl Store {
     /// The newest version of an item already processed, whatever the outcome.
     pub fn processed_version(&self, source: &str, key: &str) -> Result<Option<i64>> {
         Ok(self
-            .lock()
+            .read()
             .prepare_cached("SELECT max(version) FROM source_versions WHERE source = ?1 AND key = ?2")?
             .query_row(params![source, key], |r| r.get(0))?)
     }
 
     /// The operator actions on a record, oldest first.
     pub fn actions(&self, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare_cached(
             "SELECT id, action, at, by FROM operator_actions WHERE record_id = ?1 ORDER BY id",
         )?;
@@ -459,7 +473,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<(DateTime<Utc>, Option<crate::policy::ManagerDecision>)>> {
         let row: Option<(String, Option<String>)> = self
-            .lock()
+            .read()
             .prepare_cached(
                 "SELECT r.created_at, json_extract(v.content, '$.decisions.customer_manager') FROM records r
                  JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
