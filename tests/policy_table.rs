@@ -357,3 +357,33 @@ fn the_version_in_force_by_date() {
     assert_eq!(set.for_date(d("2022-04-30")).unwrap().version, "2022");
     assert!(set.for_date(d("2022-04-29")).is_err());
 }
+
+#[test]
+fn a_newer_version_applies_to_records_created_after_it_takes_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policy")).unwrap();
+    let next = include_str!("../mappings/policy/2022.toml")
+        .replace("version = \"2022\"", "version = \"2026\"")
+        .replace("effective = \"2022-04-30\"", "effective = \"2026-03-01\"")
+        .replacen(
+            "max_external_pipe_m = \"200\"",
+            "max_external_pipe_m = \"300\"",
+            1,
+        );
+    std::fs::write(dir.path().join("policy/2026.toml"), next).unwrap();
+    let set = PolicySet::load(Some(dir.path())).unwrap();
+    let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    let old = set.for_date(d("2026-02-28")).unwrap();
+    let new = set.for_date(d("2026-03-01")).unwrap();
+    assert_eq!((old.version.as_str(), new.version.as_str()), ("2022", "2026"));
+    let mut i = base();
+    i.external_pipe_m = dec("250");
+    assert_eq!(
+        decide(old, &i, "PE-x", None).0.category.decided(),
+        Some("other_non_residential")
+    );
+    let (decided_new, traces) = decide(new, &i, "PE-x", None);
+    assert_eq!(decided_new.category.decided(), Some("low_risk"));
+    assert_eq!(decided_new.policy_version, "2026");
+    assert_eq!(traces["decisions.category"].policy_file, "policy/2026.toml");
+}
