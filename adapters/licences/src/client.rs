@@ -51,7 +51,8 @@ fn default_min_delay() -> u64 {
 /// HMAC-SM3(appSecret, AppId + Timestamp), lower-case hex.
 pub fn token_sign(secret: &str, app_id: &str, timestamp_ms: &str) -> String {
     // HMAC accepts keys of any length.
-    let mut mac = <Hmac<Sm3> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sm3> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(app_id.as_bytes());
     mac.update(timestamp_ms.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -95,7 +96,13 @@ impl LicenceClient {
             .map_err(|e| LicenceError::Transport(e.to_string()))?;
         let limiter = NonZeroU32::new(cfg.rate_per_second)
             .map(|r| RateLimiter::direct(Quota::per_second(r).allow_burst(NonZeroU32::MIN)));
-        Ok(LicenceClient { http, cfg, clock, limiter, token: tokio::sync::Mutex::new(None) })
+        Ok(LicenceClient {
+            http,
+            cfg,
+            clock,
+            limiter,
+            token: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// Every licence of `holder` (of one type when given). A `TOKEN_EXPIRED` answer gets a
@@ -112,12 +119,19 @@ impl LicenceClient {
         }
     }
 
-    async fn query_with(&self, token: &str, holder: &str, licence_type: Option<&str>) -> Result<Answer, LicenceError> {
+    async fn query_with(
+        &self,
+        token: &str,
+        holder: &str,
+        licence_type: Option<&str>,
+    ) -> Result<Answer, LicenceError> {
         let body = soap::query_licence(&self.cfg.app_id, token, holder, licence_type);
         let (reply, raw) = self.call("QueryLicence", body).await?;
         match reply {
             Reply::Licences(licences) => Ok(Answer { licences, raw }),
-            Reply::Token { .. } => Err(LicenceError::BadBody("a token where licences were expected".into())),
+            Reply::Token { .. } => Err(LicenceError::BadBody(
+                "a token where licences were expected".into(),
+            )),
         }
     }
 
@@ -133,8 +147,14 @@ impl LicenceClient {
         }
         let timestamp = now.timestamp_millis().to_string();
         let sign = token_sign(self.cfg.app_secret.expose(), &self.cfg.app_id, &timestamp);
-        let (reply, _) = self.call("GetToken", soap::get_token(&self.cfg.app_id, &timestamp, &sign)).await?;
-        let Reply::Token { token, expires_in_secs } = reply else {
+        let (reply, _) = self
+            .call("GetToken", soap::get_token(&self.cfg.app_id, &timestamp, &sign))
+            .await?;
+        let Reply::Token {
+            token,
+            expires_in_secs,
+        } = reply
+        else {
             return Err(LicenceError::BadBody("GetToken answered without a token".into()));
         };
         *cached = Some(Token {
@@ -159,7 +179,11 @@ impl LicenceClient {
             .adjust(|e: &LicenceError, d: Option<Duration>| {
                 let d = d?;
                 // RATE_LIMIT: wait 2 s or more.
-                Some(if *e == LicenceError::RateLimited { d.max(Duration::from_secs(2)) } else { d })
+                Some(if *e == LicenceError::RateLimited {
+                    d.max(Duration::from_secs(2))
+                } else {
+                    d
+                })
             })
             .notify(|e: &LicenceError, wait: Duration| {
                 tracing::warn!(action, error = %e, ?wait, "licence call failed; retrying");
@@ -187,18 +211,28 @@ impl LicenceClient {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        if response.content_length().is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES) {
+        if response
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES)
+        {
             return Err(xml::XmlError::TooLarge(response.content_length().unwrap_or(0) as usize).into());
         }
         // Read at most the limit: a hostile answer is refused, not buffered.
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| LicenceError::Transport(format!("body cut off: {e}")))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| LicenceError::Transport(format!("body cut off: {e}")))?
+        {
             bytes.extend_from_slice(&chunk);
             if bytes.len() > MAX_DOCUMENT_BYTES {
                 return Err(xml::XmlError::TooLarge(bytes.len()).into());
             }
         }
-        if content_type.as_deref().is_some_and(|c| c.to_ascii_lowercase().starts_with("text/html")) {
+        if content_type
+            .as_deref()
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/html"))
+        {
             return Err(LicenceError::Maintenance);
         }
         let text = xml::decode(&bytes, content_type.as_deref())?;

@@ -34,10 +34,15 @@ pub fn query_licence(app_id: &str, token: &str, holder: &str, licence_type: Opti
         escape(app_id),
         escape(token)
     );
-    let kind = licence_type.map_or(String::new(), |t| format!("<lic:LicenceType>{}</lic:LicenceType>", escape(t)));
+    let kind = licence_type.map_or(String::new(), |t| {
+        format!("<lic:LicenceType>{}</lic:LicenceType>", escape(t))
+    });
     envelope(
         &header,
-        &format!("<lic:QueryLicence><lic:HolderCode>{}</lic:HolderCode>{kind}</lic:QueryLicence>", escape(holder)),
+        &format!(
+            "<lic:QueryLicence><lic:HolderCode>{}</lic:HolderCode>{kind}</lic:QueryLicence>",
+            escape(holder)
+        ),
     )
 }
 
@@ -62,9 +67,8 @@ pub struct Licence {
 impl Licence {
     fn from_element(e: &Element) -> Result<Licence, LicenceError> {
         let t = |name: &str| e.child_text(SERVICE_NS, name);
-        let need = |name: &str| {
-            t(name).ok_or_else(|| LicenceError::BadBody(format!("a Licence without {name}")))
-        };
+        let need =
+            |name: &str| t(name).ok_or_else(|| LicenceError::BadBody(format!("a Licence without {name}")));
         Ok(Licence {
             number: need("ZZBH")?,
             name: t("ZZMC"),
@@ -91,10 +95,18 @@ pub enum Reply {
 /// Reads a parsed response envelope: a token, licences, or the error it carries.
 pub fn interpret(root: &Element) -> Result<Reply, LicenceError> {
     if !root.is(SOAP_NS, "Envelope") {
-        return Err(LicenceError::BadBody(format!("root element is {} in {:?}, not a SOAP envelope", root.local, root.ns)));
+        return Err(LicenceError::BadBody(format!(
+            "root element is {} in {:?}, not a SOAP envelope",
+            root.local, root.ns
+        )));
     }
-    let body = root.child(SOAP_NS, "Body").ok_or_else(|| LicenceError::BadBody("envelope without a Body".into()))?;
-    let payload = body.children.first().ok_or_else(|| LicenceError::BadBody("empty SOAP Body".into()))?;
+    let body = root
+        .child(SOAP_NS, "Body")
+        .ok_or_else(|| LicenceError::BadBody("envelope without a Body".into()))?;
+    let payload = body
+        .children
+        .first()
+        .ok_or_else(|| LicenceError::BadBody("empty SOAP Body".into()))?;
     if payload.is(SOAP_NS, "Fault") {
         // faultcode and faultstring are unqualified in SOAP 1.1.
         let string = payload
@@ -110,11 +122,18 @@ pub fn interpret(root: &Element) -> Result<Reply, LicenceError> {
         });
     }
     if payload.ns.as_deref() != Some(SERVICE_NS) {
-        return Err(LicenceError::BadBody(format!("unexpected answer element {}", payload.local)));
+        return Err(LicenceError::BadBody(format!(
+            "unexpected answer element {}",
+            payload.local
+        )));
     }
     let result = payload.child(SERVICE_NS, "Result");
-    let code = result.and_then(|r| r.child_text(SERVICE_NS, "Code")).unwrap_or_default();
-    let message = result.and_then(|r| r.child_text(SERVICE_NS, "Message")).unwrap_or_default();
+    let code = result
+        .and_then(|r| r.child_text(SERVICE_NS, "Code"))
+        .unwrap_or_default();
+    let message = result
+        .and_then(|r| r.child_text(SERVICE_NS, "Message"))
+        .unwrap_or_default();
     match (payload.local.as_str(), code.as_str()) {
         ("GetTokenResponse", "0") => {
             let token = payload
@@ -123,13 +142,22 @@ pub fn interpret(root: &Element) -> Result<Reply, LicenceError> {
             let expires_in_secs = payload
                 .child_text(SERVICE_NS, "ExpiresIn")
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(|| LicenceError::BadBody("GetTokenResponse without a numeric ExpiresIn".into()))?;
-            Ok(Reply::Token { token, expires_in_secs })
+                .ok_or_else(|| {
+                    LicenceError::BadBody("GetTokenResponse without a numeric ExpiresIn".into())
+                })?;
+            Ok(Reply::Token {
+                token,
+                expires_in_secs,
+            })
         }
         ("QueryLicenceResponse", "0") => {
             let licences = payload
                 .child(SERVICE_NS, "Licences")
-                .map(|l| l.children_named(SERVICE_NS, "Licence").map(Licence::from_element).collect::<Result<Vec<_>, _>>())
+                .map(|l| {
+                    l.children_named(SERVICE_NS, "Licence")
+                        .map(Licence::from_element)
+                        .collect::<Result<Vec<_>, _>>()
+                })
                 .transpose()?
                 .unwrap_or_default();
             Ok(Reply::Licences(licences))
@@ -139,6 +167,8 @@ pub fn interpret(root: &Element) -> Result<Reply, LicenceError> {
         (_, "1002") => Err(LicenceError::BadParameter(message)),
         (_, "1003") => Err(LicenceError::AuthFailed(message)),
         (_, "9999") => Err(LicenceError::Internal(message)),
-        (what, code) => Err(LicenceError::BadBody(format!("{what} with result code {code:?}: {message}"))),
+        (what, code) => Err(LicenceError::BadBody(format!(
+            "{what} with result code {code:?}: {message}"
+        ))),
     }
 }

@@ -56,7 +56,11 @@ impl Element {
     }
 
     /// Every child with this namespace and local name.
-    pub fn children_named<'a>(&'a self, ns: &'a str, local: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'a>(
+        &'a self,
+        ns: &'a str,
+        local: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.is(ns, local))
     }
 
@@ -66,7 +70,9 @@ impl Element {
 
     /// Text of a child, trimmed; `None` when absent or empty.
     pub fn child_text(&self, ns: &str, local: &str) -> Option<String> {
-        self.child(ns, local).map(|c| c.text.trim().to_string()).filter(|t| !t.is_empty())
+        self.child(ns, local)
+            .map(|c| c.text.trim().to_string())
+            .filter(|t| !t.is_empty())
     }
 }
 
@@ -81,7 +87,10 @@ fn prolog_charset(bytes: &[u8]) -> Option<String> {
     let prolog = head.strip_prefix("<?xml")?;
     let prolog = &prolog[..prolog.find("?>")?];
     let at = prolog.find("encoding")?;
-    let rest = prolog[at + "encoding".len()..].trim_start().strip_prefix('=')?.trim_start();
+    let rest = prolog[at + "encoding".len()..]
+        .trim_start()
+        .strip_prefix('=')?
+        .trim_start();
     let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
     let value = &rest[1..];
     Some(value[..value.find(quote)?].to_string())
@@ -115,22 +124,30 @@ pub fn decode<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Cow<'a,
     let header = content_type.and_then(header_charset);
     let label = match (&prolog, &header) {
         (Some(p), Some(h)) if encoding_for(p)? != encoding_for(h)? => {
-            return Err(XmlError::CharsetMismatch { prolog: p.clone(), header: h.clone() });
+            return Err(XmlError::CharsetMismatch {
+                prolog: p.clone(),
+                header: h.clone(),
+            });
         }
         (Some(p), _) => p.clone(),
         (None, Some(h)) => h.clone(),
         (None, None) => "UTF-8".to_string(),
     };
     let encoding = encoding_for(&label)?;
-    encoding.decode_without_bom_handling_and_without_replacement(bytes).ok_or_else(|| {
-        // Find the first bad byte for the message: decode with replacement and compare.
-        let (text, _) = encoding.decode_without_bom_handling(bytes);
-        let offset = text.find('\u{FFFD}').map_or(0, |chars_before| {
-            let prefix = &text[..chars_before];
-            encoding.encode(prefix).0.len()
-        });
-        XmlError::Undecodable { charset: encoding.name().to_string(), offset }
-    })
+    encoding
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .ok_or_else(|| {
+            // Find the first bad byte for the message: decode with replacement and compare.
+            let (text, _) = encoding.decode_without_bom_handling(bytes);
+            let offset = text.find('\u{FFFD}').map_or(0, |chars_before| {
+                let prefix = &text[..chars_before];
+                encoding.encode(prefix).0.len()
+            });
+            XmlError::Undecodable {
+                charset: encoding.name().to_string(),
+                offset,
+            }
+        })
 }
 
 /// Parses decoded text into an element tree.
@@ -138,7 +155,9 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
     let mut reader = NsReader::from_str(text);
     let mut stack: Vec<Element> = vec![Element::default()];
     loop {
-        let (ns, event) = reader.read_resolved_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
+        let (ns, event) = reader
+            .read_resolved_event()
+            .map_err(|e| XmlError::Malformed(e.to_string()))?;
         let ns = match ns {
             ResolveResult::Bound(n) => Some(n.as_ref().to_string()),
             ResolveResult::Unbound => None,
@@ -151,16 +170,26 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
                     return Err(XmlError::TooDeep);
                 }
                 let local = e.local_name().as_ref().to_string();
-                stack.push(Element { ns, local, ..Element::default() });
+                stack.push(Element {
+                    ns,
+                    local,
+                    ..Element::default()
+                });
             }
             Event::Empty(e) => {
                 let local = e.local_name().as_ref().to_string();
                 if let Some(parent) = stack.last_mut() {
-                    parent.children.push(Element { ns, local, ..Element::default() });
+                    parent.children.push(Element {
+                        ns,
+                        local,
+                        ..Element::default()
+                    });
                 }
             }
             Event::End(_) => {
-                let done = stack.pop().ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(done),
                     None => return Err(XmlError::Malformed("unbalanced end tag".into())),
@@ -178,7 +207,8 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
             }
             Event::GeneralRef(r) => {
                 let resolved = if r.is_char_ref() {
-                    r.resolve_char_ref().map_err(|e| XmlError::Malformed(e.to_string()))?
+                    r.resolve_char_ref()
+                        .map_err(|e| XmlError::Malformed(e.to_string()))?
                 } else {
                     match r.xml10_content().as_ref() {
                         "amp" => Some('&'),
@@ -198,10 +228,15 @@ pub fn parse(text: &str) -> Result<Element, XmlError> {
         }
     }
     if stack.len() != 1 {
-        return Err(XmlError::Malformed("the document ends inside an element (cut off?)".into()));
+        return Err(XmlError::Malformed(
+            "the document ends inside an element (cut off?)".into(),
+        ));
     }
     let root = stack.pop().unwrap_or_default();
-    root.children.into_iter().next().ok_or_else(|| XmlError::Malformed("no root element".into()))
+    root.children
+        .into_iter()
+        .next()
+        .ok_or_else(|| XmlError::Malformed("no root element".into()))
 }
 
 #[cfg(test)]
@@ -248,9 +283,15 @@ mod tests {
         assert_eq!(parse("<a>&ext;</a>"), Err(XmlError::Entity("ext".into())));
         assert_eq!(parse("<a>&amp;&#x4E2D;</a>").unwrap().text, "&中");
         assert!(matches!(parse("<a><b>cut"), Err(XmlError::Malformed(_))));
-        assert!(matches!(decode(&vec![b' '; MAX_DOCUMENT_BYTES + 1], None), Err(XmlError::TooLarge(_))));
         assert!(matches!(
-            decode(b"<?xml version=\"1.0\" encoding=\"GBK\"?><a/>", Some("text/xml; charset=UTF-8")),
+            decode(&vec![b' '; MAX_DOCUMENT_BYTES + 1], None),
+            Err(XmlError::TooLarge(_))
+        ));
+        assert!(matches!(
+            decode(
+                b"<?xml version=\"1.0\" encoding=\"GBK\"?><a/>",
+                Some("text/xml; charset=UTF-8")
+            ),
             Err(XmlError::CharsetMismatch { .. })
         ));
     }
