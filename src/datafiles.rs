@@ -32,6 +32,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../mappings/calendars/2026.toml"),
     ),
     ("policy/2022.toml", include_str!("../mappings/policy/2022.toml")),
+    (
+        "licences/query-licence.toml",
+        include_str!("../mappings/licences/query-licence.toml"),
+    ),
 ];
 
 /// Folders of `mappings/` that hold something other than field mappings.

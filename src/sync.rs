@@ -623,7 +623,7 @@ impl Syncer {
                 .with_timezone(&shuiwu_wire::beijing())
                 .date_naive(),
         };
-        let facts = match mapping::apply(&self.mapping, &fetched.body, &sha, &ctx) {
+        let facts = match mapping::apply(&self.mapping, mapping::Document::Json(&fetched.body), &sha, &ctx) {
             Ok(f) => f,
             Err(e) => {
                 let field = e.errors.first().map(|f| f.field.clone());

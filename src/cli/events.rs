@@ -113,8 +113,13 @@ fn draft_of(store: &Store, mappings: &MappingSet, id: &str) -> anyhow::Result<Dr
     let ctx = mapping::Context {
         today: shuiwu_wire::beijing_today(),
     };
-    let facts = mapping::apply(&mapping, &doc, &current.document_sha256, &ctx)
-        .map_err(|e| anyhow::anyhow!("the record's document no longer maps: {e}"))?;
+    let facts = mapping::apply(
+        &mapping,
+        mapping::Document::Json(&doc),
+        &current.document_sha256,
+        &ctx,
+    )
+    .map_err(|e| anyhow::anyhow!("the record's document no longer maps: {e}"))?;
     match assemble(&facts, &current.document_sha256)? {
         Assembled::Record(draft) => Ok(*draft),
         Assembled::Skip(reason) => bail!("the record's document is now skipped: {reason}"),

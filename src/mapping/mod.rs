@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use spec::{Field, List, Mapping, SpecError, compile};
+pub use shuiwu_licences::xml::Element;
+pub use spec::{Field, Format, List, Mapping, SpecError, compile};
 pub use transform::{Context, Transform, diameter};
 pub use value::{Code, Fact, Facts, Lineage, PersonalKind, Value};
 
@@ -102,11 +103,47 @@ impl MappingSet {
     }
 }
 
+/// A parsed document to map.
+#[derive(Debug, Clone, Copy)]
+pub enum Document<'a> {
+    Json(&'a serde_json::Value),
+    Xml(&'a Element),
+}
+
+/// A value found at a path.
+#[derive(Debug, Clone, Copy)]
+enum Node<'a> {
+    Json(&'a serde_json::Value),
+    Xml(&'a Element),
+}
+
+/// The `(namespace URI, local name)` steps of an XML path.
+fn xml_steps<'m>(mapping: &'m Mapping, path: &'m str) -> Vec<(Option<&'m str>, &'m str)> {
+    path.split('/')
+        .skip(1)
+        .map(|step| match step.split_once(':') {
+            Some((prefix, local)) => (mapping.namespaces.get(prefix).map(String::as_str), local),
+            None => (None, step),
+        })
+        .collect()
+}
+
+fn xml_matches(e: &Element, (ns, local): (Option<&str>, &str)) -> bool {
+    e.ns.as_deref() == ns && e.local == local
+}
+
+/// Descends from `start` along `steps`.
+fn xml_find<'e>(start: &'e Element, steps: &[(Option<&str>, &str)]) -> Option<&'e Element> {
+    steps.iter().try_fold(start, |at, step| {
+        at.children.iter().find(|c| xml_matches(c, *step))
+    })
+}
+
 /// Maps one parsed document. `document_sha256` is the hash of the raw bytes it was parsed
 /// from; it goes into every fact's lineage.
 pub fn apply(
     mapping: &Mapping,
-    document: &serde_json::Value,
+    document: Document<'_>,
     document_sha256: &str,
     ctx: &Context,
 ) -> Result<Facts, MapError> {
@@ -117,41 +154,75 @@ pub fn apply(
         facts: Facts::default(),
         errors: Vec::new(),
     };
-    let root = document.pointer(&mapping.root);
-    for field in &mapping.fields {
-        let path = format!("{}{}", mapping.root, field.path);
-        m.field(
-            field,
-            &field.name,
-            path,
-            root.and_then(|r| r.pointer(&field.path)),
-        );
-    }
-    for list in &mapping.lists {
-        let list_path = format!("{}{}", mapping.root, list.path);
-        let items = match root.and_then(|r| r.pointer(&list.path)) {
-            None | Some(serde_json::Value::Null) => &[][..],
-            Some(serde_json::Value::Array(items)) => items.as_slice(),
-            Some(other) => {
-                m.errors.push(FieldError {
-                    field: list.name.clone(),
-                    path: list_path.clone(),
-                    raw: Some(raw_text(other)),
-                    reason: "expected a list".into(),
-                });
-                &[][..]
-            }
-        };
-        m.facts.list_lengths.insert(list.name.clone(), items.len());
-        for (i, item) in items.iter().enumerate() {
-            for field in &list.fields {
-                let name = format!("{}[{i}].{}", list.name, field.name);
+    match document {
+        Document::Json(doc) => {
+            let root = doc.pointer(&mapping.root);
+            for field in &mapping.fields {
+                let path = format!("{}{}", mapping.root, field.path);
                 m.field(
                     field,
-                    &name,
-                    format!("{list_path}/{i}{}", field.path),
-                    item.pointer(&field.path),
+                    &field.name,
+                    path,
+                    root.and_then(|r| r.pointer(&field.path)).map(Node::Json),
                 );
+            }
+            for list in &mapping.lists {
+                let list_path = format!("{}{}", mapping.root, list.path);
+                let items = match root.and_then(|r| r.pointer(&list.path)) {
+                    None | Some(serde_json::Value::Null) => &[][..],
+                    Some(serde_json::Value::Array(items)) => items.as_slice(),
+                    Some(other) => {
+                        m.errors.push(FieldError {
+                            field: list.name.clone(),
+                            path: list_path.clone(),
+                            raw: Some(raw_text(other)),
+                            reason: "expected a list".into(),
+                        });
+                        &[][..]
+                    }
+                };
+                m.facts.list_lengths.insert(list.name.clone(), items.len());
+                for (i, item) in items.iter().enumerate() {
+                    for field in &list.fields {
+                        let name = format!("{}[{i}].{}", list.name, field.name);
+                        let path = format!("{list_path}/{i}{}", field.path);
+                        m.field(field, &name, path, item.pointer(&field.path).map(Node::Json));
+                    }
+                }
+            }
+        }
+        Document::Xml(doc) => {
+            // The root path's first step is the document element itself.
+            let steps = xml_steps(mapping, &mapping.root);
+            let root = match steps.split_first() {
+                Some((first, rest)) if xml_matches(doc, *first) => xml_find(doc, rest),
+                Some(_) => None,
+                None => Some(doc),
+            };
+            for field in &mapping.fields {
+                let path = format!("{}{}", mapping.root, field.path);
+                let found = root.and_then(|r| xml_find(r, &xml_steps(mapping, &field.path)));
+                m.field(field, &field.name, path, found.map(Node::Xml));
+            }
+            for list in &mapping.lists {
+                let list_path = format!("{}{}", mapping.root, list.path);
+                let steps = xml_steps(mapping, &list.path);
+                let items: Vec<&Element> = match (root, steps.split_last()) {
+                    (Some(r), Some((item, parent))) => xml_find(r, parent)
+                        .map(|p| p.children.iter().filter(|c| xml_matches(c, *item)).collect())
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                m.facts.list_lengths.insert(list.name.clone(), items.len());
+                for (i, item) in items.iter().enumerate() {
+                    for field in &list.fields {
+                        let name = format!("{}[{i}].{}", list.name, field.name);
+                        // XPath-style, 1-based position among the list's items.
+                        let path = format!("{list_path}[{}]{}", i + 1, field.path);
+                        let found = xml_find(item, &xml_steps(mapping, &field.path));
+                        m.field(field, &name, path, found.map(Node::Xml));
+                    }
+                }
             }
         }
     }
@@ -176,8 +247,12 @@ struct Mapper<'a> {
 
 impl Mapper<'_> {
     /// Maps the value `found` at `path` (the full JSON Pointer) under the fact name `name`.
-    fn field(&mut self, field: &Field, name: &str, path: String, found: Option<&serde_json::Value>) {
-        let raw = found.filter(|v| !v.is_null()).map(raw_text);
+    fn field(&mut self, field: &Field, name: &str, path: String, found: Option<Node<'_>>) {
+        let found = found.filter(|n| !matches!(n, Node::Json(serde_json::Value::Null)));
+        let raw = found.map(|n| match n {
+            Node::Json(v) => raw_text(v),
+            Node::Xml(e) => e.text.clone(),
+        });
         let mut lineage = Lineage {
             document: self.document_sha256.to_string(),
             path: path.clone(),
@@ -189,7 +264,7 @@ impl Mapper<'_> {
         };
         if field.presence {
             lineage.transforms.push("present".into());
-            let present = found.is_some_and(|v| !v.is_null());
+            let present = found.is_some();
             self.facts.fields.insert(
                 name.to_string(),
                 Fact {
@@ -213,12 +288,16 @@ impl Mapper<'_> {
             });
         };
         let initial = match found {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if s.trim().is_empty() => None,
-            Some(serde_json::Value::String(s)) => Some(Value::Text(s.clone())),
-            Some(serde_json::Value::Number(n)) => Some(Value::Text(n.to_string())),
-            Some(serde_json::Value::Bool(b)) => Some(Value::Text(if *b { "1" } else { "0" }.into())),
-            Some(other) => {
+            None | Some(Node::Json(serde_json::Value::Null)) => None,
+            Some(Node::Xml(e)) if e.text.trim().is_empty() => None,
+            Some(Node::Xml(e)) => Some(Value::Text(e.text.clone())),
+            Some(Node::Json(serde_json::Value::String(s))) if s.trim().is_empty() => None,
+            Some(Node::Json(serde_json::Value::String(s))) => Some(Value::Text(s.clone())),
+            Some(Node::Json(serde_json::Value::Number(n))) => Some(Value::Text(n.to_string())),
+            Some(Node::Json(serde_json::Value::Bool(b))) => {
+                Some(Value::Text(if *b { "1" } else { "0" }.into()))
+            }
+            Some(Node::Json(other)) => {
                 fail(
                     format!("expected a single value, found {}", kind_of(other)),
                     &mut self.errors,
@@ -300,7 +379,7 @@ mod tests {
     fn maps_the_embedded_project_file_with_lineage() {
         let set = MappingSet::load(None).unwrap();
         let m = set.get("approval.project").unwrap();
-        let facts = apply(&m, &project(), "abc", &ctx()).unwrap();
+        let facts = apply(&m, Document::Json(&project()), "abc", &ctx()).unwrap();
         assert_eq!(facts.text("project.name").as_deref(), Some("某项目"));
         assert_eq!(facts.get("water.diameter_dn"), Some(&Value::Integer(40)));
         assert_eq!(facts.get("building.height_m"), None, "empty means not known");
@@ -332,7 +411,7 @@ mod tests {
         doc["data"]["JZMJ"] = json!("-1");
         doc["data"]["GCYT"] = json!("0999");
         doc["data"]["JSDWLXR"] = json!({"LXR": {"x": 1}, "LXDH": "138"});
-        let err = apply(&m, &doc, "abc", &ctx()).unwrap_err();
+        let err = apply(&m, Document::Json(&doc), "abc", &ctx()).unwrap_err();
         let fields: Vec<&str> = err.errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -358,7 +437,7 @@ mod tests {
         let m = set.get("approval.project").unwrap();
         let mut doc = project();
         doc["data"]["GCYT"] = json!("0999");
-        assert!(apply(&m, &doc, "abc", &ctx()).is_ok());
+        assert!(apply(&m, Document::Json(&doc), "abc", &ctx()).is_ok());
 
         std::fs::write(
             dir.path().join("approval/project.toml"),

@@ -32,6 +32,10 @@ struct FileSpec {
     fields: Vec<FieldSpec>,
     #[serde(default, rename = "list")]
     lists: Vec<ListSpec>,
+    /// XML only: the prefixes this file's paths use, bound to namespace URIs. They need not
+    /// match the document's own prefixes: elements are matched by URI and local name.
+    #[serde(default)]
+    namespaces: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -98,8 +102,21 @@ pub struct Mapping {
     pub name: String,
     pub source: String,
     pub root: String,
+    pub format: Format,
+    /// XML: prefix → namespace URI, for the paths of this file.
+    pub namespaces: BTreeMap<String, String>,
     pub fields: Vec<Field>,
     pub lists: Vec<List>,
+}
+
+/// What kind of document a mapping reads, and so how its paths are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Paths are JSON Pointers (RFC 6901).
+    Json,
+    /// Paths are `/prefix:local/…` steps from the document element, prefixes bound in the
+    /// file's `[namespaces]`; an unprefixed step names an element in no namespace.
+    Xml,
 }
 
 /// Parses, validates and compiles one mapping file.
@@ -113,15 +130,18 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
 
     let doc_span = spec.document.span();
     let document = spec.document.into_inner();
-    if document.format.get_ref() != "json" {
-        return Err(err(
-            Some(document.format.span()),
-            format!(
-                "format {:?} is not supported here (only \"json\")",
-                document.format.get_ref()
-            ),
-        ));
-    }
+    let format = match document.format.get_ref().as_str() {
+        "json" => Format::Json,
+        "xml" => Format::Xml,
+        other => {
+            return Err(err(
+                Some(document.format.span()),
+                format!("format {other:?} is not supported (\"json\" or \"xml\")"),
+            ));
+        }
+    };
+    let namespaces = spec.namespaces.clone();
+    let check_pointer = |p: &str| check_path(format, &namespaces, p);
     if document.name.trim().is_empty() || document.source.trim().is_empty() {
         return Err(err(
             Some(doc_span),
@@ -147,7 +167,7 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
     let mut names = BTreeSet::new();
     let mut fields = Vec::new();
     for f in spec.fields {
-        let field = compile_field(f, &tables, &mut names, &err)?;
+        let field = compile_field(f, &tables, &mut names, &err, &check_pointer)?;
         fields.push(field);
     }
     let mut lists = Vec::new();
@@ -162,7 +182,7 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
         let mut item_names = BTreeSet::new();
         let mut item_fields = Vec::new();
         for f in l.fields {
-            item_fields.push(compile_field(f, &tables, &mut item_names, &err)?);
+            item_fields.push(compile_field(f, &tables, &mut item_names, &err, &check_pointer)?);
         }
         if item_fields.is_empty() {
             return Err(err(Some(l.name.span()), "a list needs at least one field".into()));
@@ -184,6 +204,8 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
         name: document.name,
         source: document.source,
         root,
+        format,
+        namespaces,
         fields,
         lists,
     })
@@ -194,6 +216,7 @@ fn compile_field(
     tables: &BTreeMap<String, Arc<BTreeMap<String, String>>>,
     names: &mut BTreeSet<String>,
     err: &impl Fn(Option<std::ops::Range<usize>>, String) -> SpecError,
+    check_pointer: &impl Fn(&str) -> Result<(), String>,
 ) -> Result<Field, SpecError> {
     let name = f.name.get_ref().clone();
     if name.is_empty()
@@ -269,6 +292,32 @@ fn compile_field(
 }
 
 /// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
+/// Checks a path of the mapping's format.
+fn check_path(format: Format, namespaces: &BTreeMap<String, String>, p: &str) -> Result<(), String> {
+    match format {
+        Format::Json => check_pointer(p),
+        Format::Xml => {
+            if !p.is_empty() && !p.starts_with('/') {
+                return Err(format!("path {p:?} must start with '/'"));
+            }
+            for step in p.split('/').skip(1) {
+                let (prefix, local) = step.split_once(':').map_or((None, step), |(a, b)| (Some(a), b));
+                if local.is_empty() || local.contains(['[', ']', '@', '*']) {
+                    return Err(format!("path {p:?}: step {step:?} must be prefix:name or name"));
+                }
+                if let Some(prefix) = prefix
+                    && !namespaces.contains_key(prefix)
+                {
+                    return Err(format!(
+                        "path {p:?}: prefix {prefix:?} is not declared in [namespaces]"
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 fn check_pointer(p: &str) -> Result<(), String> {
     if !p.is_empty() && !p.starts_with('/') {
         return Err(format!(
