@@ -14,6 +14,7 @@ pub mod deadlines;
 pub mod logging;
 pub mod mapping;
 pub mod mask;
+pub mod materials;
 pub mod policy;
 pub mod record;
 pub mod stages;

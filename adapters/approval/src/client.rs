@@ -220,8 +220,26 @@ impl ApprovalClient {
         self.get(&path, &[]).await
     }
 
+    /// An attachment's content, checked against the SHA-256 the project detail announced: a
+    /// mismatch is a transfer fault, retried like any transient one, and after the retries an
+    /// error.
+    pub async fn attachment(&self, fjid: &str, expected_sha256: &str) -> Result<RawDocument, ApprovalError> {
+        let path = format!("/api/v1/attachments/{}", encode_component(fjid));
+        let expected = expected_sha256.to_ascii_lowercase();
+        self.get_checked(&path, &[], Some(&expected)).await.map(|f| f.raw)
+    }
+
     /// One signed GET with the retry policy around it.
     pub async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Fetched, ApprovalError> {
+        self.get_checked(path, query, None).await
+    }
+
+    async fn get_checked(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        expected_sha256: Option<&str>,
+    ) -> Result<Fetched, ApprovalError> {
         let policy = &self.cfg.retry;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(policy.min_delay)
@@ -229,20 +247,31 @@ impl ApprovalClient {
             .with_max_times(policy.max_retries)
             .with_jitter();
         let max_wait = policy.max_wait;
-        (|| self.attempt(path, query))
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e: &ApprovalError| {
-                e.is_transient() && self.wait_for(e).is_none_or(|wait| wait <= max_wait)
-            })
-            .adjust(|e: &ApprovalError, planned: Option<Duration>| {
-                let planned = planned?;
-                Some(self.wait_for(e).map_or(planned, |w| w.max(planned)))
-            })
-            .notify(|e: &ApprovalError, wait: Duration| {
-                tracing::warn!(path, error = %e, kind = e.kind(), ?wait, "approval call failed; retrying");
-            })
-            .await
+        (|| async {
+            let fetched = self.attempt(path, query).await?;
+            if let Some(expected) = expected_sha256 {
+                use sha2::Digest;
+                let got = hex::encode(sha2::Sha256::digest(&fetched.raw.bytes));
+                if got != expected {
+                    return Err(ApprovalError::HashMismatch {
+                        expected: expected.to_string(),
+                        got,
+                    });
+                }
+            }
+            Ok(fetched)
+        })
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &ApprovalError| e.is_transient() && self.wait_for(e).is_none_or(|wait| wait <= max_wait))
+        .adjust(|e: &ApprovalError, planned: Option<Duration>| {
+            let planned = planned?;
+            Some(self.wait_for(e).map_or(planned, |w| w.max(planned)))
+        })
+        .notify(|e: &ApprovalError, wait: Duration| {
+            tracing::warn!(path, error = %e, kind = e.kind(), ?wait, "approval call failed; retrying");
+        })
+        .await
     }
 
     /// How long the platform told us to wait before the next call, if it did.
@@ -327,11 +356,20 @@ impl ApprovalClient {
                 retry_after: retry_after(headers),
             });
         }
-        let is_html = raw
+        let content_type = raw
             .meta
             .content_type
             .as_deref()
-            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/html"));
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let is_html = content_type.starts_with("text/html");
+        // Attachment content: binary on success (errors still come as JSON envelopes).
+        if status == 200 && !is_html && !content_type.is_empty() && !content_type.contains("json") {
+            return Ok(Fetched {
+                raw,
+                body: serde_json::Value::Null,
+            });
+        }
         let body = if is_html {
             Err("an HTML page instead of JSON (gateway or WAF page)")
         } else {

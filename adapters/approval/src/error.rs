@@ -34,6 +34,8 @@ pub enum ApprovalError {
     NotFound { raw: Box<RawDocument> },
     #[error("unknown envelope code {code} (HTTP {status}): {msg}")]
     UnknownCode { code: String, status: u16, msg: String },
+    #[error("attachment content hash {got} does not match the announced {expected}")]
+    HashMismatch { expected: String, got: String },
 }
 
 impl ApprovalError {
@@ -49,6 +51,7 @@ impl ApprovalError {
             | NonceRejected
             | Internal { .. }
             | BadBody { .. }
+            | HashMismatch { .. }
             | Transport(_) => FaultClass::Transient,
             UnknownCode { code, .. } if code.starts_with('5') => FaultClass::Transient,
             BadSignature
@@ -92,6 +95,7 @@ impl ApprovalError {
             OutsideServiceArea { .. } => "outside_service_area",
             NotFound { .. } => "not_found",
             UnknownCode { .. } => "unknown_code",
+            HashMismatch { .. } => "hash_mismatch",
         }
     }
 }
