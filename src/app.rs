@@ -16,6 +16,9 @@ use crate::sync::Syncer;
 /// The name of the mapping that turns an approval-platform project detail into facts.
 pub const PROJECT_MAPPING: &str = "approval.project";
 
+/// The name of the mapping that reads the licence library's QueryLicence answer.
+pub const LICENCE_MAPPING: &str = "licences.query";
+
 /// A gateway ready to sync.
 pub struct Gateway {
     pub store: Arc<Store>,
@@ -44,14 +47,21 @@ impl Gateway {
             calendar: calendar.clone(),
         });
         let client = Arc::new(ApprovalClient::new(cfg.approval.clone(), clock.clone())?);
-        let syncer = Syncer::new(
+        let mut syncer = Syncer::new(
             client,
             store.clone(),
             mapping,
             rules.clone(),
             cfg.sync.clone(),
-            clock,
+            clock.clone(),
         );
+        if let Some(l) = &cfg.licences {
+            let licence_mapping = mappings
+                .get(LICENCE_MAPPING)
+                .with_context(|| format!("no mapping file defines {LICENCE_MAPPING:?}"))?;
+            let client = shuiwu_licences::LicenceClient::new(l.clone(), clock)?;
+            syncer = syncer.with_licences(Arc::new(client), licence_mapping);
+        }
         Ok(Gateway {
             store,
             mappings,

@@ -6,6 +6,7 @@
 //! | `GATEWAY_APPROVAL_APP_SECRET` | `approval.app_secret` |
 //! | `GATEWAY_APPROVAL_APP_ID` | `approval.app_id` |
 //! | `GATEWAY_APPROVAL_BASE_URL` | `approval.base_url` |
+//! | `GATEWAY_LICENCES_APP_SECRET` | `licences.app_secret` |
 //! | `GATEWAY_STORE_PATH` | `store.path` |
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ pub struct Config {
     #[serde(default)]
     pub store: StoreConfig,
     pub approval: ClientConfig,
+    /// The licence library, for the zero-materials check; without it no check runs.
+    #[serde(default)]
+    pub licences: Option<shuiwu_licences::LicenceConfig>,
     #[serde(default)]
     pub sync: SyncConfig,
     #[serde(default)]
@@ -173,6 +177,9 @@ impl Config {
         }
         if let Some(v) = env("GATEWAY_APPROVAL_BASE_URL") {
             cfg.approval.base_url = v;
+        }
+        if let (Some(v), Some(l)) = (env("GATEWAY_LICENCES_APP_SECRET"), cfg.licences.as_mut()) {
+            l.app_secret = Secret::new(v);
         }
         if let Some(v) = env("GATEWAY_STORE_PATH") {
             cfg.store.path = PathBuf::from(v);

@@ -207,7 +207,8 @@ pub fn evaluate(
             }
         })
         .collect();
-    let zero_materials = items.iter().all(|i| i.satisfied);
+    // Nothing required (no category yet) is not "zero materials reached".
+    let zero_materials = !items.is_empty() && items.iter().all(|i| i.satisfied);
     Checklist {
         checked_on: day,
         items,

@@ -54,6 +54,10 @@ pub enum Action {
         manager: String,
         reason: String,
     },
+    /// The applicant commits to deliver these missing items before connection (容缺受理).
+    Commitment {
+        items: Vec<String>,
+    },
 }
 
 impl Action {
@@ -67,6 +71,7 @@ impl Action {
             Action::Rejected { .. } => "rejected",
             Action::Withdrawn { .. } => "withdrawn",
             Action::ManagerReassigned { .. } => "manager_reassigned",
+            Action::Commitment { .. } => "commitment",
         }
     }
 }
@@ -78,6 +83,9 @@ pub struct OperatorAction {
     pub action: Action,
     pub at: DateTime<Utc>,
     pub by: String,
+    /// Why the operator let the action through a rule, when one did (kept for audit).
+    #[serde(default)]
+    pub override_reason: Option<String>,
 }
 
 /// Where a record stands.
@@ -146,6 +154,21 @@ pub fn survey(actions: &[OperatorAction]) -> Option<Survey> {
     })
 }
 
+/// Items the applicant committed to deliver (容缺).
+pub fn committed(actions: &[OperatorAction]) -> Vec<String> {
+    let mut items: Vec<String> = Vec::new();
+    for a in actions {
+        if let Action::Commitment { items: more } = &a.action {
+            for i in more {
+                if !items.contains(i) {
+                    items.push(i.clone());
+                }
+            }
+        }
+    }
+    items
+}
+
 /// The customer manager an operator assigned last, if any.
 pub fn reassigned_manager(actions: &[OperatorAction]) -> Option<String> {
     actions.iter().rev().find_map(|a| match &a.action {
@@ -178,7 +201,7 @@ fn replay(actions: &[OperatorAction]) -> (State, bool, bool) {
             Action::Resumed => state = State::InProgress,
             Action::Rejected { .. } => state = State::Rejected,
             Action::Withdrawn { .. } => state = State::Withdrawn,
-            Action::ManagerReassigned { .. } => {}
+            Action::ManagerReassigned { .. } | Action::Commitment { .. } => {}
         }
     }
     (state, accepted, surveyed)
@@ -193,7 +216,7 @@ pub fn check(
     stages: &StagesDecision,
 ) -> Result<(), String> {
     // Stage events happen in order; a reassignment stands apart from the stages.
-    let stage_event = |a: &Action| !matches!(a, Action::ManagerReassigned { .. });
+    let stage_event = |a: &Action| !matches!(a, Action::ManagerReassigned { .. } | Action::Commitment { .. });
     if stage_event(next)
         && let Some(last) = actions.iter().rev().find(|a| stage_event(&a.action))
         && at < last.at
@@ -205,7 +228,7 @@ pub fn check(
     }
     let (state, accepted, surveyed) = replay(actions);
     let terminal = matches!(state, State::Connected | State::Rejected | State::Withdrawn);
-    if terminal && !matches!(next, Action::ManagerReassigned { .. }) {
+    if terminal && !matches!(next, Action::ManagerReassigned { .. } | Action::Commitment { .. }) {
         return Err(format!("the record is already {state:?}").to_lowercase());
     }
     match next {
@@ -347,6 +370,7 @@ mod tests {
             action,
             at: bj(at),
             by: "张工".into(),
+            override_reason: None,
         }
     }
 

@@ -30,9 +30,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
 use crate::mapping::{self, Context, Mapping};
+use crate::materials::{self, AttachmentCheck, LicenceFact};
 use crate::policy::Rules;
 use crate::record::{Assembled, assemble};
 use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
+use shuiwu_licences::LicenceClient;
+use std::collections::HashMap;
 
 const SOURCE: &str = "approval";
 
@@ -47,6 +50,9 @@ pub enum SyncError {
     Refused(ApprovalError),
     #[error("background task failed: {0}")]
     Join(String),
+    /// The licence library refused the account (authentication, parameters).
+    #[error("licence library refused the account's requests: {0}")]
+    Licences(shuiwu_licences::LicenceError),
 }
 
 /// How a pass ended.
@@ -74,6 +80,10 @@ pub struct PassReport {
     pub list_requests: u64,
     pub details_fetched: u64,
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Records whose zero-materials checklist was evaluated in this pass.
+    pub materials_checked: u64,
+    /// One-time notices issued in this pass.
+    pub notices_issued: u64,
     pub end: PassEnd,
 }
 
@@ -105,6 +115,13 @@ pub struct Syncer {
     cfg: SyncConfig,
     clock: Arc<dyn Clock>,
     progress: Option<ProgressFn>,
+    materials: Option<MaterialsSource>,
+}
+
+/// Where the zero-materials check reads licences from, and how it maps them.
+struct MaterialsSource {
+    licences: Arc<LicenceClient>,
+    mapping: Arc<Mapping>,
 }
 
 /// Why a window could not be finished.
@@ -147,7 +164,15 @@ impl Syncer {
             cfg,
             clock,
             progress: None,
+            materials: None,
         }
+    }
+
+    /// Checks every record's required materials against the licence library and the
+    /// approval platform's attachments after each pass.
+    pub fn with_licences(mut self, licences: Arc<LicenceClient>, mapping: Arc<Mapping>) -> Self {
+        self.materials = Some(MaterialsSource { licences, mapping });
+        self
     }
 
     pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
@@ -239,6 +264,17 @@ impl Syncer {
                 .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
             return Err(e);
         }
+        let (materials_checked, notices_issued) = if end == PassEnd::Interrupted {
+            (0, 0)
+        } else {
+            match self.materials_pass(run_id, cancel).await {
+                Ok(counts) => counts,
+                Err(e) => {
+                    tracing::error!("zero-materials check stopped: {e}");
+                    (0, 0)
+                }
+            }
+        };
         let (outcome, error) = match &end {
             PassEnd::CaughtUp => ("caught_up", None),
             PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.as_str())),
@@ -253,8 +289,284 @@ impl Syncer {
             list_requests: state.list_requests,
             details_fetched: state.details,
             outcomes: state.outcomes,
+            materials_checked,
+            notices_issued,
             end,
         })
+    }
+
+    /// Evaluates the checklist of every active record whose current version has none yet.
+    /// A record whose sources answer with a transient fault is left for the next pass.
+    async fn materials_pass(&self, run_id: i64, cancel: &CancellationToken) -> Result<(u64, u64), SyncError> {
+        let Some(source) = &self.materials else {
+            return Ok((0, 0));
+        };
+        let mut holders: HashMap<String, (Vec<LicenceFact>, String, Option<RawDocument>)> = HashMap::new();
+        let mut skipped: std::collections::HashSet<String> = Default::default();
+        let (mut checked, mut notices) = (0, 0);
+        while !cancel.is_cancelled() {
+            let batch: Vec<_> = self
+                .store
+                .records_needing_materials(100 + skipped.len())?
+                .into_iter()
+                .filter(|(id, ..)| !skipped.contains(id))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            for (id, version, content) in batch {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                match self
+                    .check_materials(source, &id, version, &content, &mut holders, run_id)
+                    .await?
+                {
+                    Some(issued) => {
+                        checked += 1;
+                        notices += u64::from(issued);
+                    }
+                    None => {
+                        skipped.insert(id);
+                    }
+                }
+            }
+        }
+        Ok((checked, notices))
+    }
+
+    /// One record's checklist; `None` when a source could not answer now.
+    async fn check_materials(
+        &self,
+        source: &MaterialsSource,
+        id: &str,
+        version: i64,
+        content: &serde_json::Value,
+        holders: &mut HashMap<String, (Vec<LicenceFact>, String, Option<RawDocument>)>,
+        run_id: i64,
+    ) -> Result<Option<bool>, SyncError> {
+        let d = &content["decisions"];
+        let policy = self
+            .rules
+            .policies
+            .versions()
+            .iter()
+            .find(|p| Some(p.version.as_str()) == d["policy_version"].as_str());
+        let Some(policy) = policy else { return Ok(None) };
+        // A provisional record is checked for every category it may turn out to be.
+        let categories: Vec<String> = match d["category"]["id"].as_str() {
+            Some(c) => vec![c.to_string()],
+            None => d["category"]["outcomes"]
+                .as_array()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|x| x["category"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut required: Vec<String> = Vec::new();
+        for c in &categories {
+            for item in policy.materials.get(c).cloned().unwrap_or_default() {
+                if !required.contains(&item) {
+                    required.push(item);
+                }
+            }
+        }
+        let label = d["category"]["id"]
+            .as_str()
+            .or(d["category"]["state"].as_str())
+            .unwrap_or("none")
+            .to_string();
+        let promised = categories.len() == 1 && policy.zero_materials_promised.contains(&categories[0]);
+        let code = content["project"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let holder = content["builder"]["credit_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut documents = Vec::new();
+
+        let needs_licences = required.iter().any(|i| {
+            matches!(
+                i.as_str(),
+                "identity" | "identity_card" | "right_to_build" | "premises_right"
+            )
+        });
+        let (licences, licence_sha) = if needs_licences {
+            if !holders.contains_key(&holder) {
+                let answer = match source.licences.query(&holder, None).await {
+                    Ok(a) => a,
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(record = id, error = %e, "licences not available now; checked next pass");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(SyncError::Licences(e)),
+                };
+                let sha = sha256_hex(&answer.raw.bytes);
+                let facts =
+                    shuiwu_licences::xml::decode(&answer.raw.bytes, answer.raw.meta.content_type.as_deref())
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))
+                        .and_then(|root| {
+                            let ctx = Context {
+                                today: self
+                                    .clock
+                                    .now()
+                                    .with_timezone(&shuiwu_wire::beijing())
+                                    .date_naive(),
+                            };
+                            mapping::apply(&source.mapping, mapping::Document::Xml(&root), &sha, &ctx)
+                                .map_err(|e| e.to_string())
+                        });
+                let facts = match facts {
+                    Ok(f) => f,
+                    Err(reason) => {
+                        self.hold_document(&code, "licences", &reason, answer.raw, run_id)
+                            .await?;
+                        return Ok(None);
+                    }
+                };
+                holders.insert(
+                    holder.clone(),
+                    (materials::licences_from(&facts), sha, Some(answer.raw)),
+                );
+            }
+            let (licences, sha, raw) = holders
+                .get_mut(&holder)
+                .map(|(l, s, r)| (l.clone(), s.clone(), r.take()))
+                .unwrap_or_default();
+            if let Some(raw) = raw {
+                documents.push((sha.clone(), raw));
+            }
+            (licences, Some(sha))
+        } else {
+            (Vec::new(), None)
+        };
+
+        let mut attachments = Vec::new();
+        for (item, kind) in [("site_plan", "ZPMT"), ("plumbing_design", "GPSJ")] {
+            if !required.iter().any(|r| r == item) {
+                continue;
+            }
+            let files = content["attachments"].as_array().cloned().unwrap_or_default();
+            for f in files.iter().filter(|f| f["kind"]["code"].as_str() == Some(kind)) {
+                let (Some(fjid), Some(sha)) = (f["id"].as_str(), f["sha256"].as_str()) else {
+                    continue;
+                };
+                match self.client.attachment(fjid, sha).await {
+                    Ok(raw) => {
+                        let doc_sha = sha256_hex(&raw.bytes);
+                        documents.push((doc_sha.clone(), raw));
+                        attachments.push(AttachmentCheck::Fetched {
+                            id: fjid.into(),
+                            kind: kind.into(),
+                            document_sha256: doc_sha,
+                        });
+                    }
+                    Err(e @ ApprovalError::HashMismatch { .. }) => {
+                        let held = Held {
+                            source: SOURCE.into(),
+                            key: Some(code.clone()),
+                            version: None,
+                            step: "attachment".into(),
+                            field: Some(format!("attachments ({kind} {fjid})")),
+                            category: "attachment content does not match its hash".into(),
+                            reason: e.to_string(),
+                            detail: None,
+                            document_sha256: None,
+                        };
+                        let unit = UnitOfWork {
+                            run_id: Some(run_id),
+                            items: vec![Item::Held(held)],
+                            ..Default::default()
+                        };
+                        self.store.commit(&unit, self.clock.now())?;
+                        attachments.push(AttachmentCheck::Mismatch {
+                            id: fjid.into(),
+                            kind: kind.into(),
+                        });
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(record = id, error = %e, "attachment not available now; checked next pass");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(record = id, error = %e, "attachment refused");
+                    }
+                }
+            }
+        }
+
+        let today = self
+            .clock
+            .now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
+        let checklist = materials::evaluate(
+            &required,
+            &code,
+            &licences,
+            licence_sha.as_deref(),
+            &attachments,
+            today,
+            promised,
+        );
+        let missing: Vec<materials::CheckItem> = checklist.missing().cloned().collect();
+        let notice_items = serde_json::to_string(&missing).unwrap_or_default();
+        let text = materials::notice_text(
+            content["project"]["name"].as_str().unwrap_or_default(),
+            &code,
+            content["builder"]["name"].as_str().unwrap_or_default(),
+            d["customer_manager"]["manager"].as_str().unwrap_or("-"),
+            &missing,
+            today,
+        );
+        let notice = (!missing.is_empty()).then_some((notice_items.as_str(), text.as_str()));
+        let issued = self.store.save_materials(
+            id,
+            version,
+            &checklist,
+            &label,
+            &documents,
+            notice,
+            Some(run_id),
+            self.clock.now(),
+        )?;
+        Ok(Some(issued))
+    }
+
+    /// Holds a document that could not be read for the materials check.
+    async fn hold_document(
+        &self,
+        code: &str,
+        step: &str,
+        reason: &str,
+        raw: RawDocument,
+        run_id: i64,
+    ) -> Result<(), SyncError> {
+        let sha = sha256_hex(&raw.bytes);
+        let held = Held {
+            source: step.into(),
+            key: Some(code.to_string()),
+            version: None,
+            step: step.into(),
+            field: None,
+            category: format!("{step} answer unreadable"),
+            reason: reason.to_string(),
+            detail: None,
+            document_sha256: Some(sha.clone()),
+        };
+        let unit = UnitOfWork {
+            run_id: Some(run_id),
+            documents: vec![(sha, raw)],
+            items: vec![Item::Held(held)],
+            cursor: None,
+        };
+        self.store.commit(&unit, self.clock.now())?;
+        Ok(())
     }
 
     /// Reads `[start, end)` completely; on success the cursor was moved to `target` with the

@@ -59,6 +59,8 @@ fn demo_then_inspect_with_personal_data_masked() {
     }
     assert!(stdout.contains("outside Kunming"), "{stdout}");
     assert!(stdout.contains("in 11000 mode"), "{stdout}");
+    assert!(stdout.contains("zero materials reached"), "{stdout}");
+    assert!(stdout.contains("one-time notices issued"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("low_risk")), "{stdout}");
     assert!(stdout.contains("trace PE-"), "{stdout}");
     assert_clean("demo output", &stdout);
@@ -124,6 +126,28 @@ fn demo_then_inspect_with_personal_data_masked() {
     assert_eq!(decision("decisions.fee")["value"]["free"], true);
     assert_eq!(decision("decisions.mode_11000")["value"], false);
     assert_eq!(decision("decisions.stages")["value"]["total_working_days"], 2);
+
+    // Zero materials for the contract example, fetched from both simulators.
+    let out = gateway(&["--db", db, "notice", id, "--json"]);
+    let (notice, _) = text(&out);
+    let v: serde_json::Value = serde_json::from_str(&notice).unwrap();
+    let checklist = &v["checklist"]["checklist"];
+    assert_eq!(checklist["zero_materials"], true, "{notice}");
+    assert_eq!(checklist["promised"], true);
+    let by = |item: &str| {
+        checklist["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["item"] == item)
+            .unwrap()["by"]
+            .clone()
+    };
+    assert_eq!(by("right_to_build")["reference"], "530112202400123");
+    assert_eq!(by("right_to_build")["source"], "licences");
+    assert_eq!(by("site_plan")["source"], "approval");
+    assert!(v["notice"].is_null(), "no notice when nothing is missing");
+    assert_clean("notice", &notice);
 
     // The migrated fixture's bare "40" traces back to its raw text.
     let (trace, _) = text(&gateway(&[

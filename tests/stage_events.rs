@@ -157,3 +157,62 @@ fn events_reevaluate_the_record_and_nonsense_is_refused() {
     );
     assert_eq!(deadlines::current(&store, &rules, now).unwrap().len(), 0);
 }
+
+#[test]
+fn owed_materials_gate_acceptance_and_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&gateway(&["demo", "--projects", "40", "--dir", d]));
+    let db_path = dir.path().join("gateway.db");
+    let db = db_path.to_str().unwrap();
+    let store = Store::open(&db_path).unwrap();
+    let id = store
+        .records_with_notices(1)
+        .unwrap()
+        .pop()
+        .expect("some record has missing materials");
+    drop(store);
+
+    let out = ok(&gateway(&["--db", db, "notice", &id]));
+    assert!(out.starts_with("一次性告知书"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&gateway(&["--db", db, "notice", &id, "--json"]))).unwrap();
+    let missing: Vec<String> = v["missing_now"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["item"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!missing.is_empty());
+
+    let ev = |args: &[&str]| {
+        let mut all = vec!["--db", db, "record", "event", id.as_str()];
+        all.extend_from_slice(args);
+        gateway(&all)
+    };
+    assert!(refused(&ev(&["accepted", "--by", "张工"])).contains("not committed"));
+    ok(&ev(&[
+        "commitment",
+        "--by",
+        "张工",
+        "--items",
+        &missing.join(","),
+    ]));
+    ok(&ev(&["accepted", "--by", "张工"]));
+    // Survey, if the record needs one before connection.
+    let _ = ev(&["survey-done", "--by", "李工", "--pipe-length", "0"]);
+    let refusal = refused(&ev(&["connected", "--by", "张工"]));
+    assert!(refusal.contains("owed before connection"), "{refusal}");
+    ok(&ev(&[
+        "connected",
+        "--by",
+        "主管",
+        "--override-reason",
+        "材料已现场核验",
+    ]));
+    let store = Store::open(&db_path).unwrap();
+    let actions = store.actions(&id).unwrap();
+    let last = actions.last().unwrap();
+    assert_eq!(last.override_reason.as_deref(), Some("材料已现场核验"));
+    assert_eq!(last.by, "主管");
+}

@@ -10,6 +10,8 @@ use clap::Args;
 use serde_json::Value;
 use shuiwu_approval::sim::{SimConfig, Simulator, fixtures_at};
 use shuiwu_approval::{ClientConfig, RetryPolicy, SignMethod};
+use shuiwu_licences::LicenceConfig;
+use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +56,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .serve("127.0.0.1:0".parse()?)
         .await?;
     let simcfg = server.sim.config().clone();
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(SystemClock))
+        .serve("127.0.0.1:0".parse()?)
+        .await?;
+    let licence_cfg = licence_server.sim.config().clone();
 
     let cfg = Config {
         store: StoreConfig { path: db.clone() },
@@ -66,8 +72,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             connect_timeout: std::time::Duration::from_secs(2),
             read_timeout: std::time::Duration::from_secs(5),
             total_timeout: std::time::Duration::from_secs(10),
-            retry: RetryPolicy::default(),
+            // Short waits: the demo's faults are one-off, and it should take seconds.
+            retry: RetryPolicy {
+                max_retries: 3,
+                min_delay: std::time::Duration::from_millis(50),
+                max_delay: std::time::Duration::from_millis(500),
+                max_wait: std::time::Duration::from_secs(5),
+            },
         },
+        licences: Some(LicenceConfig {
+            base_url: licence_server.base_url(),
+            app_id: licence_cfg.app_id.clone(),
+            app_secret: Secret::new(licence_cfg.app_secret.clone()),
+            rate_per_second: 100,
+            timeout_secs: 10,
+            max_retries: 4,
+            min_delay_ms: 100,
+        }),
         sync: SyncConfig {
             start: format_beijing(now - Duration::days(31)),
             concurrency: 8,
@@ -115,15 +136,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed();
     let outcomes = gateway.store.outcomes(&[first.run_id, second.run_id])?;
     print_summary(&outcomes);
+    let zero = gateway.store.zero_materials_counts()?;
     let categories = gateway.store.category_counts()?;
     outln!();
     table::print(
-        &["category (active records)", "records", "in 11000 mode"],
+        &[
+            "category (active records)",
+            "records",
+            "in 11000 mode",
+            "zero materials reached",
+        ],
         &categories
             .iter()
-            .map(|(c, n, m)| vec![c.clone(), n.to_string(), m.to_string()])
+            .map(|(c, n, m)| {
+                let z = zero
+                    .iter()
+                    .find(|z| &z.0 == c)
+                    .map_or("-".to_string(), |z| format!("{} of {}", z.1, z.2));
+                vec![c.clone(), n.to_string(), m.to_string(), z]
+            })
             .collect::<Vec<_>>(),
     );
+    let notices: u64 = first.notices_issued + second.notices_issued;
+    outln!("{notices} one-time notices issued (gateway notice ID prints one)");
     let stats = server.sim.stats();
     outln!(
         "\n{} requests in {:.1} s; the simulator injected {} transient faults, all retried; {} answered 429",

@@ -28,6 +28,8 @@ pub enum EventKind {
     Resumed,
     Rejected,
     Withdrawn,
+    /// The applicant commits to deliver missing items before connection (容缺受理).
+    Commitment,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +53,12 @@ pub enum RecordCommand {
         /// rejected, withdrawn: why.
         #[arg(long)]
         reason: Option<String>,
+        /// commitment: the items committed, comma-separated (e.g. site_plan,plumbing_design).
+        #[arg(long)]
+        items: Option<String>,
+        /// Let accepted or connected through although materials are owed; the reason is kept.
+        #[arg(long)]
+        override_reason: Option<String>,
     },
     /// Give the record another customer manager (an audited operator action).
     Reassign {
@@ -69,6 +77,7 @@ fn action_of(
     pipe: Option<String>,
     pause: Option<PauseReason>,
     reason: Option<String>,
+    items: Option<String>,
 ) -> anyhow::Result<Action> {
     let need_reason = |what: &str| {
         reason
@@ -95,6 +104,29 @@ fn action_of(
         EventKind::Withdrawn => Action::Withdrawn {
             reason: need_reason("withdrawn")?,
         },
+        EventKind::Commitment => {
+            let items: Vec<String> = items
+                .context("commitment needs --items")?
+                .split(',')
+                .map(|i| i.trim().to_string())
+                .filter(|i| !i.is_empty())
+                .collect();
+            const KNOWN: [&str; 6] = [
+                "identity",
+                "identity_card",
+                "right_to_build",
+                "premises_right",
+                "site_plan",
+                "plumbing_design",
+            ];
+            if let Some(bad) = items.iter().find(|i| !KNOWN.contains(&i.as_str())) {
+                bail!("unknown item {bad:?} (known: {})", KNOWN.join(", "));
+            }
+            if items.is_empty() {
+                bail!("commitment needs at least one item");
+            }
+            Action::Commitment { items }
+        }
     })
 }
 
@@ -130,7 +162,7 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
     let mappings = MappingSet::load(dir)?;
     let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
     let now = Utc::now();
-    let (id, action, at, by) = match command {
+    let (id, action, at, by, override_reason) = match command {
         RecordCommand::Event {
             id,
             kind,
@@ -139,6 +171,8 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
             pipe_length,
             pause_reason,
             reason,
+            items,
+            override_reason,
         } => {
             let at = match at {
                 Some(t) => {
@@ -146,14 +180,20 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
                 }
                 None => now,
             };
-            (id, action_of(kind, pipe_length, pause_reason, reason)?, at, by)
+            (
+                id,
+                action_of(kind, pipe_length, pause_reason, reason, items)?,
+                at,
+                by,
+                override_reason,
+            )
         }
         RecordCommand::Reassign {
             id,
             manager,
             by,
             reason,
-        } => (id, Action::ManagerReassigned { manager, reason }, now, by),
+        } => (id, Action::ManagerReassigned { manager, reason }, now, by, None),
     };
     if by.trim().is_empty() {
         bail!("--by must name who acts");
@@ -175,16 +215,51 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
         .context("no decisions")?;
     stages::check(&actions, &action, at, &stages_decision)
         .map_err(|why| anyhow::anyhow!("refused: {why}"))?;
-    let (action_id, version) = store.record_action(&id, &action, at, &by, now, |action_id| {
-        let mut all = actions.clone();
-        all.push(OperatorAction {
-            id: action_id,
-            action: action.clone(),
+    // Zero materials: missing items must be committed (容缺) before acceptance and must have
+    // arrived before connection, unless an operator overrides with a reason.
+    let owed: Vec<String> = store
+        .latest_materials(&id)?
+        .map(|(_, _, c)| c.missing().map(|i| i.item.clone()).collect())
+        .unwrap_or_default();
+    let committed = stages::committed(&actions);
+    let blocking: Vec<String> = match action {
+        Action::Accepted => owed.iter().filter(|i| !committed.contains(i)).cloned().collect(),
+        Action::Connected => owed.clone(),
+        _ => Vec::new(),
+    };
+    if !blocking.is_empty() && override_reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        let list: Vec<String> = blocking
+            .iter()
+            .map(|i| format!("{i} ({})", crate::materials::label(i)))
+            .collect();
+        let what = if matches!(action, Action::Accepted) {
+            "missing materials are not committed (容缺): record a commitment first"
+        } else {
+            "materials are still owed before connection"
+        };
+        bail!("refused: {what}: {}; or pass --override-reason", list.join(", "));
+    }
+    let (action_id, version) = store.record_action(
+        &id,
+        crate::store::NewAction {
+            action: &action,
             at,
-            by: by.clone(),
-        });
-        draft.decide(policy, manager, &all, &rules.calendar)
-    })?;
+            by: &by,
+            override_reason: override_reason.as_deref(),
+        },
+        now,
+        |action_id| {
+            let mut all = actions.clone();
+            all.push(OperatorAction {
+                id: action_id,
+                action: action.clone(),
+                at,
+                by: by.clone(),
+                override_reason: override_reason.clone(),
+            });
+            draft.decide(policy, manager, &all, &rules.calendar)
+        },
+    )?;
     outln!(
         "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",
         action.name(),
@@ -281,5 +356,54 @@ pub fn deadlines(
             .collect::<Vec<_>>(),
     );
     outln!("{} running stages shown", rows.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gateway notice ID`: the record's one-time notice, and what is owed now.
+pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let notice = store.notice(id)?;
+    let latest = store.latest_materials(id)?;
+    let committed = stages::committed(&store.actions(id)?);
+    let missing: Vec<crate::materials::CheckItem> = latest
+        .as_ref()
+        .map(|(_, _, c)| c.missing().cloned().collect())
+        .unwrap_or_default();
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": id,
+                "notice": notice.as_ref().map(|(at, text)| serde_json::json!({"issued_at": at, "text": text})),
+                "checklist": latest.as_ref().map(|(v, at, c)| serde_json::json!({"record_version": v, "checked_at": at, "checklist": c})),
+                "missing_now": missing,
+                "committed": committed,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match (&notice, &latest) {
+        (Some((at, text)), _) => {
+            outln!("{text}");
+            outln!("(issued {at})");
+        }
+        (None, Some((_, at, c))) if c.zero_materials => {
+            outln!(
+                "{id}: every required item was fetched (zero materials, checked {at}); no notice was needed"
+            );
+        }
+        (None, Some(_)) => outln!("{id}: no notice issued"),
+        (None, None) => outln!("{id}: materials not checked yet (configure [licences] and run a sync)"),
+    }
+    if !missing.is_empty() {
+        outln!("\nmissing now:");
+        for m in &missing {
+            let owed = if committed.contains(&m.item) {
+                " — committed (容缺), owed before connection"
+            } else {
+                ""
+            };
+            outln!("  {} {}{}", m.item, m.label, owed);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -71,6 +71,13 @@ pub enum Command {
         #[command(subcommand)]
         command: events::RecordCommand,
     },
+    /// The record's one-time notice (一次性告知) of missing materials, printable, and what is
+    /// owed now.
+    Notice {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Running stages against their due times: on time, warning, overdue.
     Deadlines {
         #[arg(long, value_parser = ["warning", "overdue"])]
@@ -160,6 +167,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Record { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             events::record(&store, mappings_dir_from(&cli.config).as_deref(), command)
+        }
+        Command::Notice { id, json } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            events::notice(&store, &id, json)
         }
         Command::Deadlines {
             state,

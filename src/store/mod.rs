@@ -179,6 +179,15 @@ pub struct OutcomeCount {
     pub top_reasons: Vec<(String, i64)>,
 }
 
+/// An operator action to record: what, when, by whom, and why a rule was overridden.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAction<'a> {
+    pub action: &'a crate::stages::Action,
+    pub at: DateTime<Utc>,
+    pub by: &'a str,
+    pub override_reason: Option<&'a str>,
+}
+
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -333,7 +342,7 @@ impl Store {
     pub fn actions(&self, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
         let conn = self.read();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, action, at, by FROM operator_actions WHERE record_id = ?1 ORDER BY id",
+            "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",
         )?;
         let rows = stmt
             .query_map([record_id], |r| {
@@ -342,17 +351,19 @@ impl Store {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
                 ))
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(id, action, at, by)| {
+            .map(|(id, action, at, by, override_reason)| {
                 Ok(crate::stages::OperatorAction {
                     id,
                     action: serde_json::from_str(&action)
                         .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
                     at: parse_ts(&at)?,
                     by,
+                    override_reason,
                 })
             })
             .collect()
@@ -364,19 +375,32 @@ impl Store {
     pub fn record_action(
         &self,
         record_id: &str,
-        action: &crate::stages::Action,
-        at: DateTime<Utc>,
-        by: &str,
+        new: NewAction<'_>,
         now: DateTime<Utc>,
         make: impl FnOnce(i64) -> Candidate,
     ) -> Result<(i64, i64)> {
+        let NewAction {
+            action,
+            at,
+            by,
+            override_reason,
+        } = new;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let action_json = serde_json::to_string(action)
             .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
         tx.execute(
-            "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![record_id, action_json, action.name(), ts(at), by, ts(now)],
+            "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at, override_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                record_id,
+                action_json,
+                action.name(),
+                ts(at),
+                by,
+                ts(now),
+                override_reason
+            ],
         )?;
         let action_id = tx.last_insert_rowid();
         let candidate = make(action_id);
@@ -465,6 +489,123 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// Active records whose current version has no materials check yet, oldest first.
+    pub fn records_needing_materials(&self, limit: usize) -> Result<Vec<(String, i64, serde_json::Value)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.current_version, v.content FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.state = 'active' AND NOT EXISTS (
+                 SELECT 1 FROM materials_checks m WHERE m.record_id = r.id AND m.record_version = r.current_version)
+             ORDER BY r.created_at, r.id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, version, content) = row?;
+            out.push((id, version, serde_json::from_str(&content).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Stores a materials check with the documents it read and, the first time items are
+    /// missing, the record's one notice — in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_materials(
+        &self,
+        record_id: &str,
+        record_version: i64,
+        checklist: &crate::materials::Checklist,
+        category: &str,
+        documents: &[(String, RawDocument)],
+        notice: Option<(&str, &str)>,
+        run_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let now_text = ts(now);
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, run_id, &now_text)?;
+        }
+        let json = serde_json::to_string(checklist).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "INSERT INTO materials_checks (record_id, record_version, checked_at, checklist, zero_materials, category, run_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![record_id, record_version, now_text, json, checklist.zero_materials, category, run_id],
+        )?;
+        let mut issued = false;
+        if let Some((items, text)) = notice {
+            issued = tx.execute(
+                "INSERT OR IGNORE INTO notices (record_id, issued_at, items, text) VALUES (?1, ?2, ?3, ?4)",
+                params![record_id, now_text, items, text],
+            )? == 1;
+        }
+        tx.commit()?;
+        Ok(issued)
+    }
+
+    /// The latest materials check of a record: (record version, checked at, checklist).
+    pub fn latest_materials(
+        &self,
+        record_id: &str,
+    ) -> Result<Option<(i64, String, crate::materials::Checklist)>> {
+        let row: Option<(i64, String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT record_version, checked_at, checklist FROM materials_checks WHERE record_id = ?1 ORDER BY id DESC LIMIT 1",
+                [record_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(v, at, json)| {
+            let c = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("materials check of {record_id}: {e}")))?;
+            Ok((v, at, c))
+        })
+        .transpose()
+    }
+
+    /// Records that have a one-time notice, oldest notice first.
+    pub fn records_with_notices(&self, limit: usize) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT record_id FROM notices ORDER BY issued_at, record_id LIMIT ?1")?;
+        let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A record's one-time notice: (issued at, text).
+    pub fn notice(&self, record_id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT issued_at, text FROM notices WHERE record_id = ?1",
+                [record_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Per category: active records whose latest check reached zero materials, of those checked.
+    pub fn zero_materials_counts(&self) -> Result<Vec<(String, i64, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT m.category, sum(m.zero_materials), count(*) FROM materials_checks m
+             JOIN records r ON r.id = m.record_id AND r.state = 'active'
+             WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = m.record_id)
+             GROUP BY m.category ORDER BY count(*) DESC",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// When a record was created and the customer manager its current version names.

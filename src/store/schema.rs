@@ -143,4 +143,29 @@ CREATE TABLE deadline_alerts (
     PRIMARY KEY (record_id, stage, kind, due_at)
 ) STRICT;
 "#,
+    // 3: zero-materials checks and the one-time notices.
+    r#"
+CREATE TABLE materials_checks (
+    id              INTEGER PRIMARY KEY,
+    record_id       TEXT NOT NULL REFERENCES records(id),
+    record_version  INTEGER NOT NULL,
+    checked_at      TEXT NOT NULL,
+    checklist       TEXT NOT NULL,
+    zero_materials  INTEGER NOT NULL,
+    category        TEXT NOT NULL,
+    run_id          INTEGER
+) STRICT;
+CREATE INDEX materials_checks_by_record ON materials_checks(record_id, id);
+
+-- Why an operator let an action through a rule (missing materials), when one did.
+ALTER TABLE operator_actions ADD COLUMN override_reason TEXT;
+
+-- One notice per record (一次性告知): issued once, never item by item.
+CREATE TABLE notices (
+    record_id  TEXT PRIMARY KEY REFERENCES records(id),
+    issued_at  TEXT NOT NULL,
+    items      TEXT NOT NULL,
+    text       TEXT NOT NULL
+) STRICT;
+"#,
 ];
