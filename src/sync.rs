@@ -304,10 +304,13 @@ impl Syncer {
         let mut holders: HashMap<String, (Vec<LicenceFact>, String, Option<RawDocument>)> = HashMap::new();
         let mut skipped: std::collections::HashSet<String> = Default::default();
         let (mut checked, mut notices) = (0, 0);
+        // A record that missed items is checked again a day later: its licences may have
+        // been issued or renewed since.
+        let recheck_before = self.clock.now() - Duration::hours(24);
         while !cancel.is_cancelled() {
             let batch: Vec<_> = self
                 .store
-                .records_needing_materials(100 + skipped.len())?
+                .records_needing_materials(100 + skipped.len(), recheck_before)?
                 .into_iter()
                 .filter(|(id, ..)| !skipped.contains(id))
                 .collect();

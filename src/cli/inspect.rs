@@ -109,6 +109,17 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
             })
             .collect::<Vec<_>>(),
     );
+    if let Some((v, at, c)) = store.latest_materials(id)? {
+        let missing: Vec<&str> = c.missing().map(|i| i.item.as_str()).collect();
+        if c.zero_materials {
+            outln!("\nmaterials: zero materials reached (checked {at}, version {v})");
+        } else {
+            outln!(
+                "\nmaterials: missing {} (checked {at}, version {v}); see gateway notice {id}",
+                missing.join(", ")
+            );
+        }
+    }
     outln!("\ntrace any field to its raw bytes: gateway trace {id} --field water.diameter_dn");
     Ok(ExitCode::SUCCESS)
 }

@@ -491,17 +491,27 @@ impl Store {
             .optional()?)
     }
 
-    /// Active records whose current version has no materials check yet, oldest first.
-    pub fn records_needing_materials(&self, limit: usize) -> Result<Vec<(String, i64, serde_json::Value)>> {
+    /// Active records whose current version has no materials check yet, or whose latest
+    /// check missed items and is older than `recheck_before` (licences change on their own
+    /// platform), oldest first.
+    pub fn records_needing_materials(
+        &self,
+        limit: usize,
+        recheck_before: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64, serde_json::Value)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT r.id, r.current_version, v.content FROM records r
              JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-             WHERE r.state = 'active' AND NOT EXISTS (
-                 SELECT 1 FROM materials_checks m WHERE m.record_id = r.id AND m.record_version = r.current_version)
+             WHERE r.state = 'active' AND (
+                 NOT EXISTS (SELECT 1 FROM materials_checks m
+                             WHERE m.record_id = r.id AND m.record_version = r.current_version)
+                 OR EXISTS (SELECT 1 FROM materials_checks m
+                            WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = r.id)
+                              AND m.zero_materials = 0 AND m.checked_at < ?2))
              ORDER BY r.created_at, r.id LIMIT ?1",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let rows = stmt.query_map(params![limit as i64, ts(recheck_before)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,

@@ -345,3 +345,24 @@ async fn faults_can_be_injected_over_http() {
     .unwrap();
     assert_eq!(stats["faults_injected"], 1);
 }
+
+#[tokio::test]
+async fn attachments_are_checked_against_their_hash() {
+    let server = start(sim_config()).await;
+    let c = client(client_config(&server));
+    let fjid = "00000000000000aa0000000000000001";
+    let content = shuiwu_approval::sim::attachment_content(fjid);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&content))
+    };
+    let raw = c.attachment(fjid, &sha).await.unwrap();
+    assert_eq!(&raw.bytes[..], &content[..]);
+    // One damaged transfer: retried, then right.
+    server.sim.corrupt_next_attachments(1);
+    assert!(c.attachment(fjid, &sha).await.is_ok());
+    // Damaged every time: an error after the retries.
+    server.sim.corrupt_next_attachments(10);
+    let err = c.attachment(fjid, &sha).await.unwrap_err();
+    assert!(matches!(err, ApprovalError::HashMismatch { .. }), "{err}");
+}

@@ -95,6 +95,8 @@ struct SimState {
     maintenance_until: Option<DateTime<Utc>>,
     stats: SimStats,
     random: u64,
+    /// Attachment answers still to be corrupted in transit (body ≠ announced hash).
+    corrupt_attachments: u32,
 }
 
 struct Inner {
@@ -151,6 +153,7 @@ impl Simulator {
                 maintenance_until: None,
                 stats: SimStats::default(),
                 random,
+                corrupt_attachments: 0,
             }),
         })))
     }
@@ -211,6 +214,12 @@ impl Simulator {
             target: Target::Any,
             times: 1,
         });
+    }
+
+    /// From now on the next `n` attachment answers arrive damaged (0 stops it): the body no
+    /// longer matches the hash the header and the project detail announce.
+    pub fn corrupt_next_attachments(&self, n: u32) {
+        self.lock().corrupt_attachments = n;
     }
 
     pub fn stats(&self) -> SimStats {
@@ -662,9 +671,19 @@ async fn attachment(
         return r;
     }
     use sha2::{Digest, Sha256};
-    sim.lock().stats.attachments += 1;
-    let content = attachment_content(&fjid);
+    let corrupt = {
+        let mut st = sim.lock();
+        st.stats.attachments += 1;
+        let corrupt = st.corrupt_attachments > 0;
+        st.corrupt_attachments = st.corrupt_attachments.saturating_sub(1);
+        corrupt
+    };
+    let mut content = attachment_content(&fjid);
+    // `X-Content-SHA256` repeats the stored hash, not one computed while sending.
     let hash = hex::encode(Sha256::digest(&content));
+    if corrupt && let Some(b) = content.last_mut() {
+        *b ^= 0xFF;
+    }
     (
         StatusCode::OK,
         [

@@ -1,0 +1,124 @@
+//! Zero materials end to end through both simulators: licences (GBK or UTF-8) and attachments
+//! (checked against their hash), the checklist, the one-time notice, re-evaluation on change.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use common::*;
+use gateway::config::SyncConfig;
+use gateway::mapping::MappingSet;
+use gateway::sync::Syncer;
+use shuiwu_approval::sim::fixtures_at;
+use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig};
+use shuiwu_licences::{LicenceClient, LicenceConfig};
+use shuiwu_wire::Secret;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checklists_notices_and_hash_mismatches() {
+    let start = t0() - Duration::days(2);
+    let mut sim = sim_config(60, start, t0() - Duration::hours(1));
+    sim.fixtures = fixtures_at(start + Duration::hours(1)).unwrap();
+    let w = world(sim, start).await;
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let lcfg = licence_server.sim.config();
+    let licences = LicenceClient::new(
+        LicenceConfig {
+            base_url: licence_server.base_url(),
+            app_id: lcfg.app_id.clone(),
+            app_secret: Secret::new(lcfg.app_secret.clone()),
+            rate_per_second: 0,
+            timeout_secs: 10,
+            max_retries: 2,
+            min_delay_ms: 5,
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .unwrap();
+    let mappings = MappingSet::load(None).unwrap();
+    let syncer = Syncer::new(
+        w.client.clone(),
+        w.store.clone(),
+        mappings.get("approval.project").unwrap(),
+        Arc::new(gateway::policy::Rules::load(None).unwrap()),
+        SyncConfig {
+            start: shuiwu_wire::format_beijing(start),
+            concurrency: 4,
+            ..SyncConfig::default()
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+
+    // Every attachment transfer is damaged during this pass.
+    w.server.sim.corrupt_next_attachments(10_000);
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert!(report.materials_checked > 40, "{report:?}");
+    assert!(report.notices_issued > 0);
+    let failures = w.store.failures(None, 1000).unwrap();
+    assert!(
+        failures.iter().any(|f| f.step == "attachment"),
+        "hash mismatches are held"
+    );
+    let (_, _, example) = w
+        .store
+        .latest_materials("PE-2022-530112-47-01-587143")
+        .unwrap()
+        .unwrap();
+    let site = example.items.iter().find(|i| i.item == "site_plan").unwrap();
+    assert_eq!(site.reason.as_deref(), Some("hash_mismatch"));
+    // The licence items are satisfied from the licence library, with the document's hash.
+    let rtb = example.items.iter().find(|i| i.item == "right_to_build").unwrap();
+    let by = rtb.by.as_ref().unwrap();
+    assert_eq!(by.reference, "530112202400123");
+    assert!(
+        w.store.document(&by.document_sha256).unwrap().is_some(),
+        "the licence answer is kept"
+    );
+    assert!(w.store.notice("PE-2022-530112-47-01-587143").unwrap().is_some());
+    assert!(licence_server.sim.stats().queries > 0);
+
+    // The source changes (a new project version): the record is checked again, transfers are
+    // whole now, and the contract example reaches zero materials. The notice stays the one.
+    w.server.sim.corrupt_next_attachments(0);
+    w.server.sim.change("2022-530112-47-01-587143", |doc| {
+        doc["XMMC"] = serde_json::Value::from("昆明某科技有限公司标准厂房建设项目（二期）")
+    });
+    w.clock.advance(Duration::minutes(10));
+    let again = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert!(again.materials_checked >= 1, "{again:?}");
+    let (version, _, example) = w
+        .store
+        .latest_materials("PE-2022-530112-47-01-587143")
+        .unwrap()
+        .unwrap();
+    assert_eq!(version, 2);
+    assert!(example.zero_materials, "{example:?}");
+    assert!(example.promised, "low-risk promises zero materials");
+    // One notice, from the first check: never re-issued item by item.
+    let (issued_at, _) = w.store.notice("PE-2022-530112-47-01-587143").unwrap().unwrap();
+    assert!(!issued_at.is_empty());
+
+    // A day later the records that missed items are checked again (licences may have been
+    // issued since); those that reached zero materials are not.
+    w.clock.advance(Duration::hours(25));
+    let third = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert!(third.materials_checked > 0, "{third:?}");
+    assert!(third.materials_checked < report.materials_checked, "{third:?}");
+    let (_, checked_at, _) = w
+        .store
+        .latest_materials("PE-2022-530112-47-01-587143")
+        .unwrap()
+        .unwrap();
+    let (_, again_at, _) = w
+        .store
+        .latest_materials("PE-2022-530112-47-01-587143")
+        .unwrap()
+        .unwrap();
+    assert_eq!(checked_at, again_at);
+}
