@@ -118,6 +118,10 @@ pub struct Syncer {
     materials: Option<MaterialsSource>,
 }
 
+/// A holder's licences as read in this pass: the facts the checklist uses, the answer's hash,
+/// its raw document (until stored once), and the facts' lineage.
+type HolderLicences = (Vec<LicenceFact>, String, Option<RawDocument>, String);
+
 /// Where the zero-materials check reads licences from, and how it maps them.
 struct MaterialsSource {
     licences: Arc<LicenceClient>,
@@ -301,7 +305,7 @@ impl Syncer {
         let Some(source) = &self.materials else {
             return Ok((0, 0));
         };
-        let mut holders: HashMap<String, (Vec<LicenceFact>, String, Option<RawDocument>)> = HashMap::new();
+        let mut holders: HashMap<String, HolderLicences> = HashMap::new();
         let mut skipped: std::collections::HashSet<String> = Default::default();
         let (mut checked, mut notices) = (0, 0);
         // A record that missed items is checked again a day later: its licences may have
@@ -345,7 +349,7 @@ impl Syncer {
         id: &str,
         version: i64,
         content: &serde_json::Value,
-        holders: &mut HashMap<String, (Vec<LicenceFact>, String, Option<RawDocument>)>,
+        holders: &mut HashMap<String, HolderLicences>,
         run_id: i64,
     ) -> Result<Option<bool>, SyncError> {
         let d = &content["decisions"];
@@ -398,7 +402,7 @@ impl Syncer {
                 "identity" | "identity_card" | "right_to_build" | "premises_right"
             )
         });
-        let (licences, licence_sha) = if needs_licences {
+        let (licences, licence_sha, licence_lineage) = if needs_licences {
             if !holders.contains_key(&holder) {
                 let answer = match source.licences.query(&holder, None).await {
                     Ok(a) => a,
@@ -432,21 +436,27 @@ impl Syncer {
                         return Ok(None);
                     }
                 };
+                let lineage: std::collections::BTreeMap<String, crate::mapping::Lineage> = facts
+                    .fields
+                    .iter()
+                    .map(|(n, f)| (n.clone(), f.lineage.clone()))
+                    .collect();
+                let lineage = crate::mapping::lineage::to_json(&lineage, &Default::default());
                 holders.insert(
                     holder.clone(),
-                    (materials::licences_from(&facts), sha, Some(answer.raw)),
+                    (materials::licences_from(&facts), sha, Some(answer.raw), lineage),
                 );
             }
-            let (licences, sha, raw) = holders
+            let (licences, sha, raw, lineage) = holders
                 .get_mut(&holder)
-                .map(|(l, s, r)| (l.clone(), s.clone(), r.take()))
+                .map(|(l, s, r, g)| (l.clone(), s.clone(), r.take(), g.clone()))
                 .unwrap_or_default();
             if let Some(raw) = raw {
                 documents.push((sha.clone(), raw));
             }
-            (licences, Some(sha))
+            (licences, Some(sha), Some(lineage))
         } else {
-            (Vec::new(), None)
+            (Vec::new(), None, None)
         };
 
         let mut attachments = Vec::new();
@@ -534,6 +544,7 @@ impl Syncer {
             &checklist,
             &label,
             &documents,
+            licence_lineage.as_deref(),
             notice,
             Some(run_id),
             self.clock.now(),

@@ -81,6 +81,19 @@ async fn checklists_notices_and_hash_mismatches() {
         "the licence answer is kept"
     );
     assert!(w.store.notice("PE-2022-530112-47-01-587143").unwrap().is_some());
+    // The licence facts keep their lineage down to the raw (GBK or UTF-8) bytes.
+    let lineage = w
+        .store
+        .latest_materials_lineage("PE-2022-530112-47-01-587143")
+        .unwrap()
+        .unwrap();
+    let (fields, _) = gateway::mapping::lineage::from_json(&lineage).unwrap();
+    let number = fields
+        .values()
+        .find(|l| l.raw.as_deref() == Some("530112202400123"))
+        .unwrap();
+    assert_eq!(number.document, by.document_sha256);
+    assert!(number.path.ends_with("/lic:ZZBH"), "{}", number.path);
     assert!(licence_server.sim.stats().queries > 0);
 
     // The source changes (a new project version): the record is checked again, transfers are

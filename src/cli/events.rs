@@ -376,6 +376,10 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
                 "notice": notice.as_ref().map(|(at, text)| serde_json::json!({"issued_at": at, "text": text})),
                 "checklist": latest.as_ref().map(|(v, at, c)| serde_json::json!({"record_version": v, "checked_at": at, "checklist": c})),
                 "missing_now": missing,
+                "licence_lineage": store
+                    .latest_materials_lineage(id)?
+                    .and_then(|l| crate::mapping::lineage::from_json(&l).ok())
+                    .map(|(fields, _)| fields),
                 "committed": committed,
             }))?
         );

@@ -536,6 +536,7 @@ impl Store {
         checklist: &crate::materials::Checklist,
         category: &str,
         documents: &[(String, RawDocument)],
+        lineage: Option<&str>,
         notice: Option<(&str, &str)>,
         run_id: Option<i64>,
         now: DateTime<Utc>,
@@ -548,9 +549,9 @@ impl Store {
         }
         let json = serde_json::to_string(checklist).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tx.execute(
-            "INSERT INTO materials_checks (record_id, record_version, checked_at, checklist, zero_materials, category, run_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![record_id, record_version, now_text, json, checklist.zero_materials, category, run_id],
+            "INSERT INTO materials_checks (record_id, record_version, checked_at, checklist, zero_materials, category, lineage, run_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![record_id, record_version, now_text, json, checklist.zero_materials, category, lineage, run_id],
         )?;
         let mut issued = false;
         if let Some((items, text)) = notice {
@@ -591,6 +592,19 @@ impl Store {
             conn.prepare("SELECT record_id FROM notices ORDER BY issued_at, record_id LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The lineage of the licence facts the latest check of a record read, as stored.
+    pub fn latest_materials_lineage(&self, record_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT lineage FROM materials_checks WHERE record_id = ?1 ORDER BY id DESC LIMIT 1",
+                [record_id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// A record's one-time notice: (issued at, text).

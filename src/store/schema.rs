@@ -153,6 +153,8 @@ CREATE TABLE materials_checks (
     checklist       TEXT NOT NULL,
     zero_materials  INTEGER NOT NULL,
     category        TEXT NOT NULL,
+    -- Lineage of the licence facts the check read (document hash, XML path, raw text, mapping).
+    lineage         TEXT,
     run_id          INTEGER
 ) STRICT;
 CREATE INDEX materials_checks_by_record ON materials_checks(record_id, id);
