@@ -431,8 +431,18 @@ impl Syncer {
                 let facts = match facts {
                     Ok(f) => f,
                     Err(reason) => {
-                        self.hold_document(&code, "licences", &reason, answer.raw, run_id)
-                            .await?;
+                        let held = Held {
+                            source: "licences".into(),
+                            key: Some(code.clone()),
+                            version: None,
+                            step: "licences".into(),
+                            field: None,
+                            category: "licences answer unreadable".into(),
+                            reason,
+                            detail: None,
+                            document_sha256: Some(sha256_hex(&answer.raw.bytes)),
+                        };
+                        self.hold_materials_failure(held, Some(answer.raw), run_id)?;
                         return Ok(None);
                     }
                 };
@@ -480,23 +490,21 @@ impl Syncer {
                         });
                     }
                     Err(e @ ApprovalError::HashMismatch { .. }) => {
-                        let held = Held {
-                            source: SOURCE.into(),
-                            key: Some(code.clone()),
-                            version: None,
-                            step: "attachment".into(),
-                            field: Some(format!("attachments ({kind} {fjid})")),
-                            category: "attachment content does not match its hash".into(),
-                            reason: e.to_string(),
-                            detail: None,
-                            document_sha256: None,
-                        };
-                        let unit = UnitOfWork {
-                            run_id: Some(run_id),
-                            items: vec![Item::Held(held)],
-                            ..Default::default()
-                        };
-                        self.store.commit(&unit, self.clock.now())?;
+                        self.hold_materials_failure(
+                            Held {
+                                source: SOURCE.into(),
+                                key: Some(code.clone()),
+                                version: None,
+                                step: "attachment".into(),
+                                field: Some(format!("attachments ({kind} {fjid})")),
+                                category: "attachment content does not match its hash".into(),
+                                reason: e.to_string(),
+                                detail: None,
+                                document_sha256: None,
+                            },
+                            None,
+                            run_id,
+                        )?;
                         attachments.push(AttachmentCheck::Mismatch {
                             id: fjid.into(),
                             kind: kind.into(),
@@ -552,30 +560,18 @@ impl Syncer {
         Ok(Some(issued))
     }
 
-    /// Holds a document that could not be read for the materials check.
-    async fn hold_document(
+    /// Holds a failure of the materials check (with the document it concerns, if any). It is
+    /// not tied to a project version: the check is tried again on a later pass.
+    fn hold_materials_failure(
         &self,
-        code: &str,
-        step: &str,
-        reason: &str,
-        raw: RawDocument,
+        held: Held,
+        raw: Option<RawDocument>,
         run_id: i64,
     ) -> Result<(), SyncError> {
-        let sha = sha256_hex(&raw.bytes);
-        let held = Held {
-            source: step.into(),
-            key: Some(code.to_string()),
-            version: None,
-            step: step.into(),
-            field: None,
-            category: format!("{step} answer unreadable"),
-            reason: reason.to_string(),
-            detail: None,
-            document_sha256: Some(sha.clone()),
-        };
+        let documents = raw.map(|r| (sha256_hex(&r.bytes), r)).into_iter().collect();
         let unit = UnitOfWork {
             run_id: Some(run_id),
-            documents: vec![(sha, raw)],
+            documents,
             items: vec![Item::Held(held)],
             cursor: None,
         };
