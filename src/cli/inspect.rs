@@ -85,7 +85,9 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
         outln!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"id": id, "version": current.version, "content": content, "versions": history})
+                &json!({"id": id, "version": current.version, "content": content, "versions": history,
+                        "materials": store.latest_materials(id)?.map(|(v, at, c)| json!({"record_version": v, "checked_at": at, "checklist": c})),
+                        "notice": store.notice(id)?.map(|(at, text)| json!({"issued_at": at, "text": text}))})
             )?
         );
         return Ok(ExitCode::SUCCESS);
