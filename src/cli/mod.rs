@@ -110,6 +110,12 @@ pub enum Command {
         #[command(subcommand)]
         command: calendar::CalendarCommand,
     },
+    /// The hash-chained audit log: list it, or verify that nothing was edited, deleted or
+    /// reordered.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Whether the gateway can do its work: holiday calendars, database, last sync.
     Health {
         #[arg(long)]
@@ -133,6 +139,22 @@ pub enum RecordsCommand {
     /// One record: its current content (personal data masked) and its versions.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the chain; exit 1 at the first broken entry.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The newest entries.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -193,6 +215,55 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             calendar::run(&calendar, command)
         }
         Command::Health { json } => health(&cli.config, cli.db.as_deref(), json),
+        Command::Audit { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            let entries = store.audit_entries()?;
+            match command {
+                AuditCommand::Verify { json } => {
+                    let v = crate::store::audit::verify(&entries);
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        match &v.broken_at {
+                            None => outln!(
+                                "audit log intact: {} entries, every hash chains to the one before",
+                                v.entries
+                            ),
+                            Some((seq, why)) => outln!("AUDIT LOG BROKEN at entry {seq}: {why}"),
+                        }
+                    }
+                    Ok(if v.broken_at.is_none() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                AuditCommand::List { limit, json } => {
+                    let newest: Vec<_> = entries.iter().rev().take(limit).collect();
+                    if json {
+                        outln!("{}", serde_json::to_string_pretty(&newest)?);
+                    } else {
+                        table::print(
+                            &["seq", "at", "actor", "action", "subject", "hash"],
+                            &newest
+                                .iter()
+                                .map(|e| {
+                                    vec![
+                                        e.seq.to_string(),
+                                        e.at.chars().take(19).collect(),
+                                        e.actor.clone(),
+                                        e.action.clone(),
+                                        e.subject.clone(),
+                                        e.hash.chars().take(12).collect(),
+                                    ]
+                                })
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
         Command::Records { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {

@@ -6,6 +6,7 @@
 //! at any instant leaves either all of a unit or none of it. Processing is idempotent on
 //! (source, key, version): a unit replayed after a crash changes nothing that is already there.
 
+pub mod audit;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -313,11 +314,48 @@ impl Store {
     }
 
     pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {
-        self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE runs SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
             params![run, ts(now), outcome, error],
         )?;
+        let counts: Vec<(String, i64)> = tx
+            .prepare("SELECT outcome, count(*) FROM source_versions WHERE run_id = ?1 GROUP BY outcome")?
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let detail = serde_json::json!({"outcome": outcome, "error": error, "processed": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>()});
+        audit::append(
+            &tx,
+            &ts(now),
+            "gateway",
+            "sync_pass",
+            &format!("run {run}"),
+            &detail.to_string(),
+        )?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Every audit log entry, in order.
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(audit::Entry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                detail: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     pub fn cursor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
@@ -435,6 +473,11 @@ impl Store {
                 params![record_id, current, now_text],
             )?;
         }
+        let detail = serde_json::json!({
+            "action": action, "at": ts(at), "override_reason": override_reason,
+            "action_id": action_id, "record_version": current,
+        });
+        audit::append(&tx, &ts(now), by, action.name(), record_id, &detail.to_string())?;
         tx.commit()?;
         Ok((action_id, current))
     }

@@ -170,4 +170,17 @@ CREATE TABLE notices (
     text       TEXT NOT NULL
 ) STRICT;
 "#,
+    // 4: the hash-chained audit log.
+    r#"
+CREATE TABLE audit_log (
+    seq        INTEGER PRIMARY KEY,
+    at         TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+) STRICT;
+"#,
 ];
