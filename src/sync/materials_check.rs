@@ -1,0 +1,301 @@
+//! The zero-materials check that ends each pass: licences from the licence library and
+//! attachments from the approval platform, evaluated into a checklist and, when items are
+//! missing, the record's one notice.
+
+use std::collections::HashMap;
+
+use chrono::Duration;
+use shuiwu_approval::ApprovalError;
+use shuiwu_wire::RawDocument;
+use tokio_util::sync::CancellationToken;
+
+use super::{HolderLicences, MaterialsSource, SOURCE, SyncError, Syncer};
+use crate::mapping::{self, Context};
+use crate::materials::{self, AttachmentCheck};
+use crate::store::{Held, Item, UnitOfWork, sha256_hex};
+
+impl Syncer {
+    /// Evaluates the checklist of every active record whose current version has none yet.
+    /// A record whose sources answer with a transient fault is left for the next pass.
+    pub(super) async fn materials_pass(
+        &self,
+        run_id: i64,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, u64), SyncError> {
+        let Some(source) = &self.materials else {
+            return Ok((0, 0));
+        };
+        let mut holders: HashMap<String, HolderLicences> = HashMap::new();
+        let mut skipped: std::collections::HashSet<String> = Default::default();
+        let (mut checked, mut notices) = (0, 0);
+        // A record that missed items is checked again a day later: its licences may have
+        // been issued or renewed since.
+        let recheck_before = self.clock.now() - Duration::hours(24);
+        while !cancel.is_cancelled() {
+            let batch: Vec<_> = self
+                .store
+                .records_needing_materials(100 + skipped.len(), recheck_before)?
+                .into_iter()
+                .filter(|(id, ..)| !skipped.contains(id))
+                .collect();
+            if batch.is_empty() {
+                break;
+            }
+            for (id, version, content) in batch {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                match self
+                    .check_materials(source, &id, version, &content, &mut holders, run_id)
+                    .await?
+                {
+                    Some(issued) => {
+                        checked += 1;
+                        notices += u64::from(issued);
+                    }
+                    None => {
+                        skipped.insert(id);
+                    }
+                }
+            }
+        }
+        Ok((checked, notices))
+    }
+
+    /// One record's checklist; `None` when a source could not answer now.
+    async fn check_materials(
+        &self,
+        source: &MaterialsSource,
+        id: &str,
+        version: i64,
+        content: &serde_json::Value,
+        holders: &mut HashMap<String, HolderLicences>,
+        run_id: i64,
+    ) -> Result<Option<bool>, SyncError> {
+        let d = &content["decisions"];
+        let policy = self
+            .rules
+            .policies
+            .versions()
+            .iter()
+            .find(|p| Some(p.version.as_str()) == d["policy_version"].as_str());
+        let Some(policy) = policy else { return Ok(None) };
+        // A provisional record is checked for every category it may turn out to be.
+        let categories: Vec<String> = match d["category"]["id"].as_str() {
+            Some(c) => vec![c.to_string()],
+            None => d["category"]["outcomes"]
+                .as_array()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|x| x["category"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let mut required: Vec<String> = Vec::new();
+        for c in &categories {
+            for item in policy.materials.get(c).cloned().unwrap_or_default() {
+                if !required.contains(&item) {
+                    required.push(item);
+                }
+            }
+        }
+        let label = d["category"]["id"]
+            .as_str()
+            .or(d["category"]["state"].as_str())
+            .unwrap_or("none")
+            .to_string();
+        let promised = categories.len() == 1 && policy.zero_materials_promised.contains(&categories[0]);
+        let code = content["project"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let holder = content["builder"]["credit_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut documents = Vec::new();
+
+        let needs_licences = required.iter().any(|i| {
+            matches!(
+                i.as_str(),
+                "identity" | "identity_card" | "right_to_build" | "premises_right"
+            )
+        });
+        let (licences, licence_sha, licence_lineage) = if needs_licences {
+            if !holders.contains_key(&holder) {
+                let answer = match source.licences.query(&holder, None).await {
+                    Ok(a) => a,
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(record = id, error = %e, "licences not available now; checked next pass");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(SyncError::Licences(e)),
+                };
+                let sha = sha256_hex(&answer.raw.bytes);
+                let facts =
+                    shuiwu_licences::xml::decode(&answer.raw.bytes, answer.raw.meta.content_type.as_deref())
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))
+                        .and_then(|root| {
+                            let ctx = Context {
+                                today: self
+                                    .clock
+                                    .now()
+                                    .with_timezone(&shuiwu_wire::beijing())
+                                    .date_naive(),
+                            };
+                            mapping::apply(&source.mapping, mapping::Document::Xml(&root), &sha, &ctx)
+                                .map_err(|e| e.to_string())
+                        });
+                let facts = match facts {
+                    Ok(f) => f,
+                    Err(reason) => {
+                        let held = Held {
+                            source: "licences".into(),
+                            key: Some(code.clone()),
+                            version: None,
+                            step: "licences".into(),
+                            field: None,
+                            category: "licences answer unreadable".into(),
+                            reason,
+                            detail: None,
+                            document_sha256: Some(sha256_hex(&answer.raw.bytes)),
+                        };
+                        self.hold_materials_failure(held, Some(answer.raw), run_id)?;
+                        return Ok(None);
+                    }
+                };
+                let lineage: std::collections::BTreeMap<String, crate::mapping::Lineage> = facts
+                    .fields
+                    .iter()
+                    .map(|(n, f)| (n.clone(), f.lineage.clone()))
+                    .collect();
+                let lineage = crate::mapping::lineage::to_json(&lineage, &Default::default());
+                holders.insert(
+                    holder.clone(),
+                    (materials::licences_from(&facts), sha, Some(answer.raw), lineage),
+                );
+            }
+            let (licences, sha, raw, lineage) = holders
+                .get_mut(&holder)
+                .map(|(l, s, r, g)| (l.clone(), s.clone(), r.take(), g.clone()))
+                .unwrap_or_default();
+            if let Some(raw) = raw {
+                documents.push((sha.clone(), raw));
+            }
+            (licences, Some(sha), Some(lineage))
+        } else {
+            (Vec::new(), None, None)
+        };
+
+        let mut attachments = Vec::new();
+        for (item, kind) in [("site_plan", "ZPMT"), ("plumbing_design", "GPSJ")] {
+            if !required.iter().any(|r| r == item) {
+                continue;
+            }
+            let files = content["attachments"].as_array().cloned().unwrap_or_default();
+            for f in files.iter().filter(|f| f["kind"]["code"].as_str() == Some(kind)) {
+                let (Some(fjid), Some(sha)) = (f["id"].as_str(), f["sha256"].as_str()) else {
+                    continue;
+                };
+                match self.client.attachment(fjid, sha).await {
+                    Ok(raw) => {
+                        let doc_sha = sha256_hex(&raw.bytes);
+                        documents.push((doc_sha.clone(), raw));
+                        attachments.push(AttachmentCheck::Fetched {
+                            id: fjid.into(),
+                            kind: kind.into(),
+                            document_sha256: doc_sha,
+                        });
+                    }
+                    Err(e @ ApprovalError::HashMismatch { .. }) => {
+                        self.hold_materials_failure(
+                            Held {
+                                source: SOURCE.into(),
+                                key: Some(code.clone()),
+                                version: None,
+                                step: "attachment".into(),
+                                field: Some(format!("attachments ({kind} {fjid})")),
+                                category: "attachment content does not match its hash".into(),
+                                reason: e.to_string(),
+                                detail: None,
+                                document_sha256: None,
+                            },
+                            None,
+                            run_id,
+                        )?;
+                        attachments.push(AttachmentCheck::Mismatch {
+                            id: fjid.into(),
+                            kind: kind.into(),
+                        });
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(record = id, error = %e, "attachment not available now; checked next pass");
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        tracing::warn!(record = id, error = %e, "attachment refused");
+                    }
+                }
+            }
+        }
+
+        let today = self
+            .clock
+            .now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
+        let checklist = materials::evaluate(
+            &required,
+            &code,
+            &licences,
+            licence_sha.as_deref(),
+            &attachments,
+            today,
+            promised,
+        );
+        let missing: Vec<materials::CheckItem> = checklist.missing().cloned().collect();
+        let notice_items = serde_json::to_string(&missing).unwrap_or_default();
+        let text = materials::notice_text(
+            content["project"]["name"].as_str().unwrap_or_default(),
+            &code,
+            content["builder"]["name"].as_str().unwrap_or_default(),
+            d["customer_manager"]["manager"].as_str().unwrap_or("-"),
+            &missing,
+            today,
+        );
+        let notice = (!missing.is_empty()).then_some((notice_items.as_str(), text.as_str()));
+        let issued = self.store.save_materials(
+            id,
+            version,
+            &checklist,
+            &label,
+            &documents,
+            licence_lineage.as_deref(),
+            notice,
+            Some(run_id),
+            self.clock.now(),
+        )?;
+        Ok(Some(issued))
+    }
+
+    /// Holds a failure of the materials check (with the document it concerns, if any). It is
+    /// not tied to a project version: the check is tried again on a later pass.
+    fn hold_materials_failure(
+        &self,
+        held: Held,
+        raw: Option<RawDocument>,
+        run_id: i64,
+    ) -> Result<(), SyncError> {
+        let documents = raw.map(|r| (sha256_hex(&r.bytes), r)).into_iter().collect();
+        let unit = UnitOfWork {
+            run_id: Some(run_id),
+            documents,
+            items: vec![Item::Held(held)],
+            cursor: None,
+        };
+        self.store.commit(&unit, self.clock.now())?;
+        Ok(())
+    }
+}
