@@ -136,26 +136,102 @@ fn draft_of(store: &Store, mappings: &MappingSet, id: &str) -> anyhow::Result<Dr
     let current = versions
         .last()
         .with_context(|| format!("no record {id} (see `gateway records list`)"))?;
+    draft_from_document(store, mappings, &current.document_sha256)
+}
+
+/// Maps a stored project document afresh, with the mapping files in force now.
+fn draft_from_document(store: &Store, mappings: &MappingSet, sha: &str) -> anyhow::Result<Draft> {
     let (bytes, _) = store
-        .document(&current.document_sha256)?
-        .with_context(|| format!("the raw document {} of {id} is missing", current.document_sha256))?;
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes).context("the record's raw document is not JSON")?;
+        .document(sha)?
+        .with_context(|| format!("the raw document {sha} is missing"))?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).context("the raw document is not JSON")?;
     let mapping = mappings.get(PROJECT_MAPPING).context("no project mapping")?;
     let ctx = mapping::Context {
         today: shuiwu_wire::beijing_today(),
     };
-    let facts = mapping::apply(
-        &mapping,
-        mapping::Document::Json(&doc),
-        &current.document_sha256,
-        &ctx,
-    )
-    .map_err(|e| anyhow::anyhow!("the record's document no longer maps: {e}"))?;
-    match assemble(&facts, &current.document_sha256)? {
+    let facts = mapping::apply(&mapping, mapping::Document::Json(&doc), sha, &ctx)
+        .map_err(|e| anyhow::anyhow!("the document still does not map: {e}"))?;
+    match assemble(&facts, sha)? {
         Assembled::Record(draft) => Ok(*draft),
-        Assembled::Skip(reason) => bail!("the record's document is now skipped: {reason}"),
+        Assembled::Skip(reason) => bail!("the document is now skipped: {reason}"),
     }
+}
+
+/// `gateway failures replay ID`: maps the held document again with the rules in force now and,
+/// unless a dry run, commits the record it gives (audited).
+pub fn replay(
+    store: &Store,
+    dir: Option<&Path>,
+    id: i64,
+    by: &str,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let failure = store.failure(id)?.with_context(|| format!("no failure {id}"))?;
+    if failure.state != "held" {
+        bail!("failure {id} is {}, not held", failure.state);
+    }
+    if !matches!(failure.step.as_str(), "map" | "assemble" | "decide") {
+        bail!(
+            "a {} failure cannot be replayed from a stored document: it needs the platform again",
+            failure.step
+        );
+    }
+    let (Some(key), Some(version), Some(sha)) = (&failure.key, failure.version, &failure.document_sha256)
+    else {
+        bail!("failure {id} names no project version and document to replay");
+    };
+    let mappings = MappingSet::load(dir)?;
+    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
+    let draft = draft_from_document(store, &mappings, sha)?;
+    let meta = store.record_meta(&draft.id)?;
+    let created = meta.as_ref().map_or_else(Utc::now, |m| m.0);
+    let policy = rules.policies.for_date(crate::worktime::date_of(created))?;
+    let actions = store.actions(&draft.id)?;
+    let candidate = draft.decide(policy, meta.and_then(|m| m.1), &actions, &rules.calendar);
+    let current = store.record_versions(&candidate.id)?;
+    let change = match current.last() {
+        None => "would create the record".to_string(),
+        Some(v) if v.content_sha256 == candidate.content_sha256 => {
+            format!("would leave {} unchanged", candidate.id)
+        }
+        Some(v) => format!("would make version {} of {}", v.version + 1, candidate.id),
+    };
+    if dry_run {
+        let mut content: serde_json::Value = serde_json::from_str(&candidate.content_json)?;
+        let (lineage, _) = crate::mapping::lineage::from_json(&candidate.lineage_json)?;
+        crate::mask::record_json(&mut content, &lineage);
+        outln!("dry run: failure {id} now maps; replaying it {change}:");
+        outln!("{}", serde_json::to_string_pretty(&content)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let source_key = crate::store::SourceKey {
+        source: failure.source.clone(),
+        key: key.clone(),
+        version,
+    };
+    let applied = store.resolve_failure(
+        id,
+        by,
+        "replayed with the rules in force",
+        Some((&source_key, sha, &candidate)),
+        Utc::now(),
+    )?;
+    outln!(
+        "failure {id} replayed: {} {}",
+        applied.map_or("?", |a| a.as_str()),
+        candidate.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gateway failures dismiss ID`: out of the queue with a reason (audited).
+pub fn dismiss(store: &Store, id: i64, by: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() || by.trim().is_empty() {
+        bail!("dismissing needs --by and --reason");
+    }
+    store.resolve_failure(id, by, reason, None, Utc::now())?;
+    outln!("failure {id} dismissed by {by}: {reason}");
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyhow::Result<ExitCode> {

@@ -177,6 +177,23 @@ pub enum FailuresCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Map the held document again with the rules in force now (after a mapping or policy
+    /// fix) and commit the record it gives; `--dry-run` shows it without committing.
+    Replay {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Take a failure out of the queue without a record, with the reason.
+    Dismiss {
+        id: i64,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Runs a parsed command line.
@@ -289,6 +306,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     inspect::failures_list(&store, state.as_deref(), limit, json)
                 }
                 FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
+                FailuresCommand::Replay { id, by, dry_run } => events::replay(
+                    &store,
+                    mappings_dir_from(&cli.config).as_deref(),
+                    id,
+                    &by,
+                    dry_run,
+                ),
+                FailuresCommand::Dismiss { id, by, reason } => events::dismiss(&store, id, &by, &reason),
             }
         }
     }

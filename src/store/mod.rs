@@ -337,6 +337,61 @@ impl Store {
         Ok(())
     }
 
+    /// Takes a held failure out of the queue, audited: `replayed` with the record the stored
+    /// document now gives (committed in the same transaction), or `dismissed` with a reason.
+    pub fn resolve_failure(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        replay: Option<(&SourceKey, &str, &Candidate)>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Applied>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        match state.as_deref() {
+            None => return Err(StoreError::Corrupt(format!("no failure {id}"))),
+            Some("held") => {}
+            Some(other) => return Err(StoreError::Corrupt(format!("failure {id} is {other}, not held"))),
+        }
+        let now_text = ts(now);
+        let applied = match replay {
+            Some((key, document, candidate)) => {
+                Some(apply_record(&tx, key, document, candidate, None, &now_text)?)
+            }
+            None => None,
+        };
+        let new_state = if applied.is_some() {
+            "replayed"
+        } else {
+            "dismissed"
+        };
+        tx.execute(
+            "UPDATE failures SET state = ?2, resolved_at = ?3, resolved_by = ?4, resolution = ?5 WHERE id = ?1",
+            params![id, new_state, now_text, by, reason],
+        )?;
+        let detail =
+            serde_json::json!({"failure": id, "reason": reason, "outcome": applied.map(Applied::as_str)});
+        let action = if applied.is_some() {
+            "failure_replayed"
+        } else {
+            "failure_dismissed"
+        };
+        audit::append(
+            &tx,
+            &now_text,
+            by,
+            action,
+            &format!("failure {id}"),
+            &detail.to_string(),
+        )?;
+        tx.commit()?;
+        Ok(applied)
+    }
+
     /// Every audit log entry, in order.
     pub fn audit_entries(&self) -> Result<Vec<audit::Entry>> {
         let conn = self.lock();
@@ -1009,7 +1064,10 @@ fn mark_processed(
 ) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO source_versions (source, key, version, outcome, detail, document_sha256, record_id, record_version, run_id, processed_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (source, key, version) DO UPDATE SET outcome = excluded.outcome, detail = excluded.detail,
+             document_sha256 = excluded.document_sha256, record_id = excluded.record_id,
+             record_version = excluded.record_version, run_id = excluded.run_id, processed_at = excluded.processed_at",
     )?
     .execute(params![
         key.source,
@@ -1085,88 +1143,102 @@ fn apply_item(
             if already_processed(tx, key)? {
                 return Ok(Applied::Duplicate);
             }
-            let current: Option<(i64, i64, String, String)> = tx
-                .prepare_cached(
-                    "SELECT r.current_version, r.source_version, v.content_sha256, r.state FROM records r
+            apply_record(tx, key, document_sha256, candidate, run_id, now)
+        }
+    }
+}
+
+/// Commits a candidate record for a source version: a new record version when its content
+/// changed, and the source version marked processed (replacing an earlier outcome, as a replay
+/// of a held version does).
+fn apply_record(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    document_sha256: &str,
+    candidate: &Candidate,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<Applied> {
+    let current: Option<(i64, i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT r.current_version, r.source_version, v.content_sha256, r.state FROM records r
                      JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
                      WHERE r.id = ?1",
-                )?
-                .query_row([&candidate.id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()?;
-            let state = candidate.record.project.status;
-            let outcome = match &current {
-                Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
-                Some((_, _, sha, _)) if *sha == candidate.content_sha256 => Applied::Unchanged,
-                Some((_, _, _, old_state)) if state == RecordState::Withdrawn && old_state != "withdrawn" => {
-                    Applied::Withdrawn
-                }
-                Some(_) => Applied::Updated,
-                None if state == RecordState::Withdrawn => Applied::Withdrawn,
-                None => Applied::Created,
+        )?
+        .query_row([&candidate.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let state = candidate.record.project.status;
+    let outcome = match &current {
+        Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
+        Some((_, _, sha, _)) if *sha == candidate.content_sha256 => Applied::Unchanged,
+        Some((_, _, _, old_state)) if state == RecordState::Withdrawn && old_state != "withdrawn" => {
+            Applied::Withdrawn
+        }
+        Some(_) => Applied::Updated,
+        None if state == RecordState::Withdrawn => Applied::Withdrawn,
+        None => Applied::Created,
+    };
+    let record_version = match (outcome, &current) {
+        (Applied::Stale | Applied::Unchanged, Some((v, ..))) => {
+            if outcome == Applied::Unchanged {
+                tx.prepare_cached("UPDATE records SET source_version = ?2 WHERE id = ?1")?
+                    .execute(params![candidate.id, key.version])?;
+            }
+            *v
+        }
+        _ => {
+            let version = current.as_ref().map_or(1, |c| c.0 + 1);
+            let change = match (outcome, &current) {
+                (_, None) => "created",
+                (Applied::Withdrawn, _) => "withdrawn",
+                _ => "updated",
             };
-            let record_version = match (outcome, &current) {
-                (Applied::Stale | Applied::Unchanged, Some((v, ..))) => {
-                    if outcome == Applied::Unchanged {
-                        tx.prepare_cached("UPDATE records SET source_version = ?2 WHERE id = ?1")?
-                            .execute(params![candidate.id, key.version])?;
-                    }
-                    *v
-                }
-                _ => {
-                    let version = current.as_ref().map_or(1, |c| c.0 + 1);
-                    let change = match (outcome, &current) {
-                        (_, None) => "created",
-                        (Applied::Withdrawn, _) => "withdrawn",
-                        _ => "updated",
-                    };
-                    tx.prepare_cached(
+            tx.prepare_cached(
                         "INSERT INTO records (id, source, source_key, state, current_version, source_version, created_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
                          ON CONFLICT (id) DO UPDATE SET state = excluded.state, current_version = excluded.current_version,
                              source_version = excluded.source_version, updated_at = excluded.updated_at",
                     )?
                     .execute(params![candidate.id, key.source, key.key, state.as_str(), version, key.version, now])?;
-                    tx.prepare_cached(
-                        "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+            tx.prepare_cached(
+                "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
                              source_version, document_sha256, created_at, run_id)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    )?
-                    .execute(params![
-                        candidate.id,
-                        version,
-                        change,
-                        candidate.content_json,
-                        candidate.content_sha256,
-                        candidate.lineage_json,
-                        key.version,
-                        document_sha256,
-                        now,
-                        run_id
-                    ])?;
-                    version
-                }
-            };
-            mark_processed(
-                tx,
-                key,
-                outcome,
-                None,
-                Some(document_sha256),
-                Some((&candidate.id, record_version)),
-                run_id,
-                now,
-            )?;
-            // A version that maps cleanly supersedes the held failures of older versions.
-            tx.prepare_cached(
-                "UPDATE failures SET state = 'superseded'
-                 WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
             )?
-            .execute(params![key.source, key.key, key.version])?;
-            Ok(outcome)
+            .execute(params![
+                candidate.id,
+                version,
+                change,
+                candidate.content_json,
+                candidate.content_sha256,
+                candidate.lineage_json,
+                key.version,
+                document_sha256,
+                now,
+                run_id
+            ])?;
+            version
         }
-    }
+    };
+    mark_processed(
+        tx,
+        key,
+        outcome,
+        None,
+        Some(document_sha256),
+        Some((&candidate.id, record_version)),
+        run_id,
+        now,
+    )?;
+    // A version that maps cleanly supersedes the held failures of older versions.
+    tx.prepare_cached(
+        "UPDATE failures SET state = 'superseded'
+                 WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
+    )?
+    .execute(params![key.source, key.key, key.version])?;
+    Ok(outcome)
 }
 
 fn insert_failure(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<()> {

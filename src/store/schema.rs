@@ -183,4 +183,10 @@ CREATE TABLE audit_log (
     hash       TEXT NOT NULL
 ) STRICT;
 "#,
+    // 5: how a failure left the queue: replayed or dismissed, by whom, why.
+    r#"
+ALTER TABLE failures ADD COLUMN resolved_at TEXT;
+ALTER TABLE failures ADD COLUMN resolved_by TEXT;
+ALTER TABLE failures ADD COLUMN resolution TEXT;
+"#,
 ];
