@@ -77,7 +77,7 @@ fn replay_after_a_fix_and_dismiss() {
     ])))
     .unwrap();
     assert!(
-        after_dry.iter().any(|f| f["id"].to_string() == id),
+        after_dry.iter().any(|f| f["id"].as_i64() == id.parse().ok()),
         "a dry run changes nothing"
     );
 
@@ -122,7 +122,8 @@ fn replay_after_a_fix_and_dismiss() {
     ]));
     let rows: Vec<serde_json::Value> =
         serde_json::from_str(&stdout(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
-    let state = |id: &str| rows.iter().find(|f| f["id"].to_string() == id).unwrap()["state"].clone();
+    let state =
+        |id: &str| rows.iter().find(|f| f["id"].as_i64() == id.parse().ok()).unwrap()["state"].clone();
     assert_eq!(state(&id), "replayed");
     assert_eq!(state(&other_id), "dismissed");
 
