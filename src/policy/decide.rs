@@ -426,7 +426,7 @@ fn categorise(policy: &Policy, inputs: &Inputs) -> (CategoryDecision, String) {
         let mut pos = 0;
         loop {
             if pos == idx.len() {
-                return finish(policy, inputs, &rules, &missing, &options, scenarios);
+                return finish(policy, &missing, &options, scenarios);
             }
             idx[pos] += 1;
             if idx[pos] < options[pos].len() {
@@ -438,10 +438,9 @@ fn categorise(policy: &Policy, inputs: &Inputs) -> (CategoryDecision, String) {
     }
 }
 
+/// The decision from every scenario's category: decided when they agree, else provisional.
 fn finish(
     policy: &Policy,
-    inputs: &Inputs,
-    rules: &[&CategoryRule],
     missing: &[Figure],
     options: &[Vec<Candidate>],
     scenarios: Vec<(Vec<usize>, Option<String>)>,
@@ -467,7 +466,6 @@ fn finish(
             ),
         };
     }
-    let _ = (inputs, rules);
     // Group by category; drop a figure from a group's conditions when every value of it
     // gives that category whatever the others are.
     let mut by_category: BTreeMap<Option<String>, Vec<Vec<usize>>> = BTreeMap::new();

@@ -217,6 +217,7 @@ impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A failure here shows as the open error just below, which names the path.
             let _ = std::fs::create_dir_all(dir);
         }
         let open_err = |source| StoreError::Open {

@@ -796,15 +796,3 @@ struct PendingCommit {
     items: usize,
     cursor: Option<DateTime<Utc>>,
 }
-
-/// Every outcome label, in summary order.
-pub const OUTCOMES: [Applied; 8] = [
-    Applied::Created,
-    Applied::Updated,
-    Applied::Withdrawn,
-    Applied::Unchanged,
-    Applied::Skipped,
-    Applied::Held,
-    Applied::Stale,
-    Applied::Duplicate,
-];

@@ -194,7 +194,10 @@ impl LicenceSim {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+            // Without TCP_NODELAY kept-alive requests stall on Nagle's algorithm.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!("licence simulator: TCP_NODELAY not set: {e}");
+            }
         });
         let app = Router::new()
             .route("/services/LicenceService", post(handle))
