@@ -135,3 +135,46 @@ async fn checklists_notices_and_hash_mismatches() {
         .unwrap();
     assert_eq!(checked_at, again_at);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licence_library_that_does_not_answer_pauses_the_check() {
+    let start = t0() - Duration::days(1);
+    let w = world(sim_config(30, start, t0() - Duration::hours(1)), start).await;
+    let licences = LicenceClient::new(
+        LicenceConfig {
+            // Nothing listens here.
+            base_url: "http://127.0.0.1:9".into(),
+            app_id: "x".into(),
+            app_secret: Secret::new("y"),
+            rate_per_second: 0,
+            timeout_secs: 2,
+            max_retries: 0,
+            min_delay_ms: 1,
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .unwrap();
+    let mappings = MappingSet::load(None).unwrap();
+    let syncer = Syncer::new(
+        w.client.clone(),
+        w.store.clone(),
+        mappings.get("approval.project").unwrap(),
+        Arc::new(gateway::policy::Rules::load(None).unwrap()),
+        SyncConfig {
+            start: shuiwu_wire::format_beijing(start),
+            ..SyncConfig::default()
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        report.end,
+        gateway::sync::PassEnd::CaughtUp,
+        "the records themselves are synced"
+    );
+    assert_eq!(report.materials_checked, 0);
+    assert!(w.store.record_count().unwrap() > 20);
+    // Nothing was marked checked: the next pass tries again.
+    assert!(!w.store.records_needing_materials(100, t0()).unwrap().is_empty());
+}

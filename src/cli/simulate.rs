@@ -54,6 +54,10 @@ pub struct SimulateArgs {
     /// Also serve the fixture projects of fixtures/approval/.
     #[arg(long)]
     pub fixtures: bool,
+    /// Also serve the licence library's simulator here (appId wsgs-km-sim, secret
+    /// licence-sim-secret); its URL is the second line of stdout.
+    #[arg(long)]
+    pub licences_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -76,10 +80,21 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         .await?;
     // The first line of stdout is the base URL, for scripts and benchmarks to read.
     outln!("{}", server.base_url());
+    let licence_server = match args.licences_listen {
+        Some(addr) => {
+            let l = shuiwu_licences::sim::LicenceSim::new(Default::default(), Arc::new(SystemClock))
+                .serve(addr)
+                .await?;
+            outln!("{}", l.base_url());
+            Some(l)
+        }
+        None => None,
+    };
     tracing::info!(url = %server.base_url(), projects = args.projects, "approval simulator listening");
     let token = CancellationToken::new();
     super::daemon::shutdown_on_signals(token.clone());
     token.cancelled().await;
+    drop(licence_server);
     let stats = server.sim.stats();
     tracing::info!(?stats, "approval simulator stopped");
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,17 @@ use crate::mapping::{self, Context};
 use crate::materials::{self, AttachmentCheck};
 use crate::store::{Held, Item, UnitOfWork, sha256_hex};
 
+/// What checking one record gave.
+pub(super) enum Checked {
+    Done {
+        notice_issued: bool,
+    },
+    /// This record cannot be checked now (e.g. its licence answer was unreadable and held).
+    Later,
+    /// A platform the check needs is not answering: stop until the next pass.
+    SourceDown(String),
+}
+
 impl Syncer {
     /// Evaluates the checklist of every active record whose current version has none yet.
     /// A record whose sources answer with a transient fault is left for the next pass.
@@ -49,12 +60,17 @@ impl Syncer {
                     .check_materials(source, &id, version, &content, &mut holders, run_id)
                     .await?
                 {
-                    Some(issued) => {
+                    Checked::Done { notice_issued } => {
                         checked += 1;
-                        notices += u64::from(issued);
+                        notices += u64::from(notice_issued);
                     }
-                    None => {
+                    Checked::Later => {
                         skipped.insert(id);
+                    }
+                    Checked::SourceDown(reason) => {
+                        // Every other record would wait on the same platform: try next pass.
+                        tracing::warn!(%reason, "zero-materials check paused until the next pass");
+                        return Ok((checked, notices));
                     }
                 }
             }
@@ -71,7 +87,7 @@ impl Syncer {
         content: &serde_json::Value,
         holders: &mut HashMap<String, HolderLicences>,
         run_id: i64,
-    ) -> Result<Option<bool>, SyncError> {
+    ) -> Result<Checked, SyncError> {
         let d = &content["decisions"];
         let policy = self
             .rules
@@ -79,7 +95,9 @@ impl Syncer {
             .versions()
             .iter()
             .find(|p| Some(p.version.as_str()) == d["policy_version"].as_str());
-        let Some(policy) = policy else { return Ok(None) };
+        let Some(policy) = policy else {
+            return Ok(Checked::Later);
+        };
         // A provisional record is checked for every category it may turn out to be.
         let categories: Vec<String> = match d["category"]["id"].as_str() {
             Some(c) => vec![c.to_string()],
@@ -127,8 +145,7 @@ impl Syncer {
                 let answer = match source.licences.query(&holder, None).await {
                     Ok(a) => a,
                     Err(e) if e.is_transient() => {
-                        tracing::info!(record = id, error = %e, "licences not available now; checked next pass");
-                        return Ok(None);
+                        return Ok(Checked::SourceDown(format!("licence library: {e}")));
                     }
                     Err(e) => return Err(SyncError::Licences(e)),
                 };
@@ -163,7 +180,7 @@ impl Syncer {
                             document_sha256: Some(sha256_hex(&answer.raw.bytes)),
                         };
                         self.hold_materials_failure(held, Some(answer.raw), run_id)?;
-                        return Ok(None);
+                        return Ok(Checked::Later);
                     }
                 };
                 let lineage: std::collections::BTreeMap<String, crate::mapping::Lineage> = facts
@@ -231,8 +248,7 @@ impl Syncer {
                         });
                     }
                     Err(e) if e.is_transient() => {
-                        tracing::info!(record = id, error = %e, "attachment not available now; checked next pass");
-                        return Ok(None);
+                        return Ok(Checked::SourceDown(format!("approval platform attachments: {e}")));
                     }
                     Err(e) => {
                         tracing::warn!(record = id, error = %e, "attachment refused");
@@ -277,7 +293,9 @@ impl Syncer {
             Some(run_id),
             self.clock.now(),
         )?;
-        Ok(Some(issued))
+        Ok(Checked::Done {
+            notice_issued: issued,
+        })
     }
 
     /// Holds a failure of the materials check (with the document it concerns, if any). It is
