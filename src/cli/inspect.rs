@@ -24,7 +24,9 @@ pub fn records_list(
     }
     let total = store.record_count()?;
     table::print(
-        &["id", "state", "ver", "BBH", "district", "project", "updated"],
+        &[
+            "id", "state", "ver", "BBH", "district", "category", "project", "updated",
+        ],
         &rows
             .iter()
             .map(|r| {
@@ -34,6 +36,7 @@ pub fn records_list(
                     r.current_version.to_string(),
                     r.source_version.to_string(),
                     r.district.clone(),
+                    r.category.clone(),
                     clip(&r.name, 36),
                     r.updated_at.chars().take(19).collect(),
                 ]

@@ -137,6 +137,8 @@ pub struct RecordRow {
     pub source_version: i64,
     pub name: String,
     pub district: String,
+    /// The category id, `provisional` or `none`.
+    pub category: String,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -825,6 +827,11 @@ impl Store {
                 source_version: r.get(4)?,
                 name: value["project"]["name"].as_str().unwrap_or_default().to_string(),
                 district: value["site"]["district"].as_str().unwrap_or_default().to_string(),
+                category: value["decisions"]["category"]["id"]
+                    .as_str()
+                    .or(value["decisions"]["category"]["state"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
                 created_at: r.get(6)?,
                 updated_at: r.get(7)?,
             })
