@@ -277,3 +277,16 @@ fn calendar_commands_for_people_and_scripts() {
     assert!(!out.status.success());
     assert!(text(&out).1.contains("no holiday calendar for 2027"));
 }
+
+#[test]
+fn the_readme_configuration_example_loads() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &readme[start..start + readme[start..].find("```").unwrap()];
+    let cfg = gateway::config::Config::parse("README.md", text, |name| {
+        name.ends_with("APP_SECRET").then(|| "s".to_string())
+    })
+    .unwrap();
+    assert_eq!(cfg.approval.rate_per_second, 8);
+    assert_eq!(cfg.licences.unwrap().rate_per_second, 4);
+}
