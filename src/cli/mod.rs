@@ -319,7 +319,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Writes command output to stdout; see [`outln`].
+/// Writes command output to stdout; the `outln!` macro of this module calls it.
 pub fn emit(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
