@@ -178,3 +178,51 @@ async fn a_licence_library_that_does_not_answer_pauses_the_check() {
     // Nothing was marked checked: the next pass tries again.
     assert!(!w.store.records_needing_materials(100, t0()).unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
+    let start = t0() - Duration::days(1);
+    let w = world(sim_config(25, start, t0() - Duration::hours(1)), start).await;
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let lcfg = licence_server.sim.config();
+    let licences = LicenceClient::new(
+        LicenceConfig {
+            base_url: licence_server.base_url(),
+            app_id: lcfg.app_id.clone(),
+            app_secret: Secret::new(lcfg.app_secret.clone()),
+            rate_per_second: 0,
+            timeout_secs: 10,
+            max_retries: 2,
+            min_delay_ms: 1,
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .unwrap();
+    let mappings = MappingSet::load(None).unwrap();
+    let syncer = Syncer::new(
+        w.client.clone(),
+        w.store.clone(),
+        mappings.get("approval.project").unwrap(),
+        Arc::new(gateway::policy::Rules::load(None).unwrap()),
+        SyncConfig {
+            start: shuiwu_wire::format_beijing(start),
+            ..SyncConfig::default()
+        },
+        Arc::new(w.clock.clone()),
+    )
+    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+    use shuiwu_licences::sim::LicenceFault;
+    // GetToken is the first request the syncer's client sends; the three after it get the DTD.
+    licence_server
+        .sim
+        .inject_after(1, [LicenceFault::Dtd, LicenceFault::Dtd, LicenceFault::Dtd]);
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    let failures = w.store.failures(None, 100).unwrap();
+    let held: Vec<_> = failures.iter().filter(|f| f.step == "licences").collect();
+    assert_eq!(held.len(), 1, "{failures:?}");
+    assert!(held[0].reason.contains("DTD"), "{}", held[0].reason);
+    assert!(report.materials_checked >= 15, "{report:?}");
+}

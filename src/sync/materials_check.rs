@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use chrono::Duration;
 use shuiwu_approval::ApprovalError;
+use shuiwu_licences::LicenceError;
 use shuiwu_wire::RawDocument;
 use tokio_util::sync::CancellationToken;
 
@@ -144,6 +145,23 @@ impl Syncer {
             if !holders.contains_key(&holder) {
                 let answer = match source.licences.query(&holder, None).await {
                     Ok(a) => a,
+                    // An answer that is there but unusable concerns this holder only: held,
+                    // and the other records go on.
+                    Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
+                        let held = Held {
+                            source: "licences".into(),
+                            key: Some(code.clone()),
+                            version: None,
+                            step: "licences".into(),
+                            field: None,
+                            category: "licences answer unusable".into(),
+                            reason: e.to_string(),
+                            detail: None,
+                            document_sha256: None,
+                        };
+                        self.hold_materials_failure(held, None, run_id)?;
+                        return Ok(Checked::Later);
+                    }
                     Err(e) if e.is_transient() => {
                         return Ok(Checked::SourceDown(format!("licence library: {e}")));
                     }

@@ -144,7 +144,8 @@ pub struct LicenceSimStats {
 
 struct SimState {
     tokens: HashMap<String, DateTime<Utc>>,
-    faults: VecDeque<LicenceFault>,
+    /// What the next requests get: a fault, or `None` for a normal answer.
+    faults: VecDeque<Option<LicenceFault>>,
     counter: u64,
     stats: LicenceSimStats,
 }
@@ -224,7 +225,14 @@ impl LicenceSim {
     }
 
     pub fn inject(&self, fault: LicenceFault) {
-        self.lock().faults.push_back(fault);
+        self.lock().faults.push_back(Some(fault));
+    }
+
+    /// Lets the next `skip` requests through, then answers the following ones with `faults`.
+    pub fn inject_after(&self, skip: usize, faults: impl IntoIterator<Item = LicenceFault>) {
+        let mut st = self.lock();
+        st.faults.extend(std::iter::repeat_n(None, skip));
+        st.faults.extend(faults.into_iter().map(Some));
     }
 
     pub fn stats(&self) -> LicenceSimStats {
@@ -308,7 +316,7 @@ async fn handle(State(sim): State<LicenceSim>, headers: HeaderMap, body: Bytes) 
         let mut st = sim.lock();
         st.stats.requests += 1;
         st.counter += 1;
-        let fault = st.faults.pop_front();
+        let fault = st.faults.pop_front().flatten();
         if fault.is_some() {
             st.stats.faults_injected += 1;
         }
