@@ -86,8 +86,11 @@ pub struct SyncConfig {
     pub page_size: u32,
     /// Detail calls in flight at once.
     pub concurrency: usize,
-    /// Passes on which a listed project may answer `4040` before it is held as a failure.
+    /// Passes on which a listed project may answer `4040`, or keep failing, before it is held
+    /// as a failure.
     pub not_found_limit: i64,
+    /// A project whose detail keeps failing is held only when its failures span this long.
+    pub stuck_after_hours: u64,
 }
 
 impl Default for SyncConfig {
@@ -101,6 +104,7 @@ impl Default for SyncConfig {
             page_size: 100,
             concurrency: 4,
             not_found_limit: 5,
+            stuck_after_hours: 6,
         }
     }
 }

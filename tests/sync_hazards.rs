@@ -239,3 +239,63 @@ async fn a_long_backfill_while_the_platform_keeps_changing() {
     let second = w.pass().await;
     assert!(w.missing(start).is_empty(), "{first:?}\n{second:?}");
 }
+
+#[tokio::test]
+async fn a_project_that_keeps_failing_is_held_and_the_window_moves_on() {
+    use shuiwu_approval::sim::Fault;
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(300, start, t0() - Duration::hours(1)), start).await;
+    let g = w.server.sim.config().generator.clone();
+    let stuck = g.xmdm(10);
+    w.server.sim.fail_project(&stuck, Some(Fault::Internal200));
+    // The first passes leave the window open (the project may recover)…
+    let first = w.pass().await;
+    assert!(matches!(first.end, PassEnd::Incomplete { .. }), "{first:?}");
+    let cursor = w.store.cursor("approval").unwrap();
+    // …then it is held, the window completes and the cursor moves past it.
+    for _ in 0..5 {
+        w.clock.advance(Duration::hours(2));
+        w.pass().await;
+    }
+    let held = w.store.failures(Some("held"), 100).unwrap();
+    let f = held
+        .iter()
+        .find(|f| f.key.as_deref() == Some(stuck.as_str()))
+        .expect("held");
+    assert!(f.reason.contains("kept failing"), "{}", f.reason);
+    assert!(w.store.cursor("approval").unwrap() > cursor);
+    assert_eq!(
+        w.store.cursor("approval").unwrap(),
+        Some(w.clock.now_utc() - Duration::minutes(6))
+    );
+    assert!(
+        w.missing(start).iter().all(|(x, _)| *x == stuck),
+        "every other project is in"
+    );
+}
+
+#[tokio::test]
+async fn a_short_fault_is_not_held() {
+    use shuiwu_approval::sim::Fault;
+    let start = t0() - Duration::days(1);
+    let w = world(sim_config(100, start, t0() - Duration::hours(1)), start).await;
+    let stuck = w.server.sim.config().generator.xmdm(5);
+    w.server.sim.fail_project(&stuck, Some(Fault::BadGateway));
+    // Many quick passes, but within an hour: not yet a lasting fault.
+    for _ in 0..8 {
+        w.clock.advance(Duration::minutes(5));
+        w.pass().await;
+    }
+    assert!(
+        w.store
+            .failures(Some("held"), 100)
+            .unwrap()
+            .iter()
+            .all(|f| f.key.as_deref() != Some(stuck.as_str()))
+    );
+    w.server.sim.fail_project(&stuck, None);
+    w.clock.advance(Duration::minutes(5));
+    let healed = w.pass().await;
+    assert_eq!(healed.end, PassEnd::CaughtUp);
+    assert!(w.missing(start).is_empty());
+}

@@ -771,17 +771,25 @@ impl Store {
     /// Counts one more "listed, but the detail says 4040" for an item version; returns the
     /// count so far.
     pub fn listing_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<i64> {
+        Ok(self.fetch_miss(key, now)?.0)
+    }
+
+    /// Counts one more failed fetch of a listed item version; returns how many so far and
+    /// when the first was.
+    pub fn fetch_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<(i64, DateTime<Utc>)> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO listing_misses (source, key, version, attempts, last_seen) VALUES (?1, ?2, ?3, 1, ?4)
-             ON CONFLICT (source, key, version) DO UPDATE SET attempts = attempts + 1, last_seen = excluded.last_seen",
+            "INSERT INTO listing_misses (source, key, version, attempts, last_seen, first_seen) VALUES (?1, ?2, ?3, 1, ?4, ?4)
+             ON CONFLICT (source, key, version) DO UPDATE SET attempts = attempts + 1, last_seen = excluded.last_seen,
+                 first_seen = coalesce(first_seen, excluded.first_seen)",
             params![key.source, key.key, key.version, ts(now)],
         )?;
-        Ok(conn.query_row(
-            "SELECT attempts FROM listing_misses WHERE source = ?1 AND key = ?2 AND version = ?3",
+        let (attempts, first): (i64, String) = conn.query_row(
+            "SELECT attempts, first_seen FROM listing_misses WHERE source = ?1 AND key = ?2 AND version = ?3",
             params![key.source, key.key, key.version],
-            |r| r.get(0),
-        )?)
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((attempts, parse_ts(&first)?))
     }
 
     /// Commits one unit of work in one transaction.

@@ -188,5 +188,8 @@ CREATE TABLE audit_log (
 ALTER TABLE failures ADD COLUMN resolved_at TEXT;
 ALTER TABLE failures ADD COLUMN resolved_by TEXT;
 ALTER TABLE failures ADD COLUMN resolution TEXT;
+
+-- When a listed project version first failed to be fetched, to tell a lasting fault from a blip.
+ALTER TABLE listing_misses ADD COLUMN first_seen TEXT;
 "#,
 ];

@@ -615,7 +615,36 @@ impl Syncer {
             Err(e @ (ApprovalError::BadSignature | ApprovalError::BadParameter { .. })) => {
                 return Err(Stop::Fatal(SyncError::Refused(e)));
             }
-            Err(e) if e.is_transient() => return Ok(Handled::Pending(e.to_string())),
+            Err(e) if e.is_transient() => {
+                // A project whose detail keeps failing would hold its window open for ever, and
+                // every later window with it; after `not_found_limit` passes spread over at
+                // least `stuck_after_hours` it is held instead (quota and maintenance gates,
+                // which end the pass anyway, are not counted).
+                let gated = matches!(
+                    e,
+                    ApprovalError::QuotaExhausted { .. } | ApprovalError::Maintenance { .. }
+                );
+                if gated {
+                    return Ok(Handled::Pending(e.to_string()));
+                }
+                let now = self.clock.now();
+                let (attempts, since) = self.store.fetch_miss(&listed, now)?;
+                let lasting = now - since >= Duration::hours(self.cfg.stuck_after_hours as i64);
+                if attempts < self.cfg.not_found_limit || !lasting {
+                    return Ok(Handled::Pending(format!("{e} (attempt {attempts})")));
+                }
+                let hold = Hold {
+                    version: listed.version,
+                    step: "detail",
+                    reason: format!(
+                        "the detail call kept failing ({attempts} passes since {}): {e}",
+                        format_beijing(since)
+                    ),
+                    category: Some(format!("detail kept failing: {}", e.kind())),
+                    ..Hold::default()
+                };
+                return Ok(held(summary, hold, None));
+            }
             Err(e) => {
                 let category = Some(format!("detail refused: {}", e.kind()));
                 let hold = Hold {

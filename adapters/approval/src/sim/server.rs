@@ -97,6 +97,8 @@ struct SimState {
     random: u64,
     /// Attachment answers still to be corrupted in transit (body ≠ announced hash).
     corrupt_attachments: u32,
+    /// Projects whose detail call always answers with a fault (a platform bug for one record).
+    failing_projects: HashMap<String, Fault>,
 }
 
 struct Inner {
@@ -154,6 +156,7 @@ impl Simulator {
                 stats: SimStats::default(),
                 random,
                 corrupt_attachments: 0,
+                failing_projects: HashMap::new(),
             }),
         })))
     }
@@ -220,6 +223,15 @@ impl Simulator {
     /// longer matches the hash the header and the project detail announce.
     pub fn corrupt_next_attachments(&self, n: u32) {
         self.lock().corrupt_attachments = n;
+    }
+
+    /// Makes one project's detail call answer `fault` every time (`None` heals it).
+    pub fn fail_project(&self, xmdm: &str, fault: Option<Fault>) {
+        let mut st = self.lock();
+        match fault {
+            Some(f) => st.failing_projects.insert(xmdm.to_string(), f),
+            None => st.failing_projects.remove(xmdm),
+        };
     }
 
     pub fn stats(&self) -> SimStats {
@@ -631,6 +643,10 @@ async fn detail(
         return r;
     }
     let now = sim.now();
+    let failing = sim.lock().failing_projects.get(&xmdm).copied();
+    if let Some(fault) = failing {
+        return sim.fault_response(fault, now);
+    }
     let mut st = sim.lock();
     st.stats.details += 1;
     match st.projects.detail(&xmdm, now) {
