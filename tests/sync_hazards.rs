@@ -272,6 +272,39 @@ async fn a_project_that_keeps_failing_is_held_and_the_window_moves_on() {
         w.missing(start).iter().all(|(x, _)| *x == stuck),
         "every other project is in"
     );
+
+    // The platform heals; an operator replays the held version by fetching it again.
+    w.server.sim.fail_project(&stuck, None);
+    let (item, raw) = w.syncer.refetch(&stuck, f.version.unwrap()).await.unwrap();
+    let gateway::store::Item::Record {
+        key,
+        document_sha256,
+        candidate,
+    } = item
+    else {
+        panic!("{item:?}")
+    };
+    let docs: Vec<_> = raw
+        .into_iter()
+        .map(|r| (gateway::store::sha256_hex(&r.bytes), r))
+        .collect();
+    let applied = w
+        .store
+        .resolve_failure(
+            f.id,
+            "张工",
+            "refetched",
+            Some((&key, &document_sha256, &candidate)),
+            &docs,
+            w.clock.now_utc(),
+        )
+        .unwrap();
+    assert_eq!(applied, Some(gateway::store::Applied::Created));
+    assert!(w.missing(start).is_empty(), "nothing is missing any more");
+    assert!(
+        w.store.document(&document_sha256).unwrap().is_some(),
+        "the refetched bytes are kept"
+    );
 }
 
 #[tokio::test]

@@ -170,11 +170,11 @@ pub fn replay(
     if failure.state != "held" {
         bail!("failure {id} is {}, not held", failure.state);
     }
+    if failure.step == "detail" {
+        bail!("a detail failure needs the platform again: gateway failures replay {id} --refetch --by …");
+    }
     if !matches!(failure.step.as_str(), "map" | "assemble" | "decide") {
-        bail!(
-            "a {} failure cannot be replayed from a stored document: it needs the platform again",
-            failure.step
-        );
+        bail!("a {} failure cannot be replayed", failure.step);
     }
     let (Some(key), Some(version), Some(sha)) = (&failure.key, failure.version, &failure.document_sha256)
     else {
@@ -214,6 +214,7 @@ pub fn replay(
         by,
         "replayed with the rules in force",
         Some((&source_key, sha, &candidate)),
+        &[],
         Utc::now(),
     )?;
     outln!(
@@ -229,7 +230,7 @@ pub fn dismiss(store: &Store, id: i64, by: &str, reason: &str) -> anyhow::Result
     if reason.trim().is_empty() || by.trim().is_empty() {
         bail!("dismissing needs --by and --reason");
     }
-    store.resolve_failure(id, by, reason, None, Utc::now())?;
+    store.resolve_failure(id, by, reason, None, &[], Utc::now())?;
     outln!("failure {id} dismissed by {by}: {reason}");
     Ok(ExitCode::SUCCESS)
 }
@@ -484,6 +485,56 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
             };
             outln!("  {} {}{}", m.item, m.label, owed);
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `gateway failures replay ID --refetch`: fetches a held project's detail from the platform
+/// again, as a pass would, and commits the record it now gives (audited).
+pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::Result<ExitCode> {
+    let gateway = crate::app::Gateway::open(cfg, std::sync::Arc::new(shuiwu_wire::SystemClock))?;
+    let store = &gateway.store;
+    let failure = store.failure(id)?.with_context(|| format!("no failure {id}"))?;
+    if failure.state != "held" {
+        bail!("failure {id} is {}, not held", failure.state);
+    }
+    let (Some(key), Some(version)) = (&failure.key, failure.version) else {
+        bail!("failure {id} names no project version");
+    };
+    let (item, raw) = gateway
+        .syncer
+        .refetch(key, version)
+        .await
+        .map_err(|why| anyhow::anyhow!("not done: {why}"))?;
+    let documents: Vec<(String, shuiwu_wire::RawDocument)> = raw
+        .into_iter()
+        .map(|r| (crate::store::sha256_hex(&r.bytes), r))
+        .collect();
+    match item {
+        crate::store::Item::Record {
+            key,
+            document_sha256,
+            candidate,
+        } => {
+            let applied = store.resolve_failure(
+                id,
+                by,
+                "refetched from the platform",
+                Some((&key, &document_sha256, &candidate)),
+                &documents,
+                Utc::now(),
+            )?;
+            outln!(
+                "failure {id} replayed: {} {} (BBH {})",
+                applied.map_or("?", |a| a.as_str()),
+                candidate.id,
+                key.version
+            );
+        }
+        crate::store::Item::Skipped { reason, .. } => {
+            bail!("the project is now skipped ({reason}); dismiss the failure instead")
+        }
+        crate::store::Item::Held(h) => bail!("still failing: {}", h.reason),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -185,6 +185,10 @@ pub enum FailuresCommand {
         by: String,
         #[arg(long)]
         dry_run: bool,
+        /// For a `detail` failure: fetch the project from the platform again (needs the
+        /// configuration and its secrets).
+        #[arg(long)]
+        refetch: bool,
     },
     /// Take a failure out of the queue without a record, with the reason.
     Dismiss {
@@ -306,7 +310,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     inspect::failures_list(&store, state.as_deref(), limit, json)
                 }
                 FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
-                FailuresCommand::Replay { id, by, dry_run } => events::replay(
+                FailuresCommand::Replay {
+                    id,
+                    by,
+                    refetch: true,
+                    ..
+                } => {
+                    drop(store);
+                    let mut cfg = load_config(&cli.config)?;
+                    if let Some(db) = &cli.db {
+                        cfg.store.path = db.clone();
+                    }
+                    events::refetch(&cfg, id, &by).await
+                }
+                FailuresCommand::Replay {
+                    id,
+                    by,
+                    dry_run,
+                    refetch: false,
+                } => events::replay(
                     &store,
                     mappings_dir_from(&cli.config).as_deref(),
                     id,

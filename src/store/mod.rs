@@ -348,10 +348,14 @@ impl Store {
         by: &str,
         reason: &str,
         replay: Option<(&SourceKey, &str, &Candidate)>,
+        documents: &[(String, RawDocument)],
         now: DateTime<Utc>,
     ) -> Result<Option<Applied>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, None, &ts(now))?;
+        }
         let state: Option<String> = tx
             .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;

@@ -573,6 +573,28 @@ impl Syncer {
         Ok(())
     }
 
+    /// Fetches one project's detail now and turns it into an item, as a pass would: for an
+    /// operator replaying a held `detail` failure. `Err(reason)` when it is not done.
+    pub async fn refetch(
+        &self,
+        xmdm: &str,
+        listed_version: i64,
+    ) -> Result<(Item, Option<RawDocument>), String> {
+        let summary = Summary {
+            xmdm: xmdm.to_string(),
+            bbh: listed_version.max(0) as u64,
+            gxsj: String::new(),
+            zt: String::new(),
+        };
+        let result = self.client.project(xmdm).await;
+        match self.handle(&summary, result) {
+            Ok(Handled::Item(item, raw)) => Ok((*item, raw)),
+            Ok(Handled::Pending(reason)) => Err(reason),
+            Err(Stop::Transient { reason, .. }) => Err(reason),
+            Err(Stop::Fatal(e)) => Err(e.to_string()),
+        }
+    }
+
     /// Turns one detail answer into an item to commit, or says why it is not done.
     fn handle(&self, summary: &Summary, result: Result<Fetched, ApprovalError>) -> Result<Handled, Stop> {
         let listed = SourceKey {
