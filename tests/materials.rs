@@ -16,32 +16,11 @@ use shuiwu_licences::{LicenceClient, LicenceConfig};
 use shuiwu_wire::Secret;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checklists_notices_and_hash_mismatches() {
-    let start = t0() - Duration::days(2);
-    let mut sim = sim_config(60, start, t0() - Duration::hours(1));
-    sim.fixtures = fixtures_at(start + Duration::hours(1)).unwrap();
-    let w = world(sim, start).await;
-    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let lcfg = licence_server.sim.config();
-    let licences = LicenceClient::new(
-        LicenceConfig {
-            base_url: licence_server.base_url(),
-            app_id: lcfg.app_id.clone(),
-            app_secret: Secret::new(lcfg.app_secret.clone()),
-            rate_per_second: 0,
-            timeout_secs: 10,
-            max_retries: 2,
-            min_delay_ms: 5,
-        },
-        Arc::new(w.clock.clone()),
-    )
-    .unwrap();
+/// A syncer over the world's approval simulator that also checks materials with `licences`.
+fn syncer_with_licences(w: &World, start: chrono::DateTime<chrono::Utc>, licences: LicenceConfig) -> Syncer {
     let mappings = MappingSet::load(None).unwrap();
-    let syncer = Syncer::new(
+    let client = LicenceClient::new(licences, Arc::new(w.clock.clone())).unwrap();
+    Syncer::new(
         w.client.clone(),
         w.store.clone(),
         mappings.get("approval.project").unwrap(),
@@ -53,7 +32,33 @@ async fn checklists_notices_and_hash_mismatches() {
         },
         Arc::new(w.clock.clone()),
     )
-    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+    .with_licences(Arc::new(client), mappings.get("licences.query").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checklists_notices_and_hash_mismatches() {
+    let start = t0() - Duration::days(2);
+    let mut sim = sim_config(60, start, t0() - Duration::hours(1));
+    sim.fixtures = fixtures_at(start + Duration::hours(1)).unwrap();
+    let w = world(sim, start).await;
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let lcfg = licence_server.sim.config();
+    let syncer = syncer_with_licences(
+        &w,
+        start,
+        LicenceConfig {
+            base_url: licence_server.base_url(),
+            app_id: lcfg.app_id.clone(),
+            app_secret: Secret::new(lcfg.app_secret.clone()),
+            rate_per_second: 0,
+            timeout_secs: 10,
+            max_retries: 2,
+            min_delay_ms: 1,
+        },
+    );
 
     // Every attachment transfer is damaged during this pass.
     w.server.sim.corrupt_next_attachments(10_000);
@@ -140,7 +145,9 @@ async fn checklists_notices_and_hash_mismatches() {
 async fn a_licence_library_that_does_not_answer_pauses_the_check() {
     let start = t0() - Duration::days(1);
     let w = world(sim_config(30, start, t0() - Duration::hours(1)), start).await;
-    let licences = LicenceClient::new(
+    let syncer = syncer_with_licences(
+        &w,
+        start,
         LicenceConfig {
             // Nothing listens here.
             base_url: "http://127.0.0.1:9".into(),
@@ -151,22 +158,7 @@ async fn a_licence_library_that_does_not_answer_pauses_the_check() {
             max_retries: 0,
             min_delay_ms: 1,
         },
-        Arc::new(w.clock.clone()),
-    )
-    .unwrap();
-    let mappings = MappingSet::load(None).unwrap();
-    let syncer = Syncer::new(
-        w.client.clone(),
-        w.store.clone(),
-        mappings.get("approval.project").unwrap(),
-        Arc::new(gateway::policy::Rules::load(None).unwrap()),
-        SyncConfig {
-            start: shuiwu_wire::format_beijing(start),
-            ..SyncConfig::default()
-        },
-        Arc::new(w.clock.clone()),
-    )
-    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+    );
     let report = syncer.pass(&CancellationToken::new()).await.unwrap();
     assert_eq!(
         report.end,
@@ -188,7 +180,9 @@ async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
         .await
         .unwrap();
     let lcfg = licence_server.sim.config();
-    let licences = LicenceClient::new(
+    let syncer = syncer_with_licences(
+        &w,
+        start,
         LicenceConfig {
             base_url: licence_server.base_url(),
             app_id: lcfg.app_id.clone(),
@@ -198,22 +192,7 @@ async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
             max_retries: 2,
             min_delay_ms: 1,
         },
-        Arc::new(w.clock.clone()),
-    )
-    .unwrap();
-    let mappings = MappingSet::load(None).unwrap();
-    let syncer = Syncer::new(
-        w.client.clone(),
-        w.store.clone(),
-        mappings.get("approval.project").unwrap(),
-        Arc::new(gateway::policy::Rules::load(None).unwrap()),
-        SyncConfig {
-            start: shuiwu_wire::format_beijing(start),
-            ..SyncConfig::default()
-        },
-        Arc::new(w.clock.clone()),
-    )
-    .with_licences(Arc::new(licences), mappings.get("licences.query").unwrap());
+    );
     use shuiwu_licences::sim::LicenceFault;
     // GetToken is the first request the syncer's client sends; the three after it get the DTD.
     licence_server

@@ -125,6 +125,12 @@ impl Syncer {
             .unwrap_or("none")
             .to_string();
         let promised = categories.len() == 1 && policy.zero_materials_promised.contains(&categories[0]);
+        // One day for the whole check: licence validity and the checklist's date agree.
+        let today = self
+            .clock
+            .now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
         let code = content["project"]["code"]
             .as_str()
             .unwrap_or_default()
@@ -148,17 +154,7 @@ impl Syncer {
                     // An answer that is there but unusable concerns this holder only: held,
                     // and the other records go on.
                     Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
-                        let held = Held {
-                            source: "licences".into(),
-                            key: Some(code.clone()),
-                            version: None,
-                            step: "licences".into(),
-                            field: None,
-                            category: "licences answer unusable".into(),
-                            reason: e.to_string(),
-                            detail: None,
-                            document_sha256: None,
-                        };
+                        let held = licence_failure(&code, "licences answer unusable", e.to_string(), None);
                         self.hold_materials_failure(held, None, run_id)?;
                         return Ok(Checked::Later);
                     }
@@ -173,30 +169,15 @@ impl Syncer {
                         .map_err(|e| e.to_string())
                         .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))
                         .and_then(|root| {
-                            let ctx = Context {
-                                today: self
-                                    .clock
-                                    .now()
-                                    .with_timezone(&shuiwu_wire::beijing())
-                                    .date_naive(),
-                            };
+                            let ctx = Context { today };
                             mapping::apply(&source.mapping, mapping::Document::Xml(&root), &sha, &ctx)
                                 .map_err(|e| e.to_string())
                         });
                 let facts = match facts {
                     Ok(f) => f,
                     Err(reason) => {
-                        let held = Held {
-                            source: "licences".into(),
-                            key: Some(code.clone()),
-                            version: None,
-                            step: "licences".into(),
-                            field: None,
-                            category: "licences answer unreadable".into(),
-                            reason,
-                            detail: None,
-                            document_sha256: Some(sha256_hex(&answer.raw.bytes)),
-                        };
+                        let held =
+                            licence_failure(&code, "licences answer unreadable", reason, Some(sha.clone()));
                         self.hold_materials_failure(held, Some(answer.raw), run_id)?;
                         return Ok(Checked::Later);
                     }
@@ -275,11 +256,6 @@ impl Syncer {
             }
         }
 
-        let today = self
-            .clock
-            .now()
-            .with_timezone(&shuiwu_wire::beijing())
-            .date_naive();
         let checklist = materials::evaluate(
             &required,
             &code,
@@ -333,5 +309,20 @@ impl Syncer {
         };
         self.store.commit(&unit, self.clock.now())?;
         Ok(())
+    }
+}
+
+/// A failure of the licence side of the check, for one project's builder.
+fn licence_failure(code: &str, category: &str, reason: String, document_sha256: Option<String>) -> Held {
+    Held {
+        source: "licences".into(),
+        key: Some(code.to_string()),
+        version: None,
+        step: "licences".into(),
+        field: None,
+        category: category.into(),
+        reason,
+        detail: None,
+        document_sha256,
     }
 }
