@@ -1,14 +1,8 @@
 //! The audit log is hash-chained: an edit, a deletion or a reordering is detected.
 
-use std::process::{Command, Output};
+mod common;
 
-fn gateway(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
+use common::cli::gateway;
 
 #[test]
 fn tampering_is_detected() {

@@ -1,17 +1,12 @@
 //! The commands end to end, through the real binary: the demo, inspection, traces, failures,
 //! and personal data masked everywhere (command output and logs alike).
 
+mod common;
+
+use common::cli::gateway;
+
 use std::path::Path;
 use std::process::{Command, Output};
-
-fn gateway(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("GATEWAY_STORE_PATH")
-        .output()
-        .unwrap()
-}
 
 fn text(out: &Output) -> (String, String) {
     (

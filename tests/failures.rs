@@ -1,30 +1,19 @@
 //! The failure queue: a held version replayed after a mapping fix (dry run first), another
 //! dismissed with a reason; both audited.
 
-use std::process::{Command, Output};
+mod common;
 
-fn gateway(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::cli::{gateway, ok};
 
 #[test]
 fn replay_after_a_fix_and_dismiss() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    stdout(&gateway(&["demo", "--projects", "40", "--dir", d]));
+    ok(&gateway(&["demo", "--projects", "40", "--dir", d]));
     let db = dir.path().join("gateway.db");
     let db = db.to_str().unwrap();
     let failures: Vec<serde_json::Value> =
-        serde_json::from_str(&stdout(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
     let fixture = failures
         .iter()
         .find(|f| f["key"] == "2022-530111-47-01-777001")
@@ -58,7 +47,7 @@ fn replay_after_a_fix_and_dismiss() {
     .unwrap();
     let c = config.to_str().unwrap();
 
-    let dry = stdout(&gateway(&[
+    let dry = ok(&gateway(&[
         "--config",
         c,
         "--db",
@@ -72,7 +61,7 @@ fn replay_after_a_fix_and_dismiss() {
     ]));
     assert!(dry.contains("would create the record"), "{dry}");
     assert!(!dry.contains("张三"), "personal data stays masked in a dry run");
-    let after_dry: Vec<serde_json::Value> = serde_json::from_str(&stdout(&gateway(&[
+    let after_dry: Vec<serde_json::Value> = serde_json::from_str(&ok(&gateway(&[
         "--db", db, "failures", "list", "--json", "--state", "held",
     ])))
     .unwrap();
@@ -81,14 +70,14 @@ fn replay_after_a_fix_and_dismiss() {
         "a dry run changes nothing"
     );
 
-    let done = stdout(&gateway(&[
+    let done = ok(&gateway(&[
         "--config", c, "--db", db, "failures", "replay", &id, "--by", "张工",
     ]));
     assert!(
         done.contains("replayed: created PE-2022-530111-47-01-777001"),
         "{done}"
     );
-    let show = stdout(&gateway(&[
+    let show = ok(&gateway(&[
         "--db",
         db,
         "records",
@@ -109,7 +98,7 @@ fn replay_after_a_fix_and_dismiss() {
         .find(|f| f["key"] != "2022-530111-47-01-777001")
         .unwrap();
     let other_id = other["id"].to_string();
-    stdout(&gateway(&[
+    ok(&gateway(&[
         "--db",
         db,
         "failures",
@@ -121,13 +110,13 @@ fn replay_after_a_fix_and_dismiss() {
         "测试数据，已与审批平台核实",
     ]));
     let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&stdout(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
     let state =
         |id: &str| rows.iter().find(|f| f["id"].as_i64() == id.parse().ok()).unwrap()["state"].clone();
     assert_eq!(state(&id), "replayed");
     assert_eq!(state(&other_id), "dismissed");
 
-    let audit = stdout(&gateway(&["--db", db, "audit", "list", "--json"]));
+    let audit = ok(&gateway(&["--db", db, "audit", "list", "--json"]));
     assert!(audit.contains("failure_replayed") && audit.contains("failure_dismissed"));
-    stdout(&gateway(&["--db", db, "audit", "verify"]));
+    ok(&gateway(&["--db", db, "audit", "verify"]));
 }

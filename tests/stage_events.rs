@@ -1,28 +1,12 @@
 //! Stage events through the real binary, and the deadline watch raising each alert once.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::cli::{gateway, ok, refused};
 
 use gateway::deadlines::{self, DeadlineState};
 use gateway::policy::Rules;
 use gateway::store::Store;
-
-fn gateway(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn refused(out: &Output) -> String {
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[test]
 fn events_reevaluate_the_record_and_nonsense_is_refused() {

@@ -1,6 +1,8 @@
 //! Shared set-up for integration tests: a simulator and a gateway wired to one manual clock.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::sync::Arc;
 use std::time::Duration;
 
