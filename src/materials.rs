@@ -86,6 +86,16 @@ impl Checklist {
     }
 }
 
+/// Every item a policy may require, as policy files and commitments name them.
+pub const ITEMS: [&str; 6] = [
+    "identity",
+    "identity_card",
+    "right_to_build",
+    "premises_right",
+    "site_plan",
+    "plumbing_design",
+];
+
 /// The Chinese name of an item, as the notice prints it.
 pub fn label(item: &str) -> &'static str {
     match item {

@@ -111,16 +111,9 @@ fn action_of(
                 .map(|i| i.trim().to_string())
                 .filter(|i| !i.is_empty())
                 .collect();
-            const KNOWN: [&str; 6] = [
-                "identity",
-                "identity_card",
-                "right_to_build",
-                "premises_right",
-                "site_plan",
-                "plumbing_design",
-            ];
-            if let Some(bad) = items.iter().find(|i| !KNOWN.contains(&i.as_str())) {
-                bail!("unknown item {bad:?} (known: {})", KNOWN.join(", "));
+            let known = crate::materials::ITEMS;
+            if let Some(bad) = items.iter().find(|i| !known.contains(&i.as_str())) {
+                bail!("unknown item {bad:?} (known: {})", known.join(", "));
             }
             if items.is_empty() {
                 bail!("commitment needs at least one item");

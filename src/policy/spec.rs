@@ -107,15 +107,6 @@ struct CompanySpec {
     managers: Vec<String>,
 }
 
-const MATERIALS: [&str; 6] = [
-    "identity",
-    "identity_card",
-    "right_to_build",
-    "premises_right",
-    "site_plan",
-    "plumbing_design",
-];
-
 pub fn compile(file: &str, content: &str) -> Result<Policy, PolicyError> {
     let err = |span: Option<std::ops::Range<usize>>, message: String| PolicyError::Invalid {
         file: file.to_string(),
@@ -287,10 +278,16 @@ pub fn compile(file: &str, content: &str) -> Result<Policy, PolicyError> {
                 format!("materials for unknown category {category}"),
             ));
         }
-        if let Some(bad) = items.iter().find(|i| !MATERIALS.contains(&i.as_str())) {
+        if let Some(bad) = items
+            .iter()
+            .find(|i| !crate::materials::ITEMS.contains(&i.as_str()))
+        {
             return Err(err(
                 Some(mat_span.clone()),
-                format!("unknown material {bad:?} (known: {})", MATERIALS.join(", ")),
+                format!(
+                    "unknown material {bad:?} (known: {})",
+                    crate::materials::ITEMS.join(", ")
+                ),
             ));
         }
     }

@@ -375,16 +375,7 @@ impl Simulator {
             }
             if st.recent.len() as u32 >= limit {
                 st.stats.rate_limited += 1;
-                let mut r = envelope(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "4290",
-                    "请求过于频繁",
-                    Value::Null,
-                    now,
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return Err(r);
+                return Err(rate_limited(1, now));
             }
             st.recent.push_back(instant);
         }
@@ -417,19 +408,7 @@ impl Simulator {
             (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
         };
         match fault {
-            Fault::RateLimited { retry_after_secs } => {
-                let mut r = envelope(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "4290",
-                    "请求过于频繁",
-                    Value::Null,
-                    now,
-                );
-                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                r
-            }
+            Fault::RateLimited { retry_after_secs } => rate_limited(retry_after_secs, now),
             Fault::QuotaExhausted => {
                 self.lock().exhausted_day = Some(now.with_timezone(&beijing()).date_naive());
                 envelope(StatusCode::OK, "4291", "当日调用次数已用完", Value::Null, now)
@@ -546,6 +525,20 @@ fn envelope(status: StatusCode, code: &str, msg: &str, data: Value, now: DateTim
         body,
     )
         .into_response()
+}
+
+/// HTTP 429, code `4290`, with `Retry-After` in seconds.
+fn rate_limited(retry_after_secs: u64, now: DateTime<Utc>) -> Response {
+    let mut r = envelope(
+        StatusCode::TOO_MANY_REQUESTS,
+        "4290",
+        "请求过于频繁",
+        Value::Null,
+        now,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r
 }
 
 fn maintenance(until: DateTime<Utc>, now: DateTime<Utc>) -> Response {
