@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::mapping::MappingSet;
 use crate::policy::{PolicySet, Rules};
 use crate::store::Store;
+use crate::store::lock::WriterLock;
 use crate::sync::Syncer;
 
 /// The name of the mapping that turns an approval-platform project detail into facts.
@@ -21,6 +22,9 @@ pub const LICENCE_MAPPING: &str = "licences.query";
 
 /// A gateway ready to sync.
 pub struct Gateway {
+    /// Held by `run` and `sync --once` for as long as the gateway lives: one writer per
+    /// database.
+    pub writer: Option<WriterLock>,
     pub store: Arc<Store>,
     pub mappings: MappingSet,
     pub calendar: Calendar,
@@ -29,6 +33,25 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Opens the gateway as the database's one writer (the daemon, a sync pass): refused with
+    /// a [`crate::store::lock::LockError::Held`] naming the holder when another one runs.
+    pub fn open_writer(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Gateway> {
+        let since = shuiwu_wire::format_beijing(clock.now());
+        let lock = WriterLock::acquire(&cfg.store.path, &since)?;
+        // Whatever went wrong before (a kill, a power cut) ended the passes it left open.
+        let mut gateway = Gateway::open(cfg, clock.clone())?;
+        let closed = gateway.store.close_abandoned_runs(clock.now())?;
+        if closed > 0 {
+            tracing::warn!(
+                runs = closed,
+                "passes left unfinished by a stopped gateway are marked interrupted"
+            );
+        }
+        gateway.writer = Some(lock);
+        Ok(gateway)
+    }
+
+    /// Opens the gateway without the writer lock, for commands that act on one item.
     pub fn open(cfg: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Gateway> {
         let mappings = MappingSet::load(cfg.mappings.dir.as_deref()).context("loading mapping files")?;
         let mapping = mappings
@@ -40,7 +63,14 @@ impl Gateway {
             tracing::warn!("{warning}");
         }
         let policies = PolicySet::load(cfg.mappings.dir.as_deref()).context("loading the policy")?;
+        let existed = cfg.store.path.exists();
         let store = Arc::new(Store::open(&cfg.store.path)?);
+        if existed && crate::store::readable_by_others(&cfg.store.path) {
+            tracing::warn!(
+                db = %cfg.store.path.display(),
+                "the database holds personal data and is readable by other users: chmod 600 it (and its -wal and -shm files)"
+            );
+        }
         store.save_rules(&mappings, &policies, clock.now())?;
         let rules = Arc::new(Rules {
             policies,
@@ -63,6 +93,7 @@ impl Gateway {
             syncer = syncer.with_licences(Arc::new(client), licence_mapping);
         }
         Ok(Gateway {
+            writer: None,
             store,
             mappings,
             calendar,

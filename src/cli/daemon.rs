@@ -95,7 +95,7 @@ fn log_report(r: &PassReport) {
 }
 
 pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let gateway = Gateway::open(cfg, Arc::new(SystemClock))?;
+    let gateway = Gateway::open_writer(cfg, Arc::new(SystemClock))?;
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let (syncer, bar) = with_progress(gateway.syncer);
@@ -115,7 +115,7 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let gateway = Gateway::open(cfg, Arc::new(SystemClock))?;
+    let gateway = Gateway::open_writer(cfg, Arc::new(SystemClock))?;
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let interval = cfg.sync.interval();

@@ -102,7 +102,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.projects,
         shuiwu_approval::sim::FIXTURES.len()
     );
-    let gateway = Gateway::open(&cfg, Arc::new(SystemClock))?;
+    let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock))?;
     let token = CancellationToken::new();
     super::daemon::shutdown_on_signals(token.clone());
     let (syncer, bar) = super::daemon::with_progress(gateway.syncer);

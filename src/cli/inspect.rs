@@ -410,3 +410,32 @@ pub fn failures_show(store: &Store, id: i64, json: bool) -> anyhow::Result<ExitC
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `gateway runs`: the newest sync passes and how they ended.
+pub fn runs(store: &Store, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let rows = store.runs(limit)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    table::print(
+        &["run", "started", "finished", "outcome", "processed", "why"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.started_at.chars().take(19).collect(),
+                    r.finished_at
+                        .as_deref()
+                        .map_or(String::new(), |t| t.chars().take(19).collect()),
+                    r.outcome.clone(),
+                    r.processed.to_string(),
+                    clip(r.error.as_deref().unwrap_or(""), 60),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    outln!("{} runs shown", rows.len());
+    Ok(ExitCode::SUCCESS)
+}

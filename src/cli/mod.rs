@@ -121,6 +121,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sync passes, newest first: when, how they ended (`running`, `caught_up`, `incomplete`,
+    /// `interrupted`, `failed`) and why.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the approval-platform simulator on loopback (for benchmarks and trying things).
     Simulate(simulate::SimulateArgs),
 }
@@ -285,6 +293,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Runs { limit, json } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            inspect::runs(&store, limit, json)
+        }
         Command::Records { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {
@@ -338,6 +350,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 FailuresCommand::Dismiss { id, by, reason } => events::dismiss(&store, id, &by, &reason),
             }
         }
+    }
+}
+
+/// Exit code 4: another gateway holds the database (`run`, `sync --once`); any other error: 1.
+pub const EXIT_LOCKED: u8 = 4;
+
+/// The exit code for an error that ended a command.
+pub fn exit_code_for(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<crate::store::lock::LockError>() {
+        Some(crate::store::lock::LockError::Held { .. }) => ExitCode::from(EXIT_LOCKED),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -7,6 +7,7 @@
 //! (source, key, version): a unit replayed after a crash changes nothing that is already there.
 
 pub mod audit;
+pub mod lock;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ pub enum StoreError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not a shuiwu-gateway database ({why}); refusing to touch it")]
+    NotOurs { path: String, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -173,6 +178,19 @@ pub struct FailureRow {
     pub created_at: String,
 }
 
+/// One sync pass as listed. `outcome` is `running` while it runs, `interrupted` when it was
+/// stopped (by a signal, or found unfinished after a kill).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: String,
+    pub error: Option<String>,
+    /// Project versions processed in the pass.
+    pub processed: i64,
+}
+
 /// Counts of one run (or several), for summaries.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OutcomeCount {
@@ -200,6 +218,81 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// `PRAGMA application_id` of a gateway database ("SWGW"), so that `--db` pointed at another
+/// program's SQLite file is refused instead of being converted.
+pub const APPLICATION_ID: i32 = 0x5357_4757;
+
+/// Refuses a database that belongs to another application. An empty file is new; a database
+/// from before the application id was set is recognised by its schema version and tables.
+fn check_application(conn: &Connection, path: &Path) -> Result<()> {
+    let not_ours = |why: String| StoreError::NotOurs {
+        path: path.display().to_string(),
+        why,
+    };
+    let id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| not_ours(e.to_string()))?;
+    if id == APPLICATION_ID {
+        return Ok(());
+    }
+    if id != 0 {
+        return Err(not_ours(format!("its application id is {id:#x}")));
+    }
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    let ours: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('records', 'cursors', 'source_versions')",
+        [],
+        |r| r.get(0),
+    )?;
+    match (version, tables) {
+        (0, 0) => Ok(()),
+        (v, _) if v > 0 && ours == 3 => {
+            conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+            Ok(())
+        }
+        _ => Err(not_ours(format!(
+            "it has {tables} schema objects of another program"
+        ))),
+    }
+}
+
+/// Creates a directory (and its parents) readable by the gateway's user only, whatever the umask.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
+}
+
+/// Open options that create a file readable and writable by the gateway's user only.
+pub(crate) fn private_file_options(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Whether an existing database file can be read by other users (group or others bits).
+pub fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -217,16 +310,36 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
+    ///
+    /// A new database (and the directory it is created in) is private to the gateway's user:
+    /// it holds personal data. SQLite gives its `-wal` and `-shm` files the database file's
+    /// permissions. A file that is some other application's SQLite database is refused, never
+    /// converted.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // A failure here shows as the open error just below, which names the path.
-            let _ = std::fs::create_dir_all(dir);
-        }
         let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
         };
+        let io_err = |e: std::io::Error| StoreError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            private_dir(dir).map_err(io_err)?;
+        }
+        if !path.exists() {
+            private_file_options(std::fs::OpenOptions::new().write(true).create_new(true))
+                .open(path)
+                .map_err(io_err)?;
+            // The mode given at creation is filtered by the umask; this is not.
+            #[cfg(unix)]
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(io_err)?;
+        }
         let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(open_err)?;
+        check_application(&conn, path)?;
         // WAL: readers (CLI commands) never block the daemon's writer, and a commit survives a
         // killed process. synchronous=FULL: it survives a power cut too.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -234,8 +347,6 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(open_err)?;
         let found: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(open_err)?;
@@ -251,6 +362,7 @@ impl Store {
             let tx = conn.transaction()?;
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.commit()?;
         }
         let reader = Connection::open(path).map_err(open_err)?;
@@ -314,6 +426,38 @@ impl Store {
         let conn = self.lock();
         conn.execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
         Ok(conn.last_insert_rowid())
+    }
+
+    /// Marks the passes that never finished as interrupted: only the holder of the writer lock
+    /// calls this, so no other pass can be running. Returns how many were closed.
+    pub fn close_abandoned_runs(&self, now: DateTime<Utc>) -> Result<usize> {
+        Ok(self.lock().execute(
+            "UPDATE runs SET finished_at = ?1, outcome = 'interrupted',
+                 error = 'the gateway stopped before the pass finished (killed or crashed)'
+             WHERE finished_at IS NULL",
+            [ts(now)],
+        )?)
+    }
+
+    /// The newest passes, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, started_at, finished_at, outcome, error,
+                    (SELECT count(*) FROM source_versions s WHERE s.run_id = runs.id)
+             FROM runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                finished_at: r.get(2)?,
+                outcome: r.get::<_, Option<String>>(3)?.unwrap_or_else(|| "running".into()),
+                error: r.get(4)?,
+                processed: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {

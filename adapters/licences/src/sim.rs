@@ -476,7 +476,7 @@ struct Style {
 impl Style {
     fn pick(n: u64) -> Style {
         Style {
-            gbk: n % 2 == 0,
+            gbk: n.is_multiple_of(2),
             envelope_prefix: ["soap", "SOAP-ENV", "S", "soapenv"][((n >> 8) % 4) as usize],
             service: (n >> 16) % 3,
         }

@@ -1,0 +1,206 @@
+//! The daemon as an operator meets it: one writer per database, passes that a kill ended shown
+//! as interrupted, a private database, and another program's database left alone.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{gateway, simulator, write_config};
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `gateway run` and waits until it holds the writer lock.
+fn start_daemon(config: &Path, db: &Path) -> Child {
+    let child = gateway(config, &["run"]).spawn().unwrap();
+    let lock = gateway::store::lock::WriterLock::path_for(db);
+    let pid = format!("pid={}", child.id());
+    wait_for("the daemon to take the lock", Duration::from_secs(30), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid))
+    });
+    child
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_is_refused_while_inspection_keeps_working() {
+    let server = simulator(2_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let db = dir.path().join("g.db");
+    let daemon = start_daemon(&config, &db);
+    let pid = daemon.id();
+
+    for args in [&["sync", "--once"][..], &["run"][..]] {
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || gateway(&config, args).output().unwrap()
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("pid {pid}")),
+            "{args:?} must name the holder: {err}"
+        );
+        assert!(
+            err.contains(&gateway::store::lock::hostname()),
+            "{args:?} must name the host: {err}"
+        );
+    }
+    // Inspection reads beside the writer.
+    for args in [&["records", "list"][..], &["runs"][..], &["failures", "list"][..]] {
+        let out = gateway(&config, args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    stop(daemon);
+    // Once the daemon is gone the database is free again.
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_ended_by_a_kill_shows_as_interrupted() {
+    let server = simulator(3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let db = dir.path().join("g.db");
+    let mut daemon = start_daemon(&config, &db);
+    // Wait until the pass has committed something, then kill it mid-pass.
+    let store_seen = || {
+        gateway::store::Store::open(&db)
+            .and_then(|s| s.record_count())
+            .is_ok_and(|n| n > 0)
+    };
+    wait_for("the first records", Duration::from_secs(30), store_seen);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let runs = |config: &Path| -> serde_json::Value {
+        let out = gateway(config, &["runs", "--json"])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        runs(&config)[0]["outcome"],
+        "running",
+        "killed: nobody closed it yet"
+    );
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = runs(&config);
+    assert_eq!(after[0]["outcome"], "caught_up");
+    assert_eq!(after[1]["outcome"], "interrupted", "{after}");
+    assert!(after[1]["processed"].as_i64().unwrap() > 0);
+    let text = gateway(&config, &["runs"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("interrupted"));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = simulator(50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    // The store in a directory that does not exist yet.
+    let data = dir.path().join("state").join("gateway");
+    let db = data.join("g.db");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("path = \"{}\"", dir.path().join("g.db").display()),
+        &format!("path = \"{}\"", db.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = gateway(&config, &["sync", "--once"]);
+    // The same command, under the most permissive umask.
+    let shell = format!(
+        "umask 000; exec {} --config {} sync --once",
+        env!("CARGO_BIN_EXE_gateway"),
+        config.display()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(shell)
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&db), 0o600);
+    let mut checked = 0;
+    for suffix in ["-wal", "-shm", ".lock"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let p = std::path::PathBuf::from(name);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "the lock file at least is there");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(data.parent().unwrap()), 0o700);
+    // An existing database readable by others is warned about at start.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    cmd.env("RUST_LOG", "warn");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("readable by other users"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn another_programs_sqlite_file_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("other.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT); INSERT INTO notes (text) VALUES ('keep me');")
+            .unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    let out = gateway_cmd(&["--db", db.to_str().unwrap(), "records", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a shuiwu-gateway database"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file must not change");
+    let journal: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "delete", "the file must not be switched to WAL");
+}
+
+fn gateway_cmd(args: &[&str]) -> Output {
+    common::cli::gateway(args)
+}
