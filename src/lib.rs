@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod mask;
 pub mod materials;
 pub mod policy;
+pub mod rebuild;
 pub mod record;
 pub mod stages;
 pub mod store;

@@ -279,7 +279,7 @@ async fn a_project_that_keeps_failing_is_held_and_the_window_moves_on() {
     let gateway::store::Item::Record {
         key,
         document_sha256,
-        candidate,
+        draft,
     } = item
     else {
         panic!("{item:?}")
@@ -294,7 +294,7 @@ async fn a_project_that_keeps_failing_is_held_and_the_window_moves_on() {
             f.id,
             "张工",
             "refetched",
-            Some((&key, &document_sha256, &candidate)),
+            Some((&key, &document_sha256, *draft, w.syncer.rebuilder())),
             &docs,
             w.clock.now_utc(),
         )

@@ -13,11 +13,12 @@ use shuiwu_wire::{format_beijing, parse_beijing};
 use super::table;
 use crate::app::PROJECT_MAPPING;
 use crate::deadlines::{self, DeadlineState};
-use crate::mapping::{self, MappingSet};
+use crate::mapping::MappingSet;
 use crate::policy::Rules;
-use crate::record::{Assembled, Draft, assemble};
-use crate::stages::{self, Action, OperatorAction, PauseReason};
-use crate::store::Store;
+use crate::rebuild::Rebuilder;
+use crate::record::{Assembled, Draft};
+use crate::stages::{self, Action, PauseReason};
+use crate::store::{ActionContext, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventKind {
@@ -123,30 +124,23 @@ fn action_of(
     })
 }
 
-/// Rebuilds a record's draft from its current raw document with the mapping in force.
-fn draft_of(store: &Store, mappings: &MappingSet, id: &str) -> anyhow::Result<Draft> {
-    let versions = store.record_versions(id)?;
-    let current = versions
-        .last()
-        .with_context(|| format!("no record {id} (see `gateway records list`)"))?;
-    draft_from_document(store, mappings, &current.document_sha256)
+/// The mapping and rules in force, as the operator commands apply them.
+fn rebuilder(dir: Option<&Path>) -> anyhow::Result<Rebuilder> {
+    let mappings = MappingSet::load(dir)?;
+    let mapping = mappings.get(PROJECT_MAPPING).context("no project mapping")?;
+    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
+    Ok(Rebuilder::new(mapping, std::sync::Arc::new(rules)))
 }
 
 /// Maps a stored project document afresh, with the mapping files in force now.
-fn draft_from_document(store: &Store, mappings: &MappingSet, sha: &str) -> anyhow::Result<Draft> {
+fn draft_from_document(store: &Store, rebuilder: &Rebuilder, sha: &str) -> anyhow::Result<Draft> {
     let (bytes, _) = store
         .document(sha)?
         .with_context(|| format!("the raw document {sha} is missing"))?;
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).context("the raw document is not JSON")?;
-    let mapping = mappings.get(PROJECT_MAPPING).context("no project mapping")?;
-    let ctx = mapping::Context {
-        today: shuiwu_wire::beijing_today(),
-    };
-    let facts = mapping::apply(&mapping, mapping::Document::Json(&doc), sha, &ctx)
-        .map_err(|e| anyhow::anyhow!("the document still does not map: {e}"))?;
-    match assemble(&facts, sha)? {
-        Assembled::Record(draft) => Ok(*draft),
-        Assembled::Skip(reason) => bail!("the document is now skipped: {reason}"),
+    match rebuilder.assemble_bytes(&bytes, sha, shuiwu_wire::beijing_today()) {
+        Ok(Assembled::Record(draft)) => Ok(*draft),
+        Ok(Assembled::Skip(reason)) => bail!("the document is now skipped: {reason}"),
+        Err(e) => bail!("the document still does not map: {e}"),
     }
 }
 
@@ -173,14 +167,13 @@ pub fn replay(
     else {
         bail!("failure {id} names no project version and document to replay");
     };
-    let mappings = MappingSet::load(dir)?;
-    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
-    let draft = draft_from_document(store, &mappings, sha)?;
-    let meta = store.record_meta(&draft.id)?;
-    let created = meta.as_ref().map_or_else(Utc::now, |m| m.0);
-    let policy = rules.policies.for_date(crate::worktime::date_of(created))?;
+    let rebuilder = rebuilder(dir)?;
+    let draft = draft_from_document(store, &rebuilder, sha)?;
+    // What the record would be now; the replay itself rebuilds it again inside its own
+    // transaction, with whatever actions are stored by then.
+    let existing = store.existing(&draft.id)?;
     let actions = store.actions(&draft.id)?;
-    let candidate = draft.decide(policy, meta.and_then(|m| m.1), &actions, &rules.calendar);
+    let candidate = rebuilder.candidate(draft.clone(), existing.as_ref(), &actions, Utc::now())?;
     let current = store.record_versions(&candidate.id)?;
     let change = match current.last() {
         None => "would create the record".to_string(),
@@ -206,7 +199,7 @@ pub fn replay(
         id,
         by,
         "replayed with the rules in force",
-        Some((&source_key, sha, &candidate)),
+        Some((&source_key, sha, draft, &rebuilder)),
         &[],
         Utc::now(),
     )?;
@@ -229,8 +222,6 @@ pub fn dismiss(store: &Store, id: i64, by: &str, reason: &str) -> anyhow::Result
 }
 
 pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyhow::Result<ExitCode> {
-    let mappings = MappingSet::load(dir)?;
-    let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
     let now = Utc::now();
     let (id, action, at, by, override_reason) = match command {
         RecordCommand::Event {
@@ -268,47 +259,9 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
     if by.trim().is_empty() {
         bail!("--by must name who acts");
     }
-    let draft = draft_of(store, &mappings, &id)?;
-    let (created, manager) = store
-        .record_meta(&id)?
-        .with_context(|| format!("no record {id}"))?;
-    let policy = rules.policies.for_date(crate::worktime::date_of(created))?;
-    let actions = store.actions(&id)?;
-    let before = draft
-        .clone()
-        .decide(policy, manager.clone(), &actions, &rules.calendar);
-    let stages_decision = before
-        .record
-        .decisions
-        .as_ref()
-        .map(|d| d.stages.clone())
-        .context("no decisions")?;
-    stages::check(&actions, &action, at, &stages_decision)
-        .map_err(|why| anyhow::anyhow!("refused: {why}"))?;
-    // Zero materials: missing items must be committed (容缺) before acceptance and must have
-    // arrived before connection, unless an operator overrides with a reason.
-    let owed: Vec<String> = store
-        .latest_materials(&id)?
-        .map(|(_, _, c)| c.missing().map(|i| i.item.clone()).collect())
-        .unwrap_or_default();
-    let committed = stages::committed(&actions);
-    let blocking: Vec<String> = match action {
-        Action::Accepted => owed.iter().filter(|i| !committed.contains(i)).cloned().collect(),
-        Action::Connected => owed.clone(),
-        _ => Vec::new(),
-    };
-    if !blocking.is_empty() && override_reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
-        let list: Vec<String> = blocking
-            .iter()
-            .map(|i| format!("{i} ({})", crate::materials::label(i)))
-            .collect();
-        let what = if matches!(action, Action::Accepted) {
-            "missing materials are not committed (容缺): record a commitment first"
-        } else {
-            "materials are still owed before connection"
-        };
-        bail!("refused: {what}: {}; or pass --override-reason", list.join(", "));
-    }
+    let rebuilder = rebuilder(dir)?;
+    // The action is judged and the record rebuilt inside one transaction, against the record
+    // as it is at that moment (a sync may be committing a new version of it right now).
     let (action_id, version) = store.record_action(
         &id,
         crate::store::NewAction {
@@ -318,17 +271,8 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
             override_reason: override_reason.as_deref(),
         },
         now,
-        |action_id| {
-            let mut all = actions.clone();
-            all.push(OperatorAction {
-                id: action_id,
-                action: action.clone(),
-                at,
-                by: by.clone(),
-                override_reason: override_reason.clone(),
-            });
-            draft.decide(policy, manager, &all, &rules.calendar)
-        },
+        &rebuilder,
+        |ctx| judge(ctx, &action, at, override_reason.as_deref()),
     )?;
     outln!(
         "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",
@@ -348,6 +292,44 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether an action makes sense for the record as it is: stage order, and zero materials —
+/// missing items must be committed (容缺) before acceptance and must have arrived before
+/// connection, unless an operator overrides with a reason.
+pub fn judge(
+    ctx: &ActionContext<'_>,
+    action: &Action,
+    at: DateTime<Utc>,
+    override_reason: Option<&str>,
+) -> Result<(), String> {
+    let stages_decision = ctx
+        .record
+        .record
+        .decisions
+        .as_ref()
+        .map(|d| d.stages.clone())
+        .ok_or_else(|| "the record has no decisions".to_string())?;
+    stages::check(ctx.actions, action, at, &stages_decision)?;
+    let committed = stages::committed(ctx.actions);
+    let blocking: Vec<&String> = match action {
+        Action::Accepted => ctx.owed.iter().filter(|i| !committed.contains(i)).collect(),
+        Action::Connected => ctx.owed.iter().collect(),
+        _ => Vec::new(),
+    };
+    if !blocking.is_empty() && override_reason.is_none_or(|r| r.trim().is_empty()) {
+        let list: Vec<String> = blocking
+            .iter()
+            .map(|i| format!("{i} ({})", crate::materials::label(i)))
+            .collect();
+        let what = if matches!(action, Action::Accepted) {
+            "missing materials are not committed (容缺): record a commitment first"
+        } else {
+            "materials are still owed before connection"
+        };
+        return Err(format!("{what}: {}; or pass --override-reason", list.join(", ")));
+    }
+    Ok(())
 }
 
 /// A duration like `90m`, `36h` or `2d`.
@@ -507,20 +489,21 @@ pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::
         crate::store::Item::Record {
             key,
             document_sha256,
-            candidate,
+            draft,
         } => {
+            let record_id = draft.id.clone();
             let applied = store.resolve_failure(
                 id,
                 by,
                 "refetched from the platform",
-                Some((&key, &document_sha256, &candidate)),
+                Some((&key, &document_sha256, *draft, gateway.syncer.rebuilder())),
                 &documents,
                 Utc::now(),
             )?;
             outln!(
                 "failure {id} replayed: {} {} (BBH {})",
                 applied.map_or("?", |a| a.as_str()),
-                candidate.id,
+                record_id,
                 key.version
             );
         }

@@ -14,14 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shuiwu_wire::{FetchMeta, RawDocument};
 
 use crate::mapping::MappingSet;
 use crate::policy::PolicySet;
-use crate::record::{Candidate, RecordState};
+use crate::rebuild::{Existing, Rebuilder};
+use crate::record::{Candidate, Draft, RecordState};
 
 /// A store operation failed. Every variant is fatal for the unit at hand (it is not
 /// committed) but never for the daemon.
@@ -35,6 +36,12 @@ pub enum StoreError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// The record could not be rebuilt with the rules in force (no policy for its day).
+    #[error("the record cannot be rebuilt: {0}")]
+    Rebuild(String),
+    /// An operator action that the record's state at commit time refuses.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("{path} is not a shuiwu-gateway database ({why}); refusing to touch it")]
@@ -54,10 +61,12 @@ pub struct SourceKey {
 /// What processing one upstream item version gave, ready to commit.
 #[derive(Debug, Clone)]
 pub enum Item {
+    /// A project version mapped into a draft; the store rebuilds the record from it and the
+    /// record's actions inside the commit's transaction.
     Record {
         key: SourceKey,
         document_sha256: String,
-        candidate: Box<Candidate>,
+        draft: Box<Draft>,
     },
     Skipped {
         key: SourceKey,
@@ -209,6 +218,15 @@ pub struct NewAction<'a> {
     pub override_reason: Option<&'a str>,
 }
 
+/// What an operator action is judged against, read in the action's own transaction.
+pub struct ActionContext<'a> {
+    /// The record as its current document and actions give it now.
+    pub record: &'a Candidate,
+    pub actions: &'a [crate::stages::OperatorAction],
+    /// Items the latest materials check found missing.
+    pub owed: &'a [String],
+}
+
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
@@ -303,6 +321,13 @@ fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {text:?}: {e}")))
 }
 
+/// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`): what it
+/// reads cannot be changed by another writer before it commits, and it waits (busy timeout)
+/// instead of failing when another writer holds the lock.
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
 /// SHA-256 of raw bytes, lower-case hex: the address of a raw document.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -359,7 +384,7 @@ impl Store {
             });
         }
         for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = conn.transaction()?;
+            let tx = write_tx(&mut conn)?;
             tx.execute_batch(migration)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
@@ -462,7 +487,7 @@ impl Store {
 
     pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         tx.execute(
             "UPDATE runs SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
             params![run, ts(now), outcome, error],
@@ -491,12 +516,12 @@ impl Store {
         id: i64,
         by: &str,
         reason: &str,
-        replay: Option<(&SourceKey, &str, &Candidate)>,
+        replay: Option<(&SourceKey, &str, Draft, &Rebuilder)>,
         documents: &[(String, RawDocument)],
         now: DateTime<Utc>,
     ) -> Result<Option<Applied>> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, None, &ts(now))?;
         }
@@ -510,8 +535,11 @@ impl Store {
         }
         let now_text = ts(now);
         let applied = match replay {
-            Some((key, document, candidate)) => {
-                Some(apply_record(&tx, key, document, candidate, None, &now_text)?)
+            Some((key, document, draft, rebuilder)) => {
+                match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
+                    Ok(applied) => Some(applied),
+                    Err(e) => return Err(StoreError::Rebuild(e.to_string())),
+                }
             }
             None => None,
         };
@@ -584,44 +612,22 @@ impl Store {
 
     /// The operator actions on a record, oldest first.
     pub fn actions(&self, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt
-            .query_map([record_id], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(id, action, at, by, override_reason)| {
-                Ok(crate::stages::OperatorAction {
-                    id,
-                    action: serde_json::from_str(&action)
-                        .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
-                    at: parse_ts(&at)?,
-                    by,
-                    override_reason,
-                })
-            })
-            .collect()
+        actions_of(&self.read(), record_id)
     }
 
-    /// Records an operator action and, when the re-evaluated record differs, its new version,
-    /// in one transaction. `make` builds the candidate from the action's id. Returns the action
-    /// id and the record version now current.
+    /// Records an operator action and, when the rebuilt record differs, its new version, in
+    /// one `BEGIN IMMEDIATE` transaction: the current version, its document and the record's
+    /// actions are read, `check` judges the action against them (with the record as it is and
+    /// the materials owed now), and the record is rebuilt from the same document and every
+    /// action. A sync committing a new version at the same moment waits for this transaction
+    /// or comes after it, and rebuilds with this action in turn.
     pub fn record_action(
         &self,
         record_id: &str,
         new: NewAction<'_>,
         now: DateTime<Utc>,
-        make: impl FnOnce(i64) -> Candidate,
+        rebuilder: &Rebuilder,
+        check: impl FnOnce(&ActionContext<'_>) -> std::result::Result<(), String>,
     ) -> Result<(i64, i64)> {
         let NewAction {
             action,
@@ -630,7 +636,36 @@ impl Store {
             override_reason,
         } = new;
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
+        let Some(current) = current_of(&tx, record_id)? else {
+            return Err(StoreError::Refused(format!(
+                "no record {record_id} (see `gateway records list`)"
+            )));
+        };
+        let bytes: Vec<u8> = tx.query_row(
+            "SELECT bytes FROM raw_documents WHERE sha256 = ?1",
+            [&current.document_sha256],
+            |r| r.get(0),
+        )?;
+        let today = crate::worktime::date_of(now);
+        let draft = match rebuilder.assemble_bytes(&bytes, &current.document_sha256, today) {
+            Ok(crate::record::Assembled::Record(d)) => *d,
+            Ok(crate::record::Assembled::Skip(why)) => {
+                return Err(StoreError::Rebuild(format!("its document is now skipped: {why}")));
+            }
+            Err(e) => return Err(StoreError::Rebuild(format!("its document no longer maps: {e}"))),
+        };
+        let mut actions = actions_of(&tx, record_id)?;
+        let before = rebuilder
+            .candidate(draft.clone(), Some(&current.existing), &actions, now)
+            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+        let owed = latest_missing(&tx, record_id)?;
+        check(&ActionContext {
+            record: &before,
+            actions: &actions,
+            owed: &owed,
+        })
+        .map_err(StoreError::Refused)?;
         let action_json = serde_json::to_string(action)
             .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
         tx.execute(
@@ -647,16 +682,19 @@ impl Store {
             ],
         )?;
         let action_id = tx.last_insert_rowid();
-        let candidate = make(action_id);
-        let (version, source_version, sha, document): (i64, i64, String, String) = tx.query_row(
-            "SELECT r.current_version, v.source_version, v.content_sha256, v.document_sha256 FROM records r
-             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
-            [record_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )?;
-        let mut current = version;
-        if sha != candidate.content_sha256 {
-            current = version + 1;
+        actions.push(crate::stages::OperatorAction {
+            id: action_id,
+            action: action.clone(),
+            at,
+            by: by.to_string(),
+            override_reason: override_reason.map(str::to_string),
+        });
+        let candidate = rebuilder
+            .candidate(draft, Some(&current.existing), &actions, now)
+            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+        let mut version = current.version;
+        if current.content_sha256 != candidate.content_sha256 {
+            version += 1;
             let now_text = ts(now);
             tx.execute(
                 "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
@@ -664,28 +702,28 @@ impl Store {
                  VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
                 params![
                     record_id,
-                    current,
+                    version,
                     candidate.content_json,
                     candidate.content_sha256,
                     candidate.lineage_json,
-                    source_version,
-                    document,
+                    current.source_version,
+                    current.document_sha256,
                     now_text,
                     action_id
                 ],
             )?;
             tx.execute(
                 "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
-                params![record_id, current, now_text],
+                params![record_id, version, now_text],
             )?;
         }
         let detail = serde_json::json!({
             "action": action, "at": ts(at), "override_reason": override_reason,
-            "action_id": action_id, "record_version": current,
+            "action_id": action_id, "record_version": version,
         });
         audit::append(&tx, &ts(now), by, action.name(), record_id, &detail.to_string())?;
         tx.commit()?;
-        Ok((action_id, current))
+        Ok((action_id, version))
     }
 
     /// Current contents of the records whose progress has a started, unfinished stage.
@@ -791,7 +829,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, run_id, &now_text)?;
@@ -881,24 +919,29 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    /// When a record was created and the customer manager its current version names.
-    pub fn record_meta(
+    /// What a stored record keeps through a rebuild (creation time, customer manager).
+    pub fn existing(&self, id: &str) -> Result<Option<Existing>> {
+        Ok(current_of(&self.read(), id)?.map(|c| c.existing))
+    }
+
+    /// Holds a failure that belongs to no record version (a materials check's), with the
+    /// document it concerns.
+    pub fn hold(
         &self,
-        id: &str,
-    ) -> Result<Option<(DateTime<Utc>, Option<crate::policy::ManagerDecision>)>> {
-        let row: Option<(String, Option<String>)> = self
-            .read()
-            .prepare_cached(
-                "SELECT r.created_at, json_extract(v.content, '$.decisions.customer_manager') FROM records r
-                 JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
-            )?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((created, manager)) = row else {
-            return Ok(None);
-        };
-        let manager = manager.and_then(|m| serde_json::from_str(&m).ok());
-        Ok(Some((parse_ts(&created)?, manager)))
+        held: &Held,
+        documents: &[(String, RawDocument)],
+        run_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, run_id, &now_text)?;
+        }
+        insert_failure(&tx, held, run_id, &now_text)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Active records by category label (a category id, `provisional` or `none`) with how
@@ -940,17 +983,23 @@ impl Store {
         Ok((attempts, parse_ts(&first)?))
     }
 
-    /// Commits one unit of work in one transaction.
-    pub fn commit(&self, unit: &UnitOfWork, now: DateTime<Utc>) -> Result<Vec<Applied>> {
+    /// Commits one unit of work in one transaction; records are rebuilt inside it from their
+    /// drafts and the actions stored at that moment.
+    pub fn commit(
+        &self,
+        unit: &UnitOfWork,
+        now: DateTime<Utc>,
+        rebuilder: &Rebuilder,
+    ) -> Result<Vec<Applied>> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in &unit.documents {
             insert_document(&tx, sha, doc, unit.run_id, &now_text)?;
         }
         let mut applied = Vec::with_capacity(unit.items.len());
         for item in &unit.items {
-            applied.push(apply_item(&tx, item, unit.run_id, &now_text)?);
+            applied.push(apply_item(&tx, item, rebuilder, unit.run_id, now)?);
         }
         if let Some(c) = &unit.cursor {
             tx.execute(
@@ -1251,9 +1300,12 @@ fn mark_processed(
 fn apply_item(
     tx: &rusqlite::Transaction<'_>,
     item: &Item,
+    rebuilder: &Rebuilder,
     run_id: Option<i64>,
-    now: &str,
+    now_at: DateTime<Utc>,
 ) -> Result<Applied> {
+    let now_text = ts(now_at);
+    let now = now_text.as_str();
     match item {
         Item::Skipped {
             key,
@@ -1302,37 +1354,79 @@ fn apply_item(
         Item::Record {
             key,
             document_sha256,
-            candidate,
+            draft,
         } => {
             if already_processed(tx, key)? {
                 return Ok(Applied::Duplicate);
             }
-            apply_record(tx, key, document_sha256, candidate, run_id, now)
+            match apply_record(
+                tx,
+                key,
+                document_sha256,
+                (**draft).clone(),
+                rebuilder,
+                run_id,
+                now_at,
+            )? {
+                Ok(applied) => Ok(applied),
+                Err(e) => {
+                    // No policy for the record's day: held, like any version that cannot be
+                    // decided, with the document to replay once the policy file is there.
+                    let held = Held {
+                        source: key.source.clone(),
+                        key: Some(key.key.clone()),
+                        version: Some(key.version),
+                        step: "decide".into(),
+                        field: None,
+                        category: "decide: no policy".into(),
+                        reason: e.to_string(),
+                        detail: None,
+                        document_sha256: Some(document_sha256.clone()),
+                    };
+                    mark_processed(
+                        tx,
+                        key,
+                        Applied::Held,
+                        Some(&held.category),
+                        Some(document_sha256),
+                        None,
+                        run_id,
+                        now,
+                    )?;
+                    insert_failure(tx, &held, run_id, now)?;
+                    Ok(Applied::Held)
+                }
+            }
         }
     }
 }
 
-/// Commits a candidate record for a source version: a new record version when its content
-/// changed, and the source version marked processed (replacing an earlier outcome, as a replay
-/// of a held version does).
+/// Commits a source version of a record: the record is rebuilt from the draft and the actions
+/// stored now, and gets a new version when its content changed; the source version is marked
+/// processed (replacing an earlier outcome, as a replay of a held version does). The inner
+/// error is a record that cannot be decided (no policy for its day); nothing was written then.
 fn apply_record(
     tx: &rusqlite::Transaction<'_>,
     key: &SourceKey,
     document_sha256: &str,
-    candidate: &Candidate,
+    draft: Draft,
+    rebuilder: &Rebuilder,
     run_id: Option<i64>,
-    now: &str,
-) -> Result<Applied> {
-    let current: Option<(i64, i64, String, String)> = tx
-        .prepare_cached(
-            "SELECT r.current_version, r.source_version, v.content_sha256, r.state FROM records r
-                     JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-                     WHERE r.id = ?1",
-        )?
-        .query_row([&candidate.id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })
-        .optional()?;
+    now_at: DateTime<Utc>,
+) -> Result<std::result::Result<Applied, crate::policy::PolicyError>> {
+    let now_text = ts(now_at);
+    let now = now_text.as_str();
+    let stored = current_of(tx, &draft.id)?;
+    let actions = if stored.is_some() {
+        actions_of(tx, &draft.id)?
+    } else {
+        Vec::new()
+    };
+    let candidate = match rebuilder.candidate(draft, stored.as_ref().map(|c| &c.existing), &actions, now_at) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let current = stored.map(|c| (c.version, c.source_version, c.content_sha256, c.state));
     let state = candidate.record.project.status;
     let outcome = match &current {
         Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
@@ -1402,7 +1496,101 @@ fn apply_record(
                  WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
     )?
     .execute(params![key.source, key.key, key.version])?;
-    Ok(outcome)
+    Ok(Ok(outcome))
+}
+
+/// A record's current version as a rebuild needs it.
+struct Current {
+    version: i64,
+    source_version: i64,
+    content_sha256: String,
+    document_sha256: String,
+    state: String,
+    existing: Existing,
+}
+
+fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT r.current_version, r.source_version, v.content_sha256, v.document_sha256, r.state, r.created_at,
+                    json_extract(v.content, '$.decisions.customer_manager')
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((version, source_version, content_sha256, document_sha256, state, created, manager)) = row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Current {
+        version,
+        source_version,
+        content_sha256,
+        document_sha256,
+        state,
+        existing: Existing {
+            created: parse_ts(&created)?,
+            manager: manager.and_then(|m| serde_json::from_str(&m).ok()),
+        },
+    }))
+}
+
+/// The operator actions on a record, oldest first.
+fn actions_of(conn: &Connection, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([record_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, action, at, by, override_reason)| {
+            Ok(crate::stages::OperatorAction {
+                id,
+                action: serde_json::from_str(&action)
+                    .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
+                at: parse_ts(&at)?,
+                by,
+                override_reason,
+            })
+        })
+        .collect()
+}
+
+/// The items the latest materials check of a record found missing.
+fn latest_missing(conn: &Connection, record_id: &str) -> Result<Vec<String>> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT checklist FROM materials_checks WHERE record_id = ?1 ORDER BY id DESC LIMIT 1",
+            [record_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let checklist: crate::materials::Checklist = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("materials check of {record_id}: {e}")))?;
+    Ok(checklist.missing().map(|i| i.item.clone()).collect())
 }
 
 fn insert_failure(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<()> {

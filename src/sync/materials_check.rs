@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{HolderLicences, MaterialsSource, SOURCE, SyncError, Syncer};
 use crate::mapping::{self, Context};
 use crate::materials::{self, AttachmentCheck};
-use crate::store::{Held, Item, UnitOfWork, sha256_hex};
+use crate::store::{Held, sha256_hex};
 
 /// What checking one record gave.
 pub(super) enum Checked {
@@ -300,14 +300,9 @@ impl Syncer {
         raw: Option<RawDocument>,
         run_id: i64,
     ) -> Result<(), SyncError> {
-        let documents = raw.map(|r| (sha256_hex(&r.bytes), r)).into_iter().collect();
-        let unit = UnitOfWork {
-            run_id: Some(run_id),
-            documents,
-            items: vec![Item::Held(held)],
-            cursor: None,
-        };
-        self.store.commit(&unit, self.clock.now())?;
+        let documents: Vec<_> = raw.map(|r| (sha256_hex(&r.bytes), r)).into_iter().collect();
+        self.store
+            .hold(&held, &documents, Some(run_id), self.clock.now())?;
         Ok(())
     }
 }

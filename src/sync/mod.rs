@@ -31,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 mod materials_check;
 
 use crate::config::SyncConfig;
-use crate::mapping::{self, Context, Mapping};
+use crate::mapping::Mapping;
 use crate::materials::LicenceFact;
 use crate::policy::Rules;
-use crate::record::{Assembled, assemble};
+use crate::rebuild::{DraftError, Rebuilder};
+use crate::record::Assembled;
 use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
 use shuiwu_licences::LicenceClient;
 
@@ -111,7 +112,7 @@ type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 pub struct Syncer {
     client: Arc<ApprovalClient>,
     store: Arc<Store>,
-    mapping: Arc<Mapping>,
+    rebuilder: Rebuilder,
     rules: Arc<Rules>,
     cfg: SyncConfig,
     clock: Arc<dyn Clock>,
@@ -164,7 +165,7 @@ impl Syncer {
         Syncer {
             client,
             store,
-            mapping,
+            rebuilder: Rebuilder::new(mapping, rules.clone()),
             rules,
             cfg,
             clock,
@@ -178,6 +179,11 @@ impl Syncer {
     pub fn with_licences(mut self, licences: Arc<LicenceClient>, mapping: Arc<Mapping>) -> Self {
         self.materials = Some(MaterialsSource { licences, mapping });
         self
+    }
+
+    /// The mapping and rules this syncer rebuilds records with.
+    pub fn rebuilder(&self) -> &Rebuilder {
+        &self.rebuilder
     }
 
     pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
@@ -545,7 +551,8 @@ impl Syncer {
         let now = self.clock.now();
         let cursor = unit.cursor.as_ref().map(|c| c.watermark);
         let items = unit.items.len();
-        let handle = tokio::task::spawn_blocking(move || store.commit(&unit, now));
+        let rebuilder = self.rebuilder.clone();
+        let handle = tokio::task::spawn_blocking(move || store.commit(&unit, now, &rebuilder));
         state.pending = Some(PendingCommit {
             handle,
             items,
@@ -710,16 +717,30 @@ impl Syncer {
                 listed.version
             )));
         }
-        let ctx = Context {
-            today: self
-                .clock
-                .now()
-                .with_timezone(&shuiwu_wire::beijing())
-                .date_naive(),
+        let today = self
+            .clock
+            .now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
+        let key = SourceKey {
+            source: SOURCE.into(),
+            key: summary.xmdm.clone(),
+            version,
         };
-        let facts = match mapping::apply(&self.mapping, mapping::Document::Json(&fetched.body), &sha, &ctx) {
-            Ok(f) => f,
-            Err(e) => {
+        // The record itself is rebuilt from this draft and its actions in the commit's
+        // transaction (`crate::rebuild`).
+        let item = match self.rebuilder.assemble(&fetched.body, &sha, today) {
+            Ok(Assembled::Record(draft)) => Item::Record {
+                key,
+                document_sha256: sha,
+                draft,
+            },
+            Ok(Assembled::Skip(reason)) => Item::Skipped {
+                key,
+                document_sha256: Some(sha),
+                reason,
+            },
+            Err(DraftError::Map(e)) => {
                 let field = e.errors.first().map(|f| f.field.clone());
                 let hold = Hold {
                     version,
@@ -731,52 +752,20 @@ impl Syncer {
                 };
                 return Ok(held(summary, hold, Some(fetched.raw)));
             }
-        };
-        let key = SourceKey {
-            source: SOURCE.into(),
-            key: summary.xmdm.clone(),
-            version,
-        };
-        let item = match assemble(&facts, &sha) {
-            Ok(Assembled::Record(draft)) => {
-                // The policy in force when the record was created decides it for life; a new
-                // record is decided by today's.
-                let meta = self.store.record_meta(&draft.id)?;
-                let created = meta.as_ref().map_or_else(|| self.clock.now(), |m| m.0);
-                let day = created.with_timezone(&shuiwu_wire::beijing()).date_naive();
-                match self.rules.policies.for_date(day) {
-                    Ok(policy) => {
-                        let actions = self.store.actions(&draft.id)?;
-                        let manager = meta.and_then(|m| m.1);
-                        let candidate =
-                            Box::new(draft.decide(policy, manager, &actions, &self.rules.calendar));
-                        Item::Record {
-                            key,
-                            document_sha256: sha,
-                            candidate,
-                        }
-                    }
-                    Err(e) => {
-                        let hold = Hold {
-                            version,
-                            step: "decide",
-                            reason: e.to_string(),
-                            ..Hold::default()
-                        };
-                        return Ok(held(summary, hold, Some(fetched.raw)));
-                    }
-                }
-            }
-            Ok(Assembled::Skip(reason)) => Item::Skipped {
-                key,
-                document_sha256: Some(sha),
-                reason,
-            },
-            Err(e) => {
+            Err(DraftError::Assemble(e)) => {
                 let hold = Hold {
                     version,
                     step: "assemble",
                     field: Some(&e.0),
+                    reason: e.to_string(),
+                    ..Hold::default()
+                };
+                return Ok(held(summary, hold, Some(fetched.raw)));
+            }
+            Err(e @ DraftError::NotJson(_)) => {
+                let hold = Hold {
+                    version,
+                    step: "map",
                     reason: e.to_string(),
                     ..Hold::default()
                 };
