@@ -207,6 +207,53 @@ fn replay(actions: &[OperatorAction]) -> (State, bool, bool) {
     (state, accepted, surveyed)
 }
 
+/// What an operator action is judged against, read in the action's own transaction.
+pub struct ActionContext<'a> {
+    /// The record as its current document and actions give it now.
+    pub record: &'a crate::record::Candidate,
+    pub actions: &'a [OperatorAction],
+    /// Items the latest materials check found missing.
+    pub owed: &'a [String],
+}
+
+/// Whether an action makes sense for the record as it is: stage order, and zero materials —
+/// missing items must be committed (容缺) before acceptance and must have arrived before
+/// connection, unless an operator overrides with a reason.
+pub fn judge(
+    ctx: &ActionContext<'_>,
+    action: &Action,
+    at: DateTime<Utc>,
+    override_reason: Option<&str>,
+) -> Result<(), String> {
+    let stages_decision = ctx
+        .record
+        .record
+        .decisions
+        .as_ref()
+        .map(|d| d.stages.clone())
+        .ok_or_else(|| "the record has no decisions".to_string())?;
+    check(ctx.actions, action, at, &stages_decision)?;
+    let committed = committed(ctx.actions);
+    let blocking: Vec<&String> = match action {
+        Action::Accepted => ctx.owed.iter().filter(|i| !committed.contains(i)).collect(),
+        Action::Connected => ctx.owed.iter().collect(),
+        _ => Vec::new(),
+    };
+    if !blocking.is_empty() && override_reason.is_none_or(|r| r.trim().is_empty()) {
+        let list: Vec<String> = blocking
+            .iter()
+            .map(|i| format!("{i} ({})", crate::materials::label(i)))
+            .collect();
+        let what = if matches!(action, Action::Accepted) {
+            "missing materials are not committed (容缺): record a commitment first"
+        } else {
+            "materials are still owed before connection"
+        };
+        return Err(format!("{what}: {}; or pass --override-reason", list.join(", ")));
+    }
+    Ok(())
+}
+
 /// Whether `next` makes sense after `actions` on a record whose stages are `stages`; the
 /// error says why not.
 pub fn check(

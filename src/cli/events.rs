@@ -18,7 +18,7 @@ use crate::policy::Rules;
 use crate::rebuild::Rebuilder;
 use crate::record::{Assembled, Draft};
 use crate::stages::{self, Action, PauseReason};
-use crate::store::{ActionContext, Store};
+use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EventKind {
@@ -272,7 +272,7 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
         },
         now,
         &rebuilder,
-        |ctx| judge(ctx, &action, at, override_reason.as_deref()),
+        |ctx| stages::judge(ctx, &action, at, override_reason.as_deref()),
     )?;
     outln!(
         "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",
@@ -292,44 +292,6 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether an action makes sense for the record as it is: stage order, and zero materials —
-/// missing items must be committed (容缺) before acceptance and must have arrived before
-/// connection, unless an operator overrides with a reason.
-pub fn judge(
-    ctx: &ActionContext<'_>,
-    action: &Action,
-    at: DateTime<Utc>,
-    override_reason: Option<&str>,
-) -> Result<(), String> {
-    let stages_decision = ctx
-        .record
-        .record
-        .decisions
-        .as_ref()
-        .map(|d| d.stages.clone())
-        .ok_or_else(|| "the record has no decisions".to_string())?;
-    stages::check(ctx.actions, action, at, &stages_decision)?;
-    let committed = stages::committed(ctx.actions);
-    let blocking: Vec<&String> = match action {
-        Action::Accepted => ctx.owed.iter().filter(|i| !committed.contains(i)).collect(),
-        Action::Connected => ctx.owed.iter().collect(),
-        _ => Vec::new(),
-    };
-    if !blocking.is_empty() && override_reason.is_none_or(|r| r.trim().is_empty()) {
-        let list: Vec<String> = blocking
-            .iter()
-            .map(|i| format!("{i} ({})", crate::materials::label(i)))
-            .collect();
-        let what = if matches!(action, Action::Accepted) {
-            "missing materials are not committed (容缺): record a commitment first"
-        } else {
-            "materials are still owed before connection"
-        };
-        return Err(format!("{what}: {}; or pass --override-reason", list.join(", ")));
-    }
-    Ok(())
 }
 
 /// A duration like `90m`, `36h` or `2d`.

@@ -22,7 +22,7 @@ use shuiwu_wire::{FetchMeta, RawDocument};
 use crate::mapping::MappingSet;
 use crate::policy::PolicySet;
 use crate::rebuild::{Existing, Rebuilder};
-use crate::record::{Candidate, Draft, RecordState};
+use crate::record::{Draft, RecordState};
 
 /// A store operation failed. Every variant is fatal for the unit at hand (it is not
 /// committed) but never for the daemon.
@@ -216,15 +216,6 @@ pub struct NewAction<'a> {
     pub at: DateTime<Utc>,
     pub by: &'a str,
     pub override_reason: Option<&'a str>,
-}
-
-/// What an operator action is judged against, read in the action's own transaction.
-pub struct ActionContext<'a> {
-    /// The record as its current document and actions give it now.
-    pub record: &'a Candidate,
-    pub actions: &'a [crate::stages::OperatorAction],
-    /// Items the latest materials check found missing.
-    pub owed: &'a [String],
 }
 
 /// The store.
@@ -529,9 +520,9 @@ impl Store {
             .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
         match state.as_deref() {
-            None => return Err(StoreError::Corrupt(format!("no failure {id}"))),
+            None => return Err(StoreError::Refused(format!("no failure {id}"))),
             Some("held") => {}
-            Some(other) => return Err(StoreError::Corrupt(format!("failure {id} is {other}, not held"))),
+            Some(other) => return Err(StoreError::Refused(format!("failure {id} is {other}, not held"))),
         }
         let now_text = ts(now);
         let applied = match replay {
@@ -627,7 +618,7 @@ impl Store {
         new: NewAction<'_>,
         now: DateTime<Utc>,
         rebuilder: &Rebuilder,
-        check: impl FnOnce(&ActionContext<'_>) -> std::result::Result<(), String>,
+        check: impl FnOnce(&crate::stages::ActionContext<'_>) -> std::result::Result<(), String>,
     ) -> Result<(i64, i64)> {
         let NewAction {
             action,
@@ -660,7 +651,7 @@ impl Store {
             .candidate(draft.clone(), Some(&current.existing), &actions, now)
             .map_err(|e| StoreError::Rebuild(e.to_string()))?;
         let owed = latest_missing(&tx, record_id)?;
-        check(&ActionContext {
+        check(&crate::stages::ActionContext {
             record: &before,
             actions: &actions,
             owed: &owed,
