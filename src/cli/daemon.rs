@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Gateway;
 use crate::config::Config;
+use crate::store::AsyncStore;
 use crate::sync::{PassEnd, PassReport, Progress, Syncer};
 
 /// Cancels `token` on SIGTERM or Ctrl-C; the pass in hand finishes its unit of work first.
@@ -121,12 +122,17 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     let interval = cfg.sync.interval();
     tracing::info!(db = %gateway.store.path().display(), interval_secs = interval.as_secs(), "gateway running");
     let syncer = gateway.syncer;
+    let store = AsyncStore::new(gateway.store.clone());
     while !token.is_cancelled() {
         let wait = match syncer.pass(&token).await {
             Ok(report) => {
                 log_report(&report);
                 // Warnings and alarms are raised once each, when due, and recorded.
-                if let Err(e) = crate::deadlines::watch(&gateway.store, &gateway.rules, Utc::now()) {
+                let rules = gateway.rules.clone();
+                let watched = store
+                    .call(move |s| crate::deadlines::watch(s, &rules, Utc::now()))
+                    .await;
+                if let Err(e) = watched {
                     tracing::error!("deadline watch failed: {e}");
                 }
                 match &report.end {

@@ -7,6 +7,7 @@
 //! (source, key, version): a unit replayed after a crash changes nothing that is already there.
 
 pub mod audit;
+mod blocking;
 pub mod lock;
 mod schema;
 
@@ -36,6 +37,8 @@ pub enum StoreError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    #[error("a store call did not finish: {0}")]
+    Unfinished(String),
     /// The record could not be rebuilt with the rules in force (no policy for its day).
     #[error("the record cannot be rebuilt: {0}")]
     Rebuild(String),
@@ -49,6 +52,8 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub use blocking::{AsyncStore, Pending};
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -398,11 +403,13 @@ impl Store {
     }
 
     fn read(&self) -> MutexGuard<'_, Connection> {
+        blocking::check_not_async();
         // As for `lock`: a read-only connection stays usable after a panic.
         self.reader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
+        blocking::check_not_async();
         // A panic while holding the connection leaves no transaction open (rusqlite rolls back
         // on drop), so the connection is still usable.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())

@@ -44,9 +44,11 @@ impl Syncer {
         // been issued or renewed since.
         let recheck_before = self.clock.now() - Duration::hours(24);
         while !cancel.is_cancelled() {
+            let limit = 100 + skipped.len();
             let batch: Vec<_> = self
                 .store
-                .records_needing_materials(100 + skipped.len(), recheck_before)?
+                .call(move |s| s.records_needing_materials(limit, recheck_before))
+                .await?
                 .into_iter()
                 .filter(|(id, ..)| !skipped.contains(id))
                 .collect();
@@ -155,7 +157,7 @@ impl Syncer {
                     // and the other records go on.
                     Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
                         let held = licence_failure(&code, "licences answer unusable", e.to_string(), None);
-                        self.hold_materials_failure(held, None, run_id)?;
+                        self.hold_materials_failure(held, None, run_id).await?;
                         return Ok(Checked::Later);
                     }
                     Err(e) if e.is_transient() => {
@@ -178,7 +180,8 @@ impl Syncer {
                     Err(reason) => {
                         let held =
                             licence_failure(&code, "licences answer unreadable", reason, Some(sha.clone()));
-                        self.hold_materials_failure(held, Some(answer.raw), run_id)?;
+                        self.hold_materials_failure(held, Some(answer.raw), run_id)
+                            .await?;
                         return Ok(Checked::Later);
                     }
                 };
@@ -240,7 +243,8 @@ impl Syncer {
                             },
                             None,
                             run_id,
-                        )?;
+                        )
+                        .await?;
                         attachments.push(AttachmentCheck::Mismatch {
                             id: fjid.into(),
                             kind: kind.into(),
@@ -275,18 +279,25 @@ impl Syncer {
             &missing,
             today,
         );
-        let notice = (!missing.is_empty()).then_some((notice_items.as_str(), text.as_str()));
-        let issued = self.store.save_materials(
-            id,
-            version,
-            &checklist,
-            &label,
-            &documents,
-            licence_lineage.as_deref(),
-            notice,
-            Some(run_id),
-            self.clock.now(),
-        )?;
+        let notice = (!missing.is_empty()).then_some((notice_items, text));
+        let now = self.clock.now();
+        let id = id.to_string();
+        let issued = self
+            .store
+            .call(move |s| {
+                s.save_materials(
+                    &id,
+                    version,
+                    &checklist,
+                    &label,
+                    &documents,
+                    licence_lineage.as_deref(),
+                    notice.as_ref().map(|(i, t)| (i.as_str(), t.as_str())),
+                    Some(run_id),
+                    now,
+                )
+            })
+            .await?;
         Ok(Checked::Done {
             notice_issued: issued,
         })
@@ -294,15 +305,17 @@ impl Syncer {
 
     /// Holds a failure of the materials check (with the document it concerns, if any). It is
     /// not tied to a project version: the check is tried again on a later pass.
-    fn hold_materials_failure(
+    async fn hold_materials_failure(
         &self,
         held: Held,
         raw: Option<RawDocument>,
         run_id: i64,
     ) -> Result<(), SyncError> {
         let documents: Vec<_> = raw.map(|r| (sha256_hex(&r.bytes), r)).into_iter().collect();
+        let now = self.clock.now();
         self.store
-            .hold(&held, &documents, Some(run_id), self.clock.now())?;
+            .call(move |s| s.hold(&held, &documents, Some(run_id), now))
+            .await?;
         Ok(())
     }
 }

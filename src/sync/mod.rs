@@ -36,7 +36,10 @@ use crate::materials::LicenceFact;
 use crate::policy::Rules;
 use crate::rebuild::{DraftError, Rebuilder};
 use crate::record::Assembled;
-use crate::store::{Applied, CursorMove, Held, Item, SourceKey, Store, StoreError, UnitOfWork, sha256_hex};
+use crate::store::{
+    Applied, AsyncStore, CursorMove, Held, Item, Pending, SourceKey, Store, StoreError, UnitOfWork,
+    sha256_hex,
+};
 use shuiwu_licences::LicenceClient;
 
 const SOURCE: &str = "approval";
@@ -108,10 +111,11 @@ pub enum Progress {
 
 type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
-/// Drives the approval platform's sync.
+/// Drives the approval platform's sync. Cheap to clone: every part is shared.
+#[derive(Clone)]
 pub struct Syncer {
     client: Arc<ApprovalClient>,
-    store: Arc<Store>,
+    store: AsyncStore,
     rebuilder: Rebuilder,
     rules: Arc<Rules>,
     cfg: SyncConfig,
@@ -125,6 +129,7 @@ pub struct Syncer {
 type HolderLicences = (Vec<LicenceFact>, String, Option<RawDocument>, String);
 
 /// Where the zero-materials check reads licences from, and how it maps them.
+#[derive(Clone)]
 struct MaterialsSource {
     licences: Arc<LicenceClient>,
     mapping: Arc<Mapping>,
@@ -164,7 +169,7 @@ impl Syncer {
     ) -> Self {
         Syncer {
             client,
-            store,
+            store: AsyncStore::new(store),
             rebuilder: Rebuilder::new(mapping, rules.clone()),
             rules,
             cfg,
@@ -197,11 +202,20 @@ impl Syncer {
         }
     }
 
-    /// One pass: every window from the cursor up to now.
+    /// One pass: every window from the cursor up to now. The pass runs as a task of its own on
+    /// the runtime's workers, whatever task awaits it.
     pub async fn pass(&self, cancel: &CancellationToken) -> Result<PassReport, SyncError> {
+        let this = self.clone();
+        let cancel = cancel.clone();
+        tokio::spawn(async move { this.run_pass(&cancel).await })
+            .await
+            .map_err(|e| SyncError::Join(e.to_string()))?
+    }
+
+    async fn run_pass(&self, cancel: &CancellationToken) -> Result<PassReport, SyncError> {
         let started = self.clock.now();
-        let run_id = self.store.begin_run(started)?;
-        let start = match self.store.cursor(SOURCE)? {
+        let run_id = self.store.call(move |s| s.begin_run(started)).await?;
+        let start = match self.store.call(|s| s.cursor(SOURCE)).await? {
             Some(c) => c,
             None => parse_beijing(&self.cfg.start).unwrap_or(started),
         };
@@ -264,15 +278,13 @@ impl Syncer {
                 Err(Stop::Fatal(e)) => {
                     // What was handed to the store still commits (or fails) on its own.
                     let _ = self.settle(&mut state).await;
-                    self.store
-                        .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
+                    self.finish_run(run_id, "failed", Some(e.to_string())).await?;
                     return Err(e);
                 }
             }
         };
         if let Err(Stop::Fatal(e)) = self.settle(&mut state).await {
-            self.store
-                .finish_run(run_id, self.clock.now(), "failed", Some(&e.to_string()))?;
+            self.finish_run(run_id, "failed", Some(e.to_string())).await?;
             return Err(e);
         }
         let (materials_checked, notices_issued) = if end == PassEnd::Interrupted {
@@ -288,10 +300,10 @@ impl Syncer {
         };
         let (outcome, error) = match &end {
             PassEnd::CaughtUp => ("caught_up", None),
-            PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.as_str())),
+            PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.clone())),
             PassEnd::Interrupted => ("interrupted", None),
         };
-        self.store.finish_run(run_id, self.clock.now(), outcome, error)?;
+        self.finish_run(run_id, outcome, error).await?;
         Ok(PassReport {
             run_id,
             cursor_before: format_beijing(start),
@@ -304,6 +316,18 @@ impl Syncer {
             notices_issued,
             end,
         })
+    }
+
+    async fn finish_run(
+        &self,
+        run: i64,
+        outcome: &'static str,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        self.store
+            .call(move |s| s.finish_run(run, now, outcome, error.as_deref()))
+            .await
     }
 
     /// Reads `[start, end)` completely; on success the cursor was moved to `target` with the
@@ -461,18 +485,10 @@ impl Syncer {
             ..Default::default()
         };
         unit.documents.push((page_sha.clone(), raw));
-        let mut wanted = Vec::new();
+        let mut listed = Vec::new();
         for item in &page.list {
             match Summary::from_value(item) {
-                Ok(s) => {
-                    let done = match state.in_flight.get(&s.xmdm) {
-                        Some(v) => Some(*v),
-                        None => self.store.processed_version(SOURCE, &s.xmdm)?,
-                    };
-                    if done.is_none_or(|v| v < s.bbh as i64) {
-                        wanted.push(s);
-                    }
-                }
+                Ok(s) => listed.push(s),
                 Err(reason) => unit.items.push(Item::Held(Held {
                     source: SOURCE.into(),
                     key: item.get("XMDM").and_then(|v| v.as_str()).map(str::to_string),
@@ -486,6 +502,31 @@ impl Syncer {
                 })),
             }
         }
+        // One store call for the page: which listed versions are new.
+        let keys: Vec<String> = listed
+            .iter()
+            .filter(|s| !state.in_flight.contains_key(&s.xmdm))
+            .map(|s| s.xmdm.clone())
+            .collect();
+        let processed: std::collections::HashMap<String, i64> = self
+            .store
+            .call(move |st| {
+                let mut done = std::collections::HashMap::new();
+                for k in keys {
+                    if let Some(v) = st.processed_version(SOURCE, &k)? {
+                        done.insert(k, v);
+                    }
+                }
+                Ok(done)
+            })
+            .await?;
+        let wanted: Vec<Summary> = listed
+            .into_iter()
+            .filter(|s| {
+                let done = state.in_flight.get(&s.xmdm).or(processed.get(&s.xmdm));
+                done.is_none_or(|v| *v < s.bbh as i64)
+            })
+            .collect();
         let fetched: Vec<(Summary, Result<Fetched, ApprovalError>)> = futures::stream::iter(wanted)
             .map(|s| async move {
                 let r = self.client.project(&s.xmdm).await;
@@ -498,7 +539,7 @@ impl Syncer {
         let mut complete = true;
         let mut stop = None;
         for (summary, result) in fetched {
-            match self.handle(&summary, result)? {
+            match self.handle(&summary, result).await? {
                 Handled::Item(item, doc) => {
                     if let Some(doc) = doc {
                         unit.documents.push((sha256_hex(&doc.bytes), doc));
@@ -547,12 +588,11 @@ impl Syncer {
                 Item::Held(h) => Some((h.key.clone()?, h.version?)),
             })
             .collect();
-        let store = self.store.clone();
         let now = self.clock.now();
         let cursor = unit.cursor.as_ref().map(|c| c.watermark);
         let items = unit.items.len();
         let rebuilder = self.rebuilder.clone();
-        let handle = tokio::task::spawn_blocking(move || store.commit(&unit, now, &rebuilder));
+        let handle = self.store.spawn(move |s| s.commit(&unit, now, &rebuilder));
         state.pending = Some(PendingCommit {
             handle,
             items,
@@ -564,10 +604,7 @@ impl Syncer {
     /// Waits for the unit being committed, if any, and counts its outcomes.
     async fn settle(&self, state: &mut PassState) -> Result<(), Stop> {
         if let Some(p) = state.pending.take() {
-            let applied = p
-                .handle
-                .await
-                .map_err(|e| Stop::Fatal(SyncError::Join(e.to_string())))??;
+            let applied = p.handle.await??;
             for a in applied {
                 *state.outcomes.entry(a.as_str()).or_default() += 1;
             }
@@ -594,7 +631,7 @@ impl Syncer {
             zt: String::new(),
         };
         let result = self.client.project(xmdm).await;
-        match self.handle(&summary, result) {
+        match self.handle(&summary, result).await {
             Ok(Handled::Item(item, raw)) => Ok((*item, raw)),
             Ok(Handled::Pending(reason)) => Err(reason),
             Err(Stop::Transient { reason, .. }) => Err(reason),
@@ -603,7 +640,11 @@ impl Syncer {
     }
 
     /// Turns one detail answer into an item to commit, or says why it is not done.
-    fn handle(&self, summary: &Summary, result: Result<Fetched, ApprovalError>) -> Result<Handled, Stop> {
+    async fn handle(
+        &self,
+        summary: &Summary,
+        result: Result<Fetched, ApprovalError>,
+    ) -> Result<Handled, Stop> {
         let listed = SourceKey {
             source: SOURCE.into(),
             key: summary.xmdm.clone(),
@@ -612,7 +653,9 @@ impl Syncer {
         let fetched = match result {
             Ok(f) => f,
             Err(ApprovalError::NotFound { raw }) => {
-                let attempts = self.store.listing_miss(&listed, self.clock.now())?;
+                let now = self.clock.now();
+                let key = listed.clone();
+                let attempts = self.store.call(move |s| s.listing_miss(&key, now)).await?;
                 if attempts < self.cfg.not_found_limit {
                     return Ok(Handled::Pending(format!(
                         "detail answers 4040 (not visible yet?), attempt {attempts}"
@@ -657,7 +700,8 @@ impl Syncer {
                     return Ok(Handled::Pending(e.to_string()));
                 }
                 let now = self.clock.now();
-                let (attempts, since) = self.store.fetch_miss(&listed, now)?;
+                let key = listed.clone();
+                let (attempts, since) = self.store.call(move |s| s.fetch_miss(&key, now)).await?;
                 let lasting = now - since >= Duration::hours(self.cfg.stuck_after_hours as i64);
                 if attempts < self.cfg.not_found_limit || !lasting {
                     return Ok(Handled::Pending(format!("{e} (attempt {attempts})")));
@@ -832,7 +876,7 @@ struct PassState {
 }
 
 struct PendingCommit {
-    handle: tokio::task::JoinHandle<Result<Vec<Applied>, StoreError>>,
+    handle: Pending<Vec<Applied>>,
     items: usize,
     cursor: Option<DateTime<Utc>>,
 }
