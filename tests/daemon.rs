@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use shuiwu_approval::sim::{Fault, Injection, Target};
+
 use common::daemon::{gateway, simulator, write_config};
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -203,4 +205,132 @@ fn another_programs_sqlite_file_is_refused_untouched() {
 
 fn gateway_cmd(args: &[&str]) -> Output {
     common::cli::gateway(args)
+}
+
+/// Starts the daemon, waits for its first records, then makes every detail request hang.
+async fn daemon_with_hanging_details(
+    server: &shuiwu_approval::sim::SimServer,
+    config: &Path,
+    db: &Path,
+) -> Child {
+    let daemon = start_daemon(config, db);
+    let db = db.to_path_buf();
+    wait_for("the first records", Duration::from_secs(30), || {
+        gateway::store::Store::open(&db)
+            .and_then(|s| s.record_count())
+            .is_ok_and(|n| n > 0)
+    });
+    server.sim.inject(Injection {
+        fault: Fault::Hang { secs: 120 },
+        target: Target::Detail,
+        times: 1_000_000,
+    });
+    // Requests now hang in flight (the client's read timeout is 20 s).
+    let hung = server.sim.stats().faults_injected;
+    wait_for("hanging requests", Duration::from_secs(30), || {
+        server.sim.stats().faults_injected > hung
+    });
+    daemon
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the daemon did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_within_seconds_while_requests_hang_and_nothing_is_lost() {
+    let server = simulator(3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let db = dir.path().join("g.db");
+    let mut daemon = daemon_with_hanging_details(&server, &config, &db).await;
+    signal(&daemon, "TERM");
+    let status = tokio::task::spawn_blocking(move || exit_within(&mut daemon, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0");
+    let runs = gateway::store::Store::open(&db).unwrap().runs(10).unwrap();
+    assert_eq!(runs[0].outcome, "interrupted", "{runs:?}");
+
+    // The platform answers again; the next pass completes what the stopped one left.
+    server.sim.clear_faults();
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = gateway::store::Store::open(&db).unwrap();
+    let now = chrono::Utc::now();
+    let missing: Vec<_> = server
+        .sim
+        .visible_in(now - chrono::Duration::days(30), now)
+        .into_iter()
+        .filter(|(xmdm, bbh)| {
+            store
+                .processed_version("approval", xmdm)
+                .unwrap()
+                .is_none_or(|v| v < *bbh as i64)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} projects lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_while_a_commit_waits() {
+    let server = simulator(3_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let db = dir.path().join("g.db");
+    let mut daemon = start_daemon(&config, &db);
+    let db2 = db.clone();
+    wait_for("the first records", Duration::from_secs(30), || {
+        gateway::store::Store::open(&db2)
+            .and_then(|s| s.record_count())
+            .is_ok_and(|n| n > 0)
+    });
+    // Another connection holds SQLite's write lock: the daemon's next commit waits for it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&daemon, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the first signal waits for the commit in hand"
+    );
+    signal(&daemon, "TERM");
+    let status = tokio::task::spawn_blocking(move || exit_within(&mut daemon, Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "a second signal exits at once, non-zero"
+    );
+    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
+    // Nothing is damaged: the next pass runs to the end.
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

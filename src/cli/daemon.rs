@@ -15,29 +15,109 @@ use crate::config::Config;
 use crate::store::AsyncStore;
 use crate::sync::{PassEnd, PassReport, Progress, Syncer};
 
-/// Cancels `token` on SIGTERM or Ctrl-C; the pass in hand finishes its unit of work first.
+/// How long a graceful shutdown may take before the process stops anyway (exit 1): the
+/// requests in flight are cancelled at once, so only a commit can take time.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(9);
+
+/// The first SIGTERM or Ctrl-C cancels `token`: requests in flight, retries and waits stop at
+/// once, the units already complete commit, and the command returns (exit 0). A second signal
+/// exits at once with 128 + the signal's number, as a shell reports a killed command; a
+/// shutdown that takes longer than [`SHUTDOWN_GRACE`] exits 1. Either way the database is
+/// consistent: SQLite commits are atomic, and the next pass resumes from the cursor.
 pub fn shutdown_on_signals(token: CancellationToken) {
+    // Listening starts now, before the first await: a signal from here on is seen.
+    let mut signals = Signals::new();
     tokio::spawn(async move {
+        let first = signals.next().await;
+        tracing::info!(
+            "{}: stopping; the units already complete are committed",
+            first.name()
+        );
+        token.cancel();
+        tokio::select! {
+            second = signals.next() => {
+                tracing::warn!("{} again: exiting at once", second.name());
+                std::process::exit(128 + second.number());
+            }
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::error!(grace_secs = SHUTDOWN_GRACE.as_secs(), "shutdown took too long: exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "Ctrl-C",
+            Signal::Terminate => "SIGTERM",
+        }
+    }
+
+    fn number(self) -> i32 {
+        match self {
+            Signal::Interrupt => 2,
+            Signal::Terminate => 15,
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, listened to from creation on.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
         #[cfg(unix)]
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    std::future::pending::<()>().await;
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| {
+                signal(kind)
+                    .map_err(|e| tracing::warn!("cannot listen for {name}: {e}"))
+                    .ok()
+            };
+            Signals {
+                terminate: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
                 }
             }
-        };
-        #[cfg(not(unix))]
-        let terminate = std::future::pending::<()>();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: finishing the unit of work in hand"),
-            _ = terminate => tracing::info!("SIGTERM: finishing the unit of work in hand"),
+            tokio::select! {
+                () = recv(&mut self.terminate) => Signal::Terminate,
+                () = recv(&mut self.interrupt) => Signal::Interrupt,
+            }
         }
-        token.cancel();
-    });
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Interrupt
+        }
+    }
 }
 
 /// A progress bar over the backfill's time range, shown only on a terminal.

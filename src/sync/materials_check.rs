@@ -37,7 +37,12 @@ impl Syncer {
         let Some(source) = &self.materials else {
             return Ok((0, 0));
         };
-        let mut holders: HashMap<String, HolderLicences> = HashMap::new();
+        let mut round = Round {
+            source,
+            holders: HashMap::new(),
+            run_id,
+            cancel,
+        };
         let mut skipped: std::collections::HashSet<String> = Default::default();
         let (mut checked, mut notices) = (0, 0);
         // A record that missed items is checked again a day later: its licences may have
@@ -60,7 +65,7 @@ impl Syncer {
                     break;
                 }
                 match self
-                    .check_materials(source, &id, version, &content, &mut holders, run_id)
+                    .check_materials(&mut round, &id, version, &content)
                     .await?
                 {
                     Checked::Done { notice_issued } => {
@@ -84,13 +89,18 @@ impl Syncer {
     /// One record's checklist; `None` when a source could not answer now.
     async fn check_materials(
         &self,
-        source: &MaterialsSource,
+        round: &mut Round<'_>,
         id: &str,
         version: i64,
         content: &serde_json::Value,
-        holders: &mut HashMap<String, HolderLicences>,
-        run_id: i64,
     ) -> Result<Checked, SyncError> {
+        let Round {
+            source,
+            holders,
+            run_id,
+            cancel,
+        } = round;
+        let (source, run_id, cancel) = (*source, *run_id, *cancel);
         let d = &content["decisions"];
         let policy = self
             .rules
@@ -151,7 +161,12 @@ impl Syncer {
         });
         let (licences, licence_sha, licence_lineage) = if needs_licences {
             if !holders.contains_key(&holder) {
-                let answer = match source.licences.query(&holder, None).await {
+                let answer = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(Checked::SourceDown("shutting down".into())),
+                    a = source.licences.query(&holder, None) => a,
+                };
+                let answer = match answer {
                     Ok(a) => a,
                     // An answer that is there but unusable concerns this holder only: held,
                     // and the other records go on.
@@ -218,7 +233,12 @@ impl Syncer {
                 let (Some(fjid), Some(sha)) = (f["id"].as_str(), f["sha256"].as_str()) else {
                     continue;
                 };
-                match self.client.attachment(fjid, sha).await {
+                let fetched = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(Checked::SourceDown("shutting down".into())),
+                    f = self.client.attachment(fjid, sha) => f,
+                };
+                match fetched {
                     Ok(raw) => {
                         let doc_sha = sha256_hex(&raw.bytes);
                         documents.push((doc_sha.clone(), raw));
@@ -318,6 +338,15 @@ impl Syncer {
             .await?;
         Ok(())
     }
+}
+
+/// One pass's materials check: where it reads, what it read so far, and its shutdown token.
+pub(super) struct Round<'a> {
+    source: &'a MaterialsSource,
+    /// Licence answers by holder, read once per pass.
+    holders: HashMap<String, HolderLicences>,
+    run_id: i64,
+    cancel: &'a CancellationToken,
 }
 
 /// A failure of the licence side of the check, for one project's builder.

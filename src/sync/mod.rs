@@ -145,6 +145,15 @@ enum Stop {
     Fatal(SyncError),
 }
 
+impl Stop {
+    fn shutting_down() -> Stop {
+        Stop::Transient {
+            reason: "shutting down".into(),
+            not_before: None,
+        }
+    }
+}
+
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Self {
         Stop::Fatal(SyncError::Store(e))
@@ -220,6 +229,7 @@ impl Syncer {
             None => parse_beijing(&self.cfg.start).unwrap_or(started),
         };
         let mut state = PassState {
+            cancel: cancel.clone(),
             run_id,
             list_requests: 0,
             details: 0,
@@ -454,10 +464,11 @@ impl Syncer {
         state: &mut PassState,
     ) -> Result<(ListPage, RawDocument), Stop> {
         state.list_requests += 1;
-        self.client
-            .list_projects(start, end, page_no, self.cfg.page_size)
-            .await
-            .map_err(|e| self.stop_for(e))
+        tokio::select! {
+            biased;
+            () = state.cancel.cancelled() => Err(Stop::shutting_down()),
+            r = self.client.list_projects(start, end, page_no, self.cfg.page_size) => r.map_err(|e| self.stop_for(e)),
+        }
     }
 
     fn stop_for(&self, e: ApprovalError) -> Stop {
@@ -527,10 +538,19 @@ impl Syncer {
                 done.is_none_or(|v| *v < s.bbh as i64)
             })
             .collect();
-        let fetched: Vec<(Summary, Result<Fetched, ApprovalError>)> = futures::stream::iter(wanted)
-            .map(|s| async move {
-                let r = self.client.project(&s.xmdm).await;
-                (s, r)
+        let fetched: Vec<(Summary, Option<Result<Fetched, ApprovalError>>)> = futures::stream::iter(wanted)
+            .map(|s| {
+                let cancel = state.cancel.clone();
+                async move {
+                    // Shutdown drops the request, its retries and their waits; the project is
+                    // simply not done in this pass.
+                    let r = tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => None,
+                        r = self.client.project(&s.xmdm) => Some(r),
+                    };
+                    (s, r)
+                }
             })
             .buffered(self.cfg.concurrency)
             .collect()
@@ -539,6 +559,10 @@ impl Syncer {
         let mut complete = true;
         let mut stop = None;
         for (summary, result) in fetched {
+            let Some(result) = result else {
+                complete = false;
+                continue;
+            };
             match self.handle(&summary, result).await? {
                 Handled::Item(item, doc) => {
                     if let Some(doc) = doc {
@@ -554,6 +578,9 @@ impl Syncer {
             if stop.is_none() {
                 stop = self.take_gate();
             }
+        }
+        if stop.is_none() && state.cancel.is_cancelled() {
+            stop = Some(Stop::shutting_down());
         }
         if complete {
             unit.cursor = cursor.map(|watermark| CursorMove {
@@ -865,6 +892,8 @@ fn detail_check(reason: &str) -> String {
 }
 
 struct PassState {
+    /// Shutdown: cancels the requests in flight, their retries and their waits.
+    cancel: CancellationToken,
     run_id: i64,
     list_requests: u64,
     details: u64,

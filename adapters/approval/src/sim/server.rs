@@ -210,6 +210,11 @@ impl Simulator {
         self.lock().faults.push_back(injection);
     }
 
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
     /// Queues one fault for the next request of any kind.
     pub fn inject_next(&self, fault: Fault) {
         self.inject(Injection {
