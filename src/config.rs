@@ -86,6 +86,11 @@ pub struct SyncConfig {
     pub page_size: u32,
     /// Detail calls in flight at once.
     pub concurrency: usize,
+    /// Listing pages whose details may be in flight at once. Pages commit in order, so a hung
+    /// request holds back the commits behind it, not the requests: with the default, one
+    /// request hanging for the whole read timeout does not stop the others at the platform's
+    /// rate.
+    pub pages_in_flight: usize,
     /// Passes on which a listed project may answer `4040`, or keep failing, before it is held
     /// as a failure.
     pub not_found_limit: i64,
@@ -103,6 +108,7 @@ impl Default for SyncConfig {
             settle_secs: 60,
             page_size: 100,
             concurrency: 4,
+            pages_in_flight: 8,
             not_found_limit: 5,
             stuck_after_hours: 6,
         }
@@ -139,6 +145,11 @@ impl SyncConfig {
         }
         if self.concurrency == 0 {
             return Err(ConfigError::Setting("sync.concurrency must be at least 1".into()));
+        }
+        if self.pages_in_flight == 0 {
+            return Err(ConfigError::Setting(
+                "sync.pages_in_flight must be at least 1".into(),
+            ));
         }
         Ok(())
     }

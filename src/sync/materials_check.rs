@@ -64,10 +64,7 @@ impl Syncer {
                 if cancel.is_cancelled() {
                     break;
                 }
-                match self
-                    .check_materials(&mut round, &id, version, &content)
-                    .await?
-                {
+                match self.check_materials(&mut round, &id, version, &content).await? {
                     Checked::Done { notice_issued } => {
                         checked += 1;
                         notices += u64::from(notice_issued);

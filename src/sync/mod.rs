@@ -22,24 +22,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use futures::StreamExt;
 use serde::Serialize;
-use shuiwu_approval::{ApprovalClient, ApprovalError, Fetched, ListPage, Summary};
-use shuiwu_wire::{Clock, FaultClass, RawDocument, format_beijing, parse_beijing};
+use shuiwu_approval::{ApprovalClient, ApprovalError};
+use shuiwu_wire::{Clock, RawDocument, format_beijing, parse_beijing};
 use tokio_util::sync::CancellationToken;
 
+mod detail;
 mod materials_check;
+mod pipeline;
+mod window;
 
 use crate::config::SyncConfig;
 use crate::mapping::Mapping;
 use crate::materials::LicenceFact;
 use crate::policy::Rules;
-use crate::rebuild::{DraftError, Rebuilder};
-use crate::record::Assembled;
-use crate::store::{
-    Applied, AsyncStore, CursorMove, Held, Item, Pending, SourceKey, Store, StoreError, UnitOfWork,
-    sha256_hex,
-};
+use crate::rebuild::Rebuilder;
+use crate::store::{AsyncStore, Item, Store, StoreError};
 use shuiwu_licences::LicenceClient;
 
 const SOURCE: &str = "approval";
@@ -234,9 +232,11 @@ impl Syncer {
             list_requests: 0,
             details: 0,
             outcomes: BTreeMap::new(),
-            pending: None,
-            in_flight: Default::default(),
+            pipeline: pipeline::Pipeline::new(),
+            permits: pipeline::permits(self.cfg.concurrency),
         };
+        // Where the next window starts: windows are read one after the other while earlier
+        // ones are still committing; the cursor itself moves only as they commit complete.
         let mut cursor = start;
         let mut windows = 0;
         self.report(Progress::Started {
@@ -262,10 +262,7 @@ impl Syncer {
                 start: cursor,
                 end: window_end,
             });
-            match self
-                .read_window(cursor, window_end, target, &mut state, cancel)
-                .await
-            {
+            match self.read_window(cursor, window_end, target, &mut state).await {
                 Ok(()) => {
                     windows += 1;
                     if let Some(t) = target {
@@ -276,27 +273,45 @@ impl Syncer {
                     }
                 }
                 Err(Stop::Transient { reason, not_before }) => {
-                    break if cancel.is_cancelled() {
-                        PassEnd::Interrupted
-                    } else {
-                        PassEnd::Incomplete {
-                            reason,
-                            not_before: not_before.map(format_beijing),
-                        }
+                    break PassEnd::Incomplete {
+                        reason,
+                        not_before: not_before.map(format_beijing),
                     };
                 }
                 Err(Stop::Fatal(e)) => {
                     // What was handed to the store still commits (or fails) on its own.
+                    self.abandon(&mut state);
                     let _ = self.settle(&mut state).await;
                     self.finish_run(run_id, "failed", Some(e.to_string())).await?;
                     return Err(e);
                 }
             }
         };
-        if let Err(Stop::Fatal(e)) = self.settle(&mut state).await {
-            self.finish_run(run_id, "failed", Some(e.to_string())).await?;
-            return Err(e);
-        }
+        // Everything listed is committed now, in order; a stop met while committing ends the
+        // pass like one met while listing.
+        let end = match (self.drain(&mut state).await, end) {
+            (Err(Stop::Fatal(e)), _) => {
+                self.finish_run(run_id, "failed", Some(e.to_string())).await?;
+                return Err(e);
+            }
+            (_, end @ PassEnd::Incomplete { .. }) => end,
+            (Err(Stop::Transient { reason, not_before }), _) => PassEnd::Incomplete {
+                reason,
+                not_before: not_before.map(format_beijing),
+            },
+            (Ok(()), end) => match state.pipeline.cursor_held.clone() {
+                Some(reason) if end == PassEnd::CaughtUp => PassEnd::Incomplete {
+                    reason,
+                    not_before: None,
+                },
+                _ => end,
+            },
+        };
+        let end = if cancel.is_cancelled() {
+            PassEnd::Interrupted
+        } else {
+            end
+        };
         let (materials_checked, notices_issued) = if end == PassEnd::Interrupted {
             (0, 0)
         } else {
@@ -317,7 +332,7 @@ impl Syncer {
         Ok(PassReport {
             run_id,
             cursor_before: format_beijing(start),
-            cursor_after: format_beijing(cursor),
+            cursor_after: format_beijing(state.pipeline.cursor.unwrap_or(start)),
             windows,
             list_requests: state.list_requests,
             details_fetched: state.details,
@@ -339,556 +354,6 @@ impl Syncer {
             .call(move |s| s.finish_run(run, now, outcome, error.as_deref()))
             .await
     }
-
-    /// Reads `[start, end)` completely; on success the cursor was moved to `target` with the
-    /// last page.
-    async fn read_window(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        target: Option<DateTime<Utc>>,
-        state: &mut PassState,
-        cancel: &CancellationToken,
-    ) -> Result<(), Stop> {
-        let size = self.cfg.page_size;
-        let mut from = start;
-        let mut complete = true;
-        loop {
-            if cancel.is_cancelled() {
-                return Err(Stop::Transient {
-                    reason: "shutting down".into(),
-                    not_before: None,
-                });
-            }
-            let (page, raw) = self.list(from, end, 1, state).await?;
-            let last = page.list.len() < size as usize;
-            let latest = page
-                .list
-                .iter()
-                .filter_map(|item| item.get("GXSJ").and_then(|v| v.as_str()).and_then(parse_beijing))
-                .max();
-            let cursor = (last && complete).then_some(target).flatten();
-            complete &= self.process_page(&page, raw, cursor, state).await?;
-            if last {
-                return if complete {
-                    Ok(())
-                } else {
-                    Err(Stop::Transient {
-                        reason: "some projects of the window are not done yet".into(),
-                        not_before: None,
-                    })
-                };
-            }
-            let Some(latest) = latest else {
-                return Err(Stop::Transient {
-                    reason: "a full listing page without a readable GXSJ".into(),
-                    not_before: None,
-                });
-            };
-            if latest > from {
-                from = latest;
-            } else {
-                // A whole page within one second: page that second by number.
-                complete &= self.read_second(from, end, state).await?;
-                from += Duration::seconds(1);
-                if from >= end {
-                    // The second-by-number read was the window's end; move the cursor now.
-                    if complete && let Some(t) = target {
-                        let unit = UnitOfWork {
-                            run_id: Some(state.run_id),
-                            cursor: Some(CursorMove {
-                                source: SOURCE.into(),
-                                watermark: t,
-                            }),
-                            ..Default::default()
-                        };
-                        self.commit(unit, state).await?;
-                        return Ok(());
-                    }
-                    return Err(Stop::Transient {
-                        reason: "some projects of the window are not done yet".into(),
-                        not_before: None,
-                    });
-                }
-            }
-        }
-    }
-
-    /// Pages `[second, second + 1 s)` by page number. When `total` shrinks between pages,
-    /// projects before our position moved away and later ones slid up: step back as many pages
-    /// as moved, so none slides past unread (re-reads are deduplicated).
-    async fn read_second(
-        &self,
-        second: DateTime<Utc>,
-        end: DateTime<Utc>,
-        state: &mut PassState,
-    ) -> Result<bool, Stop> {
-        let size = u64::from(self.cfg.page_size);
-        let until = (second + Duration::seconds(1)).min(end);
-        let mut complete = true;
-        let mut total: Option<u64> = None;
-        let mut page_no: u64 = 1;
-        let mut steps_back = 0;
-        loop {
-            let (page, raw) = self.list(second, until, page_no as u32, state).await?;
-            if let Some(before) = total
-                && page.total != before
-            {
-                let moved = before.abs_diff(page.total);
-                tracing::info!(second = %format_beijing(second), moved, "listing total changed while paging; stepping back");
-                steps_back += 1;
-                if steps_back > 100 {
-                    return Err(Stop::Transient {
-                        reason: "listing kept drifting while paging one second".into(),
-                        not_before: None,
-                    });
-                }
-                page_no = page_no.saturating_sub(moved.div_ceil(size)).max(1);
-                total = Some(page.total);
-                continue;
-            }
-            total = Some(page.total);
-            complete &= self.process_page(&page, raw, None, state).await?;
-            if page_no * size >= page.total || page.list.is_empty() {
-                return Ok(complete);
-            }
-            page_no += 1;
-        }
-    }
-
-    async fn list(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        page_no: u32,
-        state: &mut PassState,
-    ) -> Result<(ListPage, RawDocument), Stop> {
-        state.list_requests += 1;
-        tokio::select! {
-            biased;
-            () = state.cancel.cancelled() => Err(Stop::shutting_down()),
-            r = self.client.list_projects(start, end, page_no, self.cfg.page_size) => r.map_err(|e| self.stop_for(e)),
-        }
-    }
-
-    fn stop_for(&self, e: ApprovalError) -> Stop {
-        match e.class() {
-            FaultClass::Transient => Stop::Transient {
-                not_before: e.not_before(self.clock.now()),
-                reason: e.to_string(),
-            },
-            FaultClass::Permanent => Stop::Fatal(SyncError::Refused(e)),
-        }
-    }
-
-    /// Fetches, maps and commits the new items of one listing page. Returns whether every item
-    /// of the page is done.
-    async fn process_page(
-        &self,
-        page: &ListPage,
-        raw: RawDocument,
-        cursor: Option<DateTime<Utc>>,
-        state: &mut PassState,
-    ) -> Result<bool, Stop> {
-        let page_sha = sha256_hex(&raw.bytes);
-        let mut unit = UnitOfWork {
-            run_id: Some(state.run_id),
-            ..Default::default()
-        };
-        unit.documents.push((page_sha.clone(), raw));
-        let mut listed = Vec::new();
-        for item in &page.list {
-            match Summary::from_value(item) {
-                Ok(s) => listed.push(s),
-                Err(reason) => unit.items.push(Item::Held(Held {
-                    source: SOURCE.into(),
-                    key: item.get("XMDM").and_then(|v| v.as_str()).map(str::to_string),
-                    version: None,
-                    step: "listing".into(),
-                    field: None,
-                    category: "listing item unreadable".into(),
-                    reason,
-                    detail: Some(item.to_string()),
-                    document_sha256: Some(page_sha.clone()),
-                })),
-            }
-        }
-        // One store call for the page: which listed versions are new.
-        let keys: Vec<String> = listed
-            .iter()
-            .filter(|s| !state.in_flight.contains_key(&s.xmdm))
-            .map(|s| s.xmdm.clone())
-            .collect();
-        let processed: std::collections::HashMap<String, i64> = self
-            .store
-            .call(move |st| {
-                let mut done = std::collections::HashMap::new();
-                for k in keys {
-                    if let Some(v) = st.processed_version(SOURCE, &k)? {
-                        done.insert(k, v);
-                    }
-                }
-                Ok(done)
-            })
-            .await?;
-        let wanted: Vec<Summary> = listed
-            .into_iter()
-            .filter(|s| {
-                let done = state.in_flight.get(&s.xmdm).or(processed.get(&s.xmdm));
-                done.is_none_or(|v| *v < s.bbh as i64)
-            })
-            .collect();
-        let fetched: Vec<(Summary, Option<Result<Fetched, ApprovalError>>)> = futures::stream::iter(wanted)
-            .map(|s| {
-                let cancel = state.cancel.clone();
-                async move {
-                    // Shutdown drops the request, its retries and their waits; the project is
-                    // simply not done in this pass.
-                    let r = tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => None,
-                        r = self.client.project(&s.xmdm) => Some(r),
-                    };
-                    (s, r)
-                }
-            })
-            .buffered(self.cfg.concurrency)
-            .collect()
-            .await;
-        state.details += fetched.len() as u64;
-        let mut complete = true;
-        let mut stop = None;
-        for (summary, result) in fetched {
-            let Some(result) = result else {
-                complete = false;
-                continue;
-            };
-            match self.handle(&summary, result).await? {
-                Handled::Item(item, doc) => {
-                    if let Some(doc) = doc {
-                        unit.documents.push((sha256_hex(&doc.bytes), doc));
-                    }
-                    unit.items.push(*item);
-                }
-                Handled::Pending(reason) => {
-                    complete = false;
-                    tracing::info!(xmdm = %summary.xmdm, bbh = summary.bbh, %reason, "project not done; the window stays open");
-                }
-            }
-            if stop.is_none() {
-                stop = self.take_gate();
-            }
-        }
-        if stop.is_none() && state.cancel.is_cancelled() {
-            stop = Some(Stop::shutting_down());
-        }
-        if complete {
-            unit.cursor = cursor.map(|watermark| CursorMove {
-                source: SOURCE.into(),
-                watermark,
-            });
-        }
-        self.commit(unit, state).await?;
-        if let Some(s) = stop {
-            return Err(s);
-        }
-        Ok(complete)
-    }
-
-    /// A shut quota or maintenance gate ends the pass after the unit in hand.
-    fn take_gate(&self) -> Option<Stop> {
-        self.client.blocked_until().map(|until| Stop::Transient {
-            reason: format!("the platform accepts no call before {}", format_beijing(until)),
-            not_before: Some(until),
-        })
-    }
-
-    /// Commits a unit in the background while the next page is fetched. Units still commit
-    /// one after the other, in order: the previous one is awaited first.
-    async fn commit(&self, unit: UnitOfWork, state: &mut PassState) -> Result<(), Stop> {
-        self.settle(state).await?;
-        state.in_flight = unit
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                Item::Record { key, .. } | Item::Skipped { key, .. } => Some((key.key.clone(), key.version)),
-                Item::Held(h) => Some((h.key.clone()?, h.version?)),
-            })
-            .collect();
-        let now = self.clock.now();
-        let cursor = unit.cursor.as_ref().map(|c| c.watermark);
-        let items = unit.items.len();
-        let rebuilder = self.rebuilder.clone();
-        let handle = self.store.spawn(move |s| s.commit(&unit, now, &rebuilder));
-        state.pending = Some(PendingCommit {
-            handle,
-            items,
-            cursor,
-        });
-        Ok(())
-    }
-
-    /// Waits for the unit being committed, if any, and counts its outcomes.
-    async fn settle(&self, state: &mut PassState) -> Result<(), Stop> {
-        if let Some(p) = state.pending.take() {
-            let applied = p.handle.await??;
-            for a in applied {
-                *state.outcomes.entry(a.as_str()).or_default() += 1;
-            }
-            self.report(Progress::Committed {
-                items: p.items,
-                cursor: p.cursor,
-            });
-        }
-        state.in_flight.clear();
-        Ok(())
-    }
-
-    /// Fetches one project's detail now and turns it into an item, as a pass would: for an
-    /// operator replaying a held `detail` failure. `Err(reason)` when it is not done.
-    pub async fn refetch(
-        &self,
-        xmdm: &str,
-        listed_version: i64,
-    ) -> Result<(Item, Option<RawDocument>), String> {
-        let summary = Summary {
-            xmdm: xmdm.to_string(),
-            bbh: listed_version.max(0) as u64,
-            gxsj: String::new(),
-            zt: String::new(),
-        };
-        let result = self.client.project(xmdm).await;
-        match self.handle(&summary, result).await {
-            Ok(Handled::Item(item, raw)) => Ok((*item, raw)),
-            Ok(Handled::Pending(reason)) => Err(reason),
-            Err(Stop::Transient { reason, .. }) => Err(reason),
-            Err(Stop::Fatal(e)) => Err(e.to_string()),
-        }
-    }
-
-    /// Turns one detail answer into an item to commit, or says why it is not done.
-    async fn handle(
-        &self,
-        summary: &Summary,
-        result: Result<Fetched, ApprovalError>,
-    ) -> Result<Handled, Stop> {
-        let listed = SourceKey {
-            source: SOURCE.into(),
-            key: summary.xmdm.clone(),
-            version: summary.bbh as i64,
-        };
-        let fetched = match result {
-            Ok(f) => f,
-            Err(ApprovalError::NotFound { raw }) => {
-                let now = self.clock.now();
-                let key = listed.clone();
-                let attempts = self.store.call(move |s| s.listing_miss(&key, now)).await?;
-                if attempts < self.cfg.not_found_limit {
-                    return Ok(Handled::Pending(format!(
-                        "detail answers 4040 (not visible yet?), attempt {attempts}"
-                    )));
-                }
-                return Ok(held(
-                    summary,
-                    Hold {
-                        version: listed.version,
-                        step: "detail",
-                        reason: format!("listed, but the detail call answered 4040 on {attempts} passes"),
-                        category: Some("listed but never found (4040)".into()),
-                        ..Hold::default()
-                    },
-                    Some(*raw),
-                ));
-            }
-            Err(ApprovalError::OutsideServiceArea { raw }) => {
-                let sha = sha256_hex(&raw.bytes);
-                return Ok(Handled::Item(
-                    Box::new(Item::Skipped {
-                        key: listed,
-                        document_sha256: Some(sha),
-                        reason: "outside the account's service area (4030)".into(),
-                    }),
-                    Some(*raw),
-                ));
-            }
-            Err(e @ (ApprovalError::BadSignature | ApprovalError::BadParameter { .. })) => {
-                return Err(Stop::Fatal(SyncError::Refused(e)));
-            }
-            Err(e) if e.is_transient() => {
-                // A project whose detail keeps failing would hold its window open for ever, and
-                // every later window with it; after `not_found_limit` passes spread over at
-                // least `stuck_after_hours` it is held instead (quota and maintenance gates,
-                // which end the pass anyway, are not counted).
-                let gated = matches!(
-                    e,
-                    ApprovalError::QuotaExhausted { .. } | ApprovalError::Maintenance { .. }
-                );
-                if gated {
-                    return Ok(Handled::Pending(e.to_string()));
-                }
-                let now = self.clock.now();
-                let key = listed.clone();
-                let (attempts, since) = self.store.call(move |s| s.fetch_miss(&key, now)).await?;
-                let lasting = now - since >= Duration::hours(self.cfg.stuck_after_hours as i64);
-                if attempts < self.cfg.not_found_limit || !lasting {
-                    return Ok(Handled::Pending(format!("{e} (attempt {attempts})")));
-                }
-                let hold = Hold {
-                    version: listed.version,
-                    step: "detail",
-                    reason: format!(
-                        "the detail call kept failing ({attempts} passes since {}): {e}",
-                        format_beijing(since)
-                    ),
-                    category: Some(format!("detail kept failing: {}", e.kind())),
-                    ..Hold::default()
-                };
-                return Ok(held(summary, hold, None));
-            }
-            Err(e) => {
-                let category = Some(format!("detail refused: {}", e.kind()));
-                let hold = Hold {
-                    version: listed.version,
-                    step: "detail",
-                    reason: e.to_string(),
-                    category,
-                    ..Hold::default()
-                };
-                return Ok(held(summary, hold, None));
-            }
-        };
-        let sha = sha256_hex(&fetched.raw.bytes);
-        let data = fetched.data();
-        if data.get("XMDM").and_then(|v| v.as_str()).map(str::trim) != Some(summary.xmdm.as_str()) {
-            let hold = Hold {
-                version: listed.version,
-                step: "detail",
-                field: Some("project.code"),
-                reason: "the detail answered for another project code".into(),
-                ..Hold::default()
-            };
-            return Ok(held(summary, hold, Some(fetched.raw)));
-        }
-        let detail_version = data
-            .get("BBH")
-            .and_then(|v| v.as_i64().or_else(|| v.as_str()?.trim().parse().ok()));
-        let Some(version) = detail_version else {
-            let hold = Hold {
-                version: listed.version,
-                step: "map",
-                field: Some("source.version"),
-                reason: "the detail has no usable BBH".into(),
-                ..Hold::default()
-            };
-            return Ok(held(summary, hold, Some(fetched.raw)));
-        };
-        if version < listed.version {
-            return Ok(Handled::Pending(format!(
-                "detail still shows BBH {version}, listing showed {}",
-                listed.version
-            )));
-        }
-        let today = self
-            .clock
-            .now()
-            .with_timezone(&shuiwu_wire::beijing())
-            .date_naive();
-        let key = SourceKey {
-            source: SOURCE.into(),
-            key: summary.xmdm.clone(),
-            version,
-        };
-        // The record itself is rebuilt from this draft and its actions in the commit's
-        // transaction (`crate::rebuild`).
-        let item = match self.rebuilder.assemble(&fetched.body, &sha, today) {
-            Ok(Assembled::Record(draft)) => Item::Record {
-                key,
-                document_sha256: sha,
-                draft,
-            },
-            Ok(Assembled::Skip(reason)) => Item::Skipped {
-                key,
-                document_sha256: Some(sha),
-                reason,
-            },
-            Err(DraftError::Map(e)) => {
-                let field = e.errors.first().map(|f| f.field.clone());
-                let hold = Hold {
-                    version,
-                    step: "map",
-                    field: field.as_deref(),
-                    reason: e.to_string(),
-                    detail: serde_json::to_string(&e.errors).ok(),
-                    ..Hold::default()
-                };
-                return Ok(held(summary, hold, Some(fetched.raw)));
-            }
-            Err(DraftError::Assemble(e)) => {
-                let hold = Hold {
-                    version,
-                    step: "assemble",
-                    field: Some(&e.0),
-                    reason: e.to_string(),
-                    ..Hold::default()
-                };
-                return Ok(held(summary, hold, Some(fetched.raw)));
-            }
-            Err(e @ DraftError::NotJson(_)) => {
-                let hold = Hold {
-                    version,
-                    step: "map",
-                    reason: e.to_string(),
-                    ..Hold::default()
-                };
-                return Ok(held(summary, hold, Some(fetched.raw)));
-            }
-        };
-        Ok(Handled::Item(Box::new(item), Some(fetched.raw)))
-    }
-}
-
-/// What to hold a project version for.
-#[derive(Default)]
-struct Hold<'a> {
-    version: i64,
-    step: &'a str,
-    field: Option<&'a str>,
-    reason: String,
-    /// Summary label; derived from the field and the failed check when not given.
-    category: Option<String>,
-    detail: Option<String>,
-}
-
-/// A held failure of one listed project, with the raw document it concerns, if any.
-fn held(summary: &Summary, hold: Hold<'_>, raw: Option<RawDocument>) -> Handled {
-    let category = hold.category.unwrap_or_else(|| {
-        let check = detail_check(&hold.reason);
-        format!("{}: {check}", hold.field.unwrap_or(hold.step))
-    });
-    Handled::Item(
-        Box::new(Item::Held(Held {
-            source: SOURCE.into(),
-            key: Some(summary.xmdm.clone()),
-            version: Some(hold.version),
-            step: hold.step.into(),
-            field: hold.field.map(str::to_string),
-            category,
-            reason: hold.reason,
-            detail: hold.detail,
-            document_sha256: raw.as_ref().map(|r| sha256_hex(&r.bytes)),
-        })),
-        raw,
-    )
-}
-
-/// The check that failed, from a reason such as `water.diameter_dn: diameter: "DN四十" is not a
-/// diameter`: the part naming the transform, without the value.
-fn detail_check(reason: &str) -> String {
-    let mut parts = reason.splitn(3, ": ");
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_field), Some(check), Some(_)) => check.to_string(),
-        _ => reason.chars().take(60).collect(),
-    }
 }
 
 struct PassState {
@@ -898,14 +363,7 @@ struct PassState {
     list_requests: u64,
     details: u64,
     outcomes: BTreeMap<&'static str, u64>,
-    /// The unit being committed in the background.
-    pending: Option<PendingCommit>,
-    /// Project versions of that unit: done, though not yet visible in the store.
-    in_flight: std::collections::HashMap<String, i64>,
-}
-
-struct PendingCommit {
-    handle: Pending<Vec<Applied>>,
-    items: usize,
-    cursor: Option<DateTime<Utc>>,
+    pipeline: pipeline::Pipeline,
+    /// Detail requests in flight, across every page.
+    permits: Arc<tokio::sync::Semaphore>,
 }

@@ -114,9 +114,14 @@ impl World {
     /// that version (or a newer one).
     pub fn missing(&self, from: DateTime<Utc>) -> Vec<(String, u64)> {
         let now = self.clock.now_utc();
+        self.missing_in(from, now + chrono::Duration::days(1))
+    }
+
+    /// As [`World::missing`], for the versions whose `GXSJ` is in `[from, to)`.
+    pub fn missing_in(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(String, u64)> {
         self.server
             .sim
-            .visible_in(from, now + chrono::Duration::days(1))
+            .visible_in(from, to)
             .into_iter()
             .filter(|(xmdm, bbh)| {
                 self.store

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::{DateTime, Days, TimeZone, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::RngCore;
@@ -241,11 +241,7 @@ impl ApprovalClient {
         expected_sha256: Option<&str>,
     ) -> Result<Fetched, ApprovalError> {
         let policy = &self.cfg.retry;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(policy.min_delay)
-            .with_max_delay(policy.max_delay)
-            .with_max_times(policy.max_retries)
-            .with_jitter();
+        let backoff = shuiwu_wire::retry::jittered(policy.min_delay, policy.max_delay, policy.max_retries);
         let max_wait = policy.max_wait;
         (|| async {
             let fetched = self.attempt(path, query).await?;

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, KeyInit, Mac};
@@ -167,11 +167,11 @@ impl LicenceClient {
     /// One SOAP call with retries of transient faults (never of TOKEN_EXPIRED, which the
     /// caller handles by renewing the token).
     async fn call(&self, action: &str, body: String) -> Result<(Reply, RawDocument), LicenceError> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(self.cfg.min_delay_ms))
-            .with_max_delay(Duration::from_secs(20))
-            .with_max_times(self.cfg.max_retries)
-            .with_jitter();
+        let backoff = shuiwu_wire::retry::jittered(
+            Duration::from_millis(self.cfg.min_delay_ms),
+            Duration::from_secs(20),
+            self.cfg.max_retries,
+        );
         (|| self.attempt(action, &body))
             .retry(backoff)
             .sleep(tokio::time::sleep)

@@ -9,6 +9,7 @@
 mod clock;
 pub mod ids;
 mod raw;
+pub mod retry;
 mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock, beijing, beijing_today, format_beijing, parse_beijing};

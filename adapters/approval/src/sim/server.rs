@@ -81,6 +81,9 @@ pub struct SimStats {
     pub quota_refused: u64,
     pub faults_injected: u64,
     pub drift_changes: u64,
+    /// Requests answered while an injected hang was holding another one: how much a client
+    /// kept doing instead of waiting for the hung request.
+    pub answered_during_hang: u64,
 }
 
 struct SimState {
@@ -99,6 +102,8 @@ struct SimState {
     corrupt_attachments: u32,
     /// Projects whose detail call always answers with a fault (a platform bug for one record).
     failing_projects: HashMap<String, Fault>,
+    /// Hung requests in progress.
+    hanging: u32,
 }
 
 struct Inner {
@@ -157,6 +162,7 @@ impl Simulator {
                 random,
                 corrupt_attachments: 0,
                 failing_projects: HashMap::new(),
+                hanging: 0,
             }),
         })))
     }
@@ -288,12 +294,27 @@ impl Simulator {
                     st.stats.faults_injected += 1;
                     Err(fault)
                 }
-                None => Ok(self.check(&mut st, uri, headers, now)),
+                None => {
+                    if st.hanging > 0 {
+                        st.stats.answered_during_hang += 1;
+                    }
+                    Ok(self.check(&mut st, uri, headers, now))
+                }
             }
         };
         match decision {
             Ok(result) => result,
             Err(Fault::Hang { secs }) => {
+                /// Counts the hang while it lasts, however the request ends (a client that
+                /// gives up drops it).
+                struct Hanging<'a>(&'a Simulator);
+                impl Drop for Hanging<'_> {
+                    fn drop(&mut self) {
+                        self.0.lock().hanging -= 1;
+                    }
+                }
+                self.lock().hanging += 1;
+                let _hanging = Hanging(self);
                 tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
                 Err(envelope(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -1,0 +1,352 @@
+//! Several listing pages in flight, committed in order.
+//!
+//! Each listed page becomes a job: its new project versions are fetched by tasks of their own
+//! (at most `concurrency` requests at once, shared by every page), while the next pages are
+//! listed. Jobs commit strictly in listing order, one unit of work per page, so the cursor rule
+//! is the one of a sequential read: the job that closes a window moves the cursor only when
+//! every page of that window was complete, and once a window is incomplete no later window
+//! moves it in this pass. A request that hangs holds back the commits behind it, never the
+//! other requests: up to `pages_in_flight` pages keep fetching meanwhile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use shuiwu_approval::{ApprovalError, Fetched, ListPage, Summary};
+use shuiwu_wire::RawDocument;
+use tokio::task::JoinHandle;
+
+use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
+use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
+
+/// A detail request's outcome; `None` when shutdown cancelled it.
+type DetailTask = JoinHandle<Option<Result<Fetched, ApprovalError>>>;
+
+/// One listed page on its way to the store.
+pub(super) struct PageJob {
+    /// The page's raw listing and its unreadable entries, held.
+    unit: UnitOfWork,
+    details: Vec<(Summary, DetailTask)>,
+    /// Project versions this page fetches, released once its unit is committed.
+    claims: Vec<(String, i64)>,
+    /// `Some` on the job that closes a window: where the cursor goes if the window is complete.
+    closes: Option<Option<DateTime<Utc>>>,
+}
+
+impl PageJob {
+    fn ready(&self) -> bool {
+        self.details.iter().all(|(_, t)| t.is_finished())
+    }
+}
+
+/// The unit being committed in the background while the next pages are fetched.
+pub(super) struct PendingCommit {
+    handle: Pending<Vec<Applied>>,
+    items: usize,
+    cursor: Option<DateTime<Utc>>,
+    claims: Vec<(String, i64)>,
+}
+
+/// The committing side's state within one pass.
+#[derive(Default)]
+pub(super) struct Pipeline {
+    jobs: std::collections::VecDeque<PageJob>,
+    pending: Option<PendingCommit>,
+    /// Project versions listed and being fetched or committed: done as far as a later page's
+    /// listing is concerned, though not yet visible in the store.
+    claimed: HashMap<String, i64>,
+    /// Every page of the window being committed was complete so far.
+    window_complete: bool,
+    /// Why the cursor may not move any more in this pass (a window was not complete).
+    pub(super) cursor_held: Option<String>,
+    /// The cursor as committed by this pass.
+    pub(super) cursor: Option<DateTime<Utc>>,
+}
+
+impl Pipeline {
+    pub(super) fn new() -> Self {
+        Pipeline {
+            window_complete: true,
+            ..Pipeline::default()
+        }
+    }
+}
+
+impl Syncer {
+    /// Hands a listed page to the pipeline: its new versions start fetching at once. Commits
+    /// the jobs at the front that are ready, and waits for the front one while the pipeline is
+    /// full.
+    pub(super) async fn enqueue_page(
+        &self,
+        page: &ListPage,
+        raw: RawDocument,
+        closes: Option<Option<DateTime<Utc>>>,
+        state: &mut PassState,
+    ) -> Result<(), Stop> {
+        let page_sha = sha256_hex(&raw.bytes);
+        let mut unit = UnitOfWork {
+            run_id: Some(state.run_id),
+            ..Default::default()
+        };
+        unit.documents.push((page_sha.clone(), raw));
+        let mut listed = Vec::new();
+        for item in &page.list {
+            match Summary::from_value(item) {
+                Ok(s) => listed.push(s),
+                Err(reason) => unit.items.push(Item::Held(Held {
+                    source: SOURCE.into(),
+                    key: item.get("XMDM").and_then(|v| v.as_str()).map(str::to_string),
+                    version: None,
+                    step: "listing".into(),
+                    field: None,
+                    category: "listing item unreadable".into(),
+                    reason,
+                    detail: Some(item.to_string()),
+                    document_sha256: Some(page_sha.clone()),
+                })),
+            }
+        }
+        // One store call for the page: which listed versions are new. The claims are read after
+        // it (no commit settles in between), so a version committed meanwhile is either visible
+        // to the query or still claimed.
+        let keys: Vec<String> = listed.iter().map(|s| s.xmdm.clone()).collect();
+        let processed: HashMap<String, i64> = self
+            .store
+            .call(move |st| {
+                let mut done = HashMap::new();
+                for k in keys {
+                    if let Some(v) = st.processed_version(SOURCE, &k)? {
+                        done.insert(k, v);
+                    }
+                }
+                Ok(done)
+            })
+            .await?;
+        let mut job = PageJob {
+            unit,
+            details: Vec::new(),
+            claims: Vec::new(),
+            closes,
+        };
+        for s in listed {
+            let bbh = s.bbh as i64;
+            let done = state
+                .pipeline
+                .claimed
+                .get(&s.xmdm)
+                .into_iter()
+                .chain(processed.get(&s.xmdm))
+                .max();
+            if done.is_some_and(|v| *v >= bbh) {
+                continue;
+            }
+            state.pipeline.claimed.insert(s.xmdm.clone(), bbh);
+            job.claims.push((s.xmdm.clone(), bbh));
+            let task = self.spawn_detail(&s.xmdm, state);
+            job.details.push((s, task));
+        }
+        state.details += job.details.len() as u64;
+        state.pipeline.jobs.push_back(job);
+        self.advance(state).await
+    }
+
+    /// Closes a window with no page of its own (its end was read second by second).
+    pub(super) async fn enqueue_close(
+        &self,
+        target: Option<DateTime<Utc>>,
+        state: &mut PassState,
+    ) -> Result<(), Stop> {
+        state.pipeline.jobs.push_back(PageJob {
+            unit: UnitOfWork {
+                run_id: Some(state.run_id),
+                ..Default::default()
+            },
+            details: Vec::new(),
+            claims: Vec::new(),
+            closes: Some(target),
+        });
+        self.advance(state).await
+    }
+
+    /// Fetches one project's detail in a task of its own, within the shared concurrency limit;
+    /// shutdown drops the request, its retries and their waits.
+    fn spawn_detail(&self, xmdm: &str, state: &PassState) -> DetailTask {
+        let client = self.client.clone();
+        let permits = state.permits.clone();
+        let cancel = state.cancel.clone();
+        let xmdm = xmdm.to_string();
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                r = async {
+                    // The semaphore is never closed, so a permit always comes.
+                    let _permit = permits.acquire().await.ok();
+                    client.project(&xmdm).await
+                } => Some(r),
+            }
+        })
+    }
+
+    /// Commits the ready jobs at the front, then the front one while the pipeline is full.
+    async fn advance(&self, state: &mut PassState) -> Result<(), Stop> {
+        while let Some(front) = state.pipeline.jobs.front() {
+            let full = state.pipeline.jobs.len() >= self.cfg.pages_in_flight;
+            if !(full || front.ready()) {
+                break;
+            }
+            self.commit_front(state).await?;
+        }
+        Ok(())
+    }
+
+    /// Commits every job still in the pipeline, in order, and waits for the last commit.
+    /// After a stop the jobs' requests end quickly (a shut gate answers at once, shutdown
+    /// cancels them); what completed is committed, the rest is read again next pass.
+    pub(super) async fn drain(&self, state: &mut PassState) -> Result<(), Stop> {
+        let mut first_stop = None;
+        while !state.pipeline.jobs.is_empty() {
+            match self.commit_front(state).await {
+                Ok(()) => {}
+                Err(Stop::Fatal(e)) => {
+                    self.abandon(state);
+                    return Err(Stop::Fatal(e));
+                }
+                Err(stop) => {
+                    first_stop.get_or_insert(stop);
+                }
+            }
+        }
+        self.settle(state).await?;
+        first_stop.map_or(Ok(()), Err)
+    }
+
+    /// Stops every request of the jobs not committed (a fatal error ends the pass).
+    pub(super) fn abandon(&self, state: &mut PassState) {
+        for job in state.pipeline.jobs.drain(..) {
+            for (_, task) in job.details {
+                task.abort();
+            }
+        }
+    }
+
+    /// Turns the front job's answers into items and commits its unit (in the background:
+    /// the previous unit is awaited first, so units commit one after the other, in order).
+    async fn commit_front(&self, state: &mut PassState) -> Result<(), Stop> {
+        let Some(job) = state.pipeline.jobs.pop_front() else {
+            return Ok(());
+        };
+        let PageJob {
+            mut unit,
+            details,
+            claims,
+            closes,
+        } = job;
+        let mut complete = true;
+        let mut stop = None;
+        for (summary, task) in details {
+            let result = match task.await {
+                Ok(Some(r)) => r,
+                // Cancelled by shutdown (or aborted): not done in this pass.
+                Ok(None) | Err(_) => {
+                    complete = false;
+                    continue;
+                }
+            };
+            match self.handle(&summary, result).await {
+                Ok(Handled::Item(item, doc)) => {
+                    if let Some(doc) = doc {
+                        unit.documents.push((sha256_hex(&doc.bytes), doc));
+                    }
+                    unit.items.push(*item);
+                }
+                Ok(Handled::Pending(reason)) => {
+                    complete = false;
+                    tracing::info!(xmdm = %summary.xmdm, bbh = summary.bbh, %reason, "project not done; the window stays open");
+                }
+                Err(Stop::Fatal(e)) => {
+                    self.abandon(state);
+                    return Err(Stop::Fatal(e));
+                }
+                Err(other) => {
+                    complete = false;
+                    stop.get_or_insert(other);
+                }
+            }
+            if stop.is_none() {
+                stop = self.take_gate();
+            }
+        }
+        let p = &mut state.pipeline;
+        p.window_complete &= complete;
+        if let Some(target) = closes {
+            if !p.window_complete && p.cursor_held.is_none() {
+                p.cursor_held = Some("some projects of a window are not done yet".into());
+            }
+            if p.cursor_held.is_none()
+                && let Some(watermark) = target
+            {
+                unit.cursor = Some(CursorMove {
+                    source: SOURCE.into(),
+                    watermark,
+                });
+            }
+            p.window_complete = true;
+        }
+        self.commit(unit, claims, state).await?;
+        if stop.is_none() && state.cancel.is_cancelled() {
+            stop = Some(Stop::shutting_down());
+        }
+        stop.map_or(Ok(()), Err)
+    }
+
+    async fn commit(
+        &self,
+        unit: UnitOfWork,
+        claims: Vec<(String, i64)>,
+        state: &mut PassState,
+    ) -> Result<(), Stop> {
+        self.settle(state).await?;
+        let now = self.clock.now();
+        let cursor = unit.cursor.as_ref().map(|c| c.watermark);
+        let items = unit.items.len();
+        let rebuilder = self.rebuilder.clone();
+        let handle = self.store.spawn(move |s| s.commit(&unit, now, &rebuilder));
+        state.pipeline.pending = Some(PendingCommit {
+            handle,
+            items,
+            cursor,
+            claims,
+        });
+        Ok(())
+    }
+
+    /// Waits for the unit being committed, if any, counts its outcomes and releases its claims.
+    pub(super) async fn settle(&self, state: &mut PassState) -> Result<(), Stop> {
+        let Some(p) = state.pipeline.pending.take() else {
+            return Ok(());
+        };
+        let applied = p.handle.await??;
+        for a in applied {
+            *state.outcomes.entry(a.as_str()).or_default() += 1;
+        }
+        for (key, version) in p.claims {
+            if state.pipeline.claimed.get(&key) == Some(&version) {
+                state.pipeline.claimed.remove(&key);
+            }
+        }
+        if p.cursor.is_some() {
+            state.pipeline.cursor = p.cursor;
+        }
+        self.report(Progress::Committed {
+            items: p.items,
+            cursor: p.cursor,
+        });
+        Ok(())
+    }
+}
+
+/// The shared limit on detail requests in flight.
+pub(super) fn permits(concurrency: usize) -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(concurrency))
+}
