@@ -364,3 +364,36 @@ async fn a_hung_request_does_not_stall_the_others() {
         "only {during} requests were answered while one hung"
     );
 }
+
+#[tokio::test]
+async fn a_detail_over_the_size_limit_is_held_and_the_others_go_on() {
+    let start = t0() - Duration::days(2);
+    let w = world_tuned(sim_config(200, start, t0() - Duration::days(1)), start, |c| {
+        c.max_document_bytes = 64 * 1024;
+    })
+    .await;
+    let big = w.server.sim.visible_in(start, t0())[0].0.clone();
+    w.clock.advance(Duration::minutes(1));
+    w.server.sim.change(&big, |doc| {
+        doc["JSDD"] = serde_json::Value::from("大".repeat(100_000));
+    });
+    w.clock.advance(Duration::minutes(10));
+    let report = w.pass().await;
+    assert_eq!(report.end, PassEnd::CaughtUp, "{report:?}");
+    let held: Vec<_> = w
+        .store
+        .failures(Some("held"), 1_000)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.key.as_deref() == Some(big.as_str()))
+        .collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert!(
+        held[0].reason.contains("larger than the 65536 bytes"),
+        "{}",
+        held[0].reason
+    );
+    assert_eq!(held[0].step, "detail");
+    let missing = w.missing(start);
+    assert!(missing.iter().all(|(x, _)| *x == big), "{missing:?}");
+}

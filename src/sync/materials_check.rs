@@ -233,7 +233,7 @@ impl Syncer {
                 let fetched = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Ok(Checked::SourceDown("shutting down".into())),
-                    f = self.client.attachment(fjid, sha) => f,
+                    r = self.client.attachment(fjid, sha, f["size_bytes"].as_u64()) => r,
                 };
                 match fetched {
                     Ok(raw) => {

@@ -61,6 +61,7 @@ pub fn client_config(server: &SimServer) -> ClientConfig {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(5),
         total_timeout: Duration::from_secs(10),
+        max_document_bytes: shuiwu_approval::default_max_document_bytes(),
         retry: RetryPolicy {
             max_retries: 3,
             min_delay: Duration::from_millis(5),
@@ -71,6 +72,15 @@ pub fn client_config(server: &SimServer) -> ClientConfig {
 }
 
 pub async fn world(sim: SimConfig, sync_start: DateTime<Utc>) -> World {
+    world_tuned(sim, sync_start, |_| {}).await
+}
+
+/// A world whose client configuration `tune` adjusts.
+pub async fn world_tuned(
+    sim: SimConfig,
+    sync_start: DateTime<Utc>,
+    tune: impl FnOnce(&mut ClientConfig),
+) -> World {
     let clock = ManualClock::new(t0());
     let server = Simulator::new(sim, Arc::new(clock.clone()))
         .unwrap()
@@ -79,7 +89,9 @@ pub async fn world(sim: SimConfig, sync_start: DateTime<Utc>) -> World {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("g.db")).unwrap());
-    let client = Arc::new(ApprovalClient::new(client_config(&server), Arc::new(clock.clone())).unwrap());
+    let mut client_cfg = client_config(&server);
+    tune(&mut client_cfg);
+    let client = Arc::new(ApprovalClient::new(client_cfg, Arc::new(clock.clone())).unwrap());
     let mapping = MappingSet::load(None).unwrap().get("approval.project").unwrap();
     let cfg = SyncConfig {
         start: shuiwu_wire::format_beijing(sync_start),

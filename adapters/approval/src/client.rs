@@ -51,10 +51,18 @@ pub struct ClientConfig {
     pub total_timeout: Duration,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// The largest listing or detail answer read, in bytes; a larger one is refused unread
+    /// (an attachment's limit is its announced size).
+    #[serde(default = "default_max_document_bytes")]
+    pub max_document_bytes: u64,
 }
 
 fn default_rate() -> u32 {
     8
+}
+/// 16 MiB: a project detail is a few kilobytes; far more is a platform fault, not data.
+pub fn default_max_document_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
@@ -223,15 +231,28 @@ impl ApprovalClient {
     /// An attachment's content, checked against the SHA-256 the project detail announced: a
     /// mismatch is a transfer fault, retried like any transient one, and after the retries an
     /// error.
-    pub async fn attachment(&self, fjid: &str, expected_sha256: &str) -> Result<RawDocument, ApprovalError> {
+    ///
+    /// `announced_size` is the size the project detail gave: a body larger than that (or than
+    /// the document limit when none was announced) is refused unread. An error envelope is
+    /// always small enough to read.
+    pub async fn attachment(
+        &self,
+        fjid: &str,
+        expected_sha256: &str,
+        announced_size: Option<u64>,
+    ) -> Result<RawDocument, ApprovalError> {
         let path = format!("/api/v1/attachments/{}", encode_component(fjid));
         let expected = expected_sha256.to_ascii_lowercase();
-        self.get_checked(&path, &[], Some(&expected)).await.map(|f| f.raw)
+        let limit = announced_size.map_or(self.cfg.max_document_bytes, |n| n.max(ENVELOPE_ALLOWANCE));
+        self.get_checked(&path, &[], Some(&expected), limit)
+            .await
+            .map(|f| f.raw)
     }
 
     /// One signed GET with the retry policy around it.
     pub async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Fetched, ApprovalError> {
-        self.get_checked(path, query, None).await
+        self.get_checked(path, query, None, self.cfg.max_document_bytes)
+            .await
     }
 
     async fn get_checked(
@@ -239,12 +260,13 @@ impl ApprovalClient {
         path: &str,
         query: &[(String, String)],
         expected_sha256: Option<&str>,
+        limit: u64,
     ) -> Result<Fetched, ApprovalError> {
         let policy = &self.cfg.retry;
         let backoff = shuiwu_wire::retry::jittered(policy.min_delay, policy.max_delay, policy.max_retries);
         let max_wait = policy.max_wait;
         (|| async {
-            let fetched = self.attempt(path, query).await?;
+            let fetched = self.attempt(path, query, limit).await?;
             if let Some(expected) = expected_sha256 {
                 use sha2::Digest;
                 let got = hex::encode(sha2::Sha256::digest(&fetched.raw.bytes));
@@ -282,7 +304,12 @@ impl ApprovalClient {
         self.gate.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn attempt(&self, path: &str, query: &[(String, String)]) -> Result<Fetched, ApprovalError> {
+    async fn attempt(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        limit: u64,
+    ) -> Result<Fetched, ApprovalError> {
         let now = self.clock.now();
         match *self.lock_gate() {
             Some(Gate::Quota(until)) if until > now => {
@@ -327,10 +354,10 @@ impl ApprovalClient {
         let response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let bytes = response.bytes().await.map_err(transport)?;
+        let bytes = read_capped(response, limit).await?;
         let content_type = header(&headers, "content-type");
         let raw = RawDocument {
-            bytes: Arc::from(bytes.as_ref()),
+            bytes: Arc::from(bytes),
             meta: FetchMeta {
                 source: "approval".into(),
                 method: "GET".into(),
@@ -473,6 +500,33 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// An error envelope's room: an attachment announced smaller than this can still be refused
+/// with a readable JSON answer.
+const ENVELOPE_ALLOWANCE: u64 = 64 * 1024;
+
+/// Reads a body chunk by chunk, refusing it as soon as it passes `limit` bytes (or announces
+/// more), so that a runaway answer never takes more memory than the limit.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, ApprovalError> {
+    if let Some(announced) = response.content_length()
+        && announced > limit
+    {
+        return Err(ApprovalError::TooLarge {
+            limit,
+            seen: announced,
+        });
+    }
+    let capacity = response.content_length().unwrap_or(0).min(limit) as usize;
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        let seen = (body.len() + chunk.len()) as u64;
+        if seen > limit {
+            return Err(ApprovalError::TooLarge { limit, seen });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

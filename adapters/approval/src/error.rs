@@ -36,6 +36,10 @@ pub enum ApprovalError {
     UnknownCode { code: String, status: u16, msg: String },
     #[error("attachment content hash {got} does not match the announced {expected}")]
     HashMismatch { expected: String, got: String },
+    /// The answer is larger than the client accepts (a document limit, or an attachment's
+    /// announced size); it was not read further.
+    #[error("the answer is larger than the {limit} bytes accepted ({seen} bytes read or announced)")]
+    TooLarge { limit: u64, seen: u64 },
 }
 
 impl ApprovalError {
@@ -58,7 +62,8 @@ impl ApprovalError {
             | BadParameter { .. }
             | OutsideServiceArea { .. }
             | NotFound { .. }
-            | UnknownCode { .. } => FaultClass::Permanent,
+            | UnknownCode { .. }
+            | TooLarge { .. } => FaultClass::Permanent,
         }
     }
 
@@ -96,6 +101,7 @@ impl ApprovalError {
             NotFound { .. } => "not_found",
             UnknownCode { .. } => "unknown_code",
             HashMismatch { .. } => "hash_mismatch",
+            TooLarge { .. } => "too_large",
         }
     }
 }

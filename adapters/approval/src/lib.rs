@@ -13,7 +13,9 @@ pub mod sign;
 pub mod sim;
 pub mod wire;
 
-pub use client::{ApprovalClient, ClientConfig, Fetched, MAX_PAGE_SIZE, RetryPolicy};
+pub use client::{
+    ApprovalClient, ClientConfig, Fetched, MAX_PAGE_SIZE, RetryPolicy, default_max_document_bytes,
+};
 pub use error::ApprovalError;
 pub use sign::SignMethod;
 pub use wire::{Envelope, ListPage, Summary};

@@ -34,6 +34,7 @@ fn client_config(server: &SimServer) -> ClientConfig {
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
         total_timeout: Duration::from_secs(3),
+        max_document_bytes: shuiwu_approval::default_max_document_bytes(),
         retry: RetryPolicy {
             max_retries: 3,
             min_delay: Duration::from_millis(10),
@@ -357,13 +358,36 @@ async fn attachments_are_checked_against_their_hash() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&content))
     };
-    let raw = c.attachment(fjid, &sha).await.unwrap();
+    let raw = c
+        .attachment(fjid, &sha, Some(content.len() as u64))
+        .await
+        .unwrap();
     assert_eq!(&raw.bytes[..], &content[..]);
     // One damaged transfer: retried, then right.
     server.sim.corrupt_next_attachments(1);
-    assert!(c.attachment(fjid, &sha).await.is_ok());
+    assert!(c.attachment(fjid, &sha, Some(content.len() as u64)).await.is_ok());
     // Damaged every time: an error after the retries.
     server.sim.corrupt_next_attachments(10);
-    let err = c.attachment(fjid, &sha).await.unwrap_err();
+    let err = c
+        .attachment(fjid, &sha, Some(content.len() as u64))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ApprovalError::HashMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_refused_unread_and_not_retried() {
+    let server = start(sim_config()).await;
+    let mut cfg = client_config(&server);
+    cfg.max_document_bytes = 512;
+    let c = client(cfg);
+    let before = server.sim.stats().requests;
+    let now = server.sim.now();
+    let err = c
+        .list_projects(now - chrono::Duration::hours(23), now, 1, 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::TooLarge { limit: 512, .. }), "{err}");
+    assert!(!err.is_transient(), "a permanent answer: never a retry loop");
+    assert_eq!(server.sim.stats().requests, before + 1, "asked once");
 }

@@ -32,6 +32,11 @@ impl LicenceError {
     pub fn class(&self) -> FaultClass {
         match self {
             LicenceError::AuthFailed(_) | LicenceError::BadParameter(_) => FaultClass::Permanent,
+            // A document refused for what it is (unsafe or oversized) would be refused again:
+            // asking once more only spends the holder's share of the rate limit.
+            LicenceError::Xml(
+                XmlError::Dtd | XmlError::Entity(_) | XmlError::TooLarge(_) | XmlError::TooDeep,
+            ) => FaultClass::Permanent,
             _ => FaultClass::Transient,
         }
     }

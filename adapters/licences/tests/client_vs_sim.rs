@@ -101,8 +101,6 @@ async fn every_transient_fault_is_retried() {
         LicenceFault::ServerFault,
         LicenceFault::MaintenancePage,
         LicenceFault::Truncated,
-        LicenceFault::Dtd,
-        LicenceFault::Oversize,
         LicenceFault::Internal,
     ] {
         server.sim.inject(fault);
@@ -114,6 +112,20 @@ async fn every_transient_fault_is_retried() {
             2,
             "{fault:?}: one fault, one retry"
         );
+    }
+}
+
+#[tokio::test]
+async fn unsafe_or_oversized_documents_are_permanent_and_asked_once() {
+    let server = start(Arc::new(SystemClock)).await;
+    let client = LicenceClient::new(config(&server), Arc::new(SystemClock)).unwrap();
+    client.query(EXAMPLE, None).await.unwrap();
+    for fault in [LicenceFault::Dtd, LicenceFault::Oversize] {
+        server.sim.inject(fault);
+        let before = server.sim.stats().requests;
+        let err = client.query(EXAMPLE, None).await.unwrap_err();
+        assert!(!err.is_transient(), "{fault:?}: {err}");
+        assert_eq!(server.sim.stats().requests - before, 1, "{fault:?}: no retry");
     }
 }
 
