@@ -131,6 +131,28 @@ mod beijing {
     }
 }
 
+/// What the policy's rules read from a record built from the approval platform: the
+/// applicant is a project and table B applies.
+fn inputs_of(r: &PreEngagementRecord) -> Inputs {
+    Inputs {
+        applicant: Some(Applicant::Project),
+        building_use: r.project.building_use.as_ref().map(|c| c.code.clone()),
+        nature: r.project.nature.as_ref().map(|c| c.code.clone()),
+        floor_area_m2: r.building.floor_area_m2,
+        height_m: r.building.height_m,
+        hazardous_goods: r.building.hazardous_goods,
+        diameter_dn: r.water.as_ref().and_then(|w| w.diameter_dn),
+        // A measured length from the survey settles what the platform said (or did not).
+        external_pipe_m: r
+            .survey
+            .as_ref()
+            .map(|s| s.external_pipe_m)
+            .or_else(|| r.water.as_ref().and_then(|w| w.external_pipe_m)),
+        district: r.site.region_code.clone(),
+        table: Some(Table::B),
+    }
+}
+
 /// A pre-engagement record's content.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PreEngagementRecord {
@@ -188,24 +210,7 @@ impl Draft {
     /// What the policy's rules read from this record. Built from the approval platform, so
     /// the applicant is a project and table B applies.
     pub fn inputs(&self) -> Inputs {
-        let r = &self.record;
-        Inputs {
-            applicant: Some(Applicant::Project),
-            building_use: r.project.building_use.as_ref().map(|c| c.code.clone()),
-            nature: r.project.nature.as_ref().map(|c| c.code.clone()),
-            floor_area_m2: r.building.floor_area_m2,
-            height_m: r.building.height_m,
-            hazardous_goods: r.building.hazardous_goods,
-            diameter_dn: r.water.as_ref().and_then(|w| w.diameter_dn),
-            // A measured length from the survey settles what the platform said (or did not).
-            external_pipe_m: r
-                .survey
-                .as_ref()
-                .map(|s| s.external_pipe_m)
-                .or_else(|| r.water.as_ref().and_then(|w| w.external_pipe_m)),
-            district: r.site.region_code.clone(),
-            table: Some(Table::B),
-        }
+        inputs_of(&self.record)
     }
 
     /// Applies the operators' actions and the policy, and seals the record: survey, decisions,
@@ -220,12 +225,7 @@ impl Draft {
     ) -> Candidate {
         let mut record = self.record;
         record.survey = stages::survey(actions);
-        let draft_inputs = Draft {
-            id: self.id.clone(),
-            record: record.clone(),
-            lineage: BTreeMap::new(),
-        }
-        .inputs();
+        let draft_inputs = inputs_of(&record);
         let manager = match (stages::reassigned_manager(actions), manager) {
             (Some(name), Some(m)) => Some(ManagerDecision { manager: name, ..m }),
             (_, m) => m,

@@ -311,7 +311,7 @@ impl Syncer {
         let cursor = unit.cursor.as_ref().map(|c| c.watermark);
         let items = unit.items.len();
         let rebuilder = self.rebuilder.clone();
-        let handle = self.store.spawn(move |s| s.commit(&unit, now, &rebuilder));
+        let handle = self.store.spawn(move |s| s.commit(unit, now, &rebuilder));
         state.pipeline.pending = Some(PendingCommit {
             handle,
             items,
