@@ -194,10 +194,9 @@ async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
         },
     );
     use shuiwu_licences::sim::LicenceFault;
-    // GetToken is the first request the syncer's client sends; the three after it get the DTD.
-    licence_server
-        .sim
-        .inject_after(1, [LicenceFault::Dtd, LicenceFault::Dtd, LicenceFault::Dtd]);
+    // GetToken is the first request the syncer's client sends; the next one gets a DTD: a
+    // permanent answer for that holder, held once, never asked again in the pass.
+    licence_server.sim.inject_after(1, [LicenceFault::Dtd]);
     let report = syncer.pass(&CancellationToken::new()).await.unwrap();
     let failures = w.store.failures(None, 100).unwrap();
     let held: Vec<_> = failures.iter().filter(|f| f.step == "licences").collect();
