@@ -91,6 +91,12 @@ pub struct SyncConfig {
     /// request hanging for the whole read timeout does not stop the others at the platform's
     /// rate.
     pub pages_in_flight: usize,
+    /// Records whose zero-materials checklist one pass evaluates at most; a larger backlog is
+    /// worked off over the next passes, oldest first.
+    pub materials_per_pass: usize,
+    /// How long the zero-materials check waits out a platform that does not answer
+    /// (maintenance, a burst of faults) before it stops until the next pass.
+    pub outage_wait_secs: u64,
     /// Passes on which a listed project may answer `4040`, or keep failing, before it is held
     /// as a failure.
     pub not_found_limit: i64,
@@ -109,6 +115,8 @@ impl Default for SyncConfig {
             page_size: 100,
             concurrency: 4,
             pages_in_flight: 8,
+            materials_per_pass: 2_000,
+            outage_wait_secs: 180,
             not_found_limit: 5,
             stuck_after_hours: 6,
         }

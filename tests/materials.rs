@@ -18,18 +18,30 @@ use tokio_util::sync::CancellationToken;
 
 /// A syncer over the world's approval simulator that also checks materials with `licences`.
 fn syncer_with_licences(w: &World, start: chrono::DateTime<chrono::Utc>, licences: LicenceConfig) -> Syncer {
+    syncer_tuned(w, start, licences, |_| {})
+}
+
+/// As [`syncer_with_licences`], with `tune` adjusting the sync settings.
+fn syncer_tuned(
+    w: &World,
+    start: chrono::DateTime<chrono::Utc>,
+    licences: LicenceConfig,
+    tune: impl FnOnce(&mut SyncConfig),
+) -> Syncer {
     let mappings = MappingSet::load(None).unwrap();
+    let mut cfg = SyncConfig {
+        start: shuiwu_wire::format_beijing(start),
+        concurrency: 4,
+        ..SyncConfig::default()
+    };
+    tune(&mut cfg);
     let client = LicenceClient::new(licences, Arc::new(w.clock.clone())).unwrap();
     Syncer::new(
         w.client.clone(),
         w.store.clone(),
         mappings.get("approval.project").unwrap(),
         Arc::new(gateway::policy::Rules::load(None).unwrap()),
-        SyncConfig {
-            start: shuiwu_wire::format_beijing(start),
-            concurrency: 4,
-            ..SyncConfig::default()
-        },
+        cfg,
         Arc::new(w.clock.clone()),
     )
     .with_licences(Arc::new(client), mappings.get("licences.query").unwrap())
@@ -145,7 +157,7 @@ async fn checklists_notices_and_hash_mismatches() {
 async fn a_licence_library_that_does_not_answer_pauses_the_check() {
     let start = t0() - Duration::days(1);
     let w = world(sim_config(30, start, t0() - Duration::hours(1)), start).await;
-    let syncer = syncer_with_licences(
+    let syncer = syncer_tuned(
         &w,
         start,
         LicenceConfig {
@@ -158,6 +170,7 @@ async fn a_licence_library_that_does_not_answer_pauses_the_check() {
             max_retries: 0,
             min_delay_ms: 1,
         },
+        |c| c.outage_wait_secs = 2,
     );
     let report = syncer.pass(&CancellationToken::new()).await.unwrap();
     assert_eq!(
@@ -166,6 +179,10 @@ async fn a_licence_library_that_does_not_answer_pauses_the_check() {
         "the records themselves are synced"
     );
     assert_eq!(report.materials_checked, 0);
+    // The report says the check stopped early, why, and what is left.
+    let why = report.materials_stopped.as_deref().unwrap_or_default();
+    assert!(why.contains("did not answer for 2 s"), "{report:?}");
+    assert!(report.materials_unchecked > 20, "{report:?}");
     assert!(w.store.record_count().unwrap() > 20);
     // Nothing was marked checked: the next pass tries again.
     assert!(!w.store.records_needing_materials(100, t0()).unwrap().is_empty());
@@ -203,4 +220,88 @@ async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
     assert_eq!(held.len(), 1, "{failures:?}");
     assert!(held[0].reason.contains("DTD"), "{}", held[0].reason);
     assert!(report.materials_checked >= 15, "{report:?}");
+}
+
+fn licence_config(server: &shuiwu_licences::sim::LicenceSimServer) -> LicenceConfig {
+    let lcfg = server.sim.config();
+    LicenceConfig {
+        base_url: server.base_url(),
+        app_id: lcfg.app_id.clone(),
+        app_secret: Secret::new(lcfg.app_secret.clone()),
+        rate_per_second: 0,
+        timeout_secs: 10,
+        max_retries: 2,
+        min_delay_ms: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_checked_over_several_passes_and_attachments_are_fetched_once() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(60, start, t0() - Duration::hours(1)), start).await;
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let syncer = syncer_tuned(&w, start, licence_config(&licence_server), |c| {
+        c.materials_per_pass = 15
+    });
+    let first = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(first.materials_checked, 15, "{first:?}");
+    assert!(
+        first
+            .materials_stopped
+            .as_deref()
+            .unwrap()
+            .contains("materials_per_pass")
+    );
+    let waiting = first.materials_unchecked;
+    assert!(waiting > 15, "{first:?}");
+    // The next passes go on with the records still waiting, until none is left.
+    let mut passes = 1;
+    let mut left = waiting;
+    while left > 0 {
+        w.clock.advance(Duration::minutes(1));
+        let r = syncer.pass(&CancellationToken::new()).await.unwrap();
+        assert!(r.materials_checked > 0 && r.materials_unchecked < left, "{r:?}");
+        left = r.materials_unchecked;
+        passes += 1;
+        assert!(passes < 10);
+    }
+    // A day later the records that missed items are checked again; attachments already stored
+    // (same SHA-256) are not downloaded again.
+    w.clock.advance(Duration::hours(25));
+    let before = w.server.sim.stats().attachments;
+    let recheck = syncer_tuned(&w, start, licence_config(&licence_server), |_| {})
+        .pass(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(recheck.materials_checked > 0, "{recheck:?}");
+    assert_eq!(
+        w.server.sim.stats().attachments,
+        before,
+        "stored attachments are not fetched again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_window_and_revoked_tokens_are_waited_out_in_the_same_pass() {
+    let start = t0() - Duration::days(1);
+    let w = world(sim_config(30, start, t0() - Duration::hours(1)), start).await;
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    use shuiwu_licences::sim::LicenceFault;
+    // After the token, seven maintenance pages in a row (more than one call's retries), a
+    // revocation, and more maintenance.
+    let mut faults = vec![LicenceFault::MaintenancePage; 7];
+    faults.push(LicenceFault::RevokeTokens);
+    faults.extend([LicenceFault::MaintenancePage; 3]);
+    licence_server.sim.inject_after(1, faults);
+    let syncer = syncer_with_licences(&w, start, licence_config(&licence_server));
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.materials_stopped, None, "{report:?}");
+    assert_eq!(report.materials_unchecked, 0, "{report:?}");
+    assert!(report.materials_checked > 20, "{report:?}");
 }

@@ -170,9 +170,48 @@ fn log_report(r: &PassReport) {
         list_requests = r.list_requests,
         details = r.details_fetched,
         outcomes = ?r.outcomes,
+        materials_checked = r.materials_checked,
+        materials_unchecked = r.materials_unchecked,
+        materials_stopped = r.materials_stopped.as_deref().unwrap_or(""),
         end = ?r.end,
         "sync pass finished"
     );
+}
+
+/// The pass report for people.
+fn print_report(r: &PassReport) {
+    let end = match &r.end {
+        PassEnd::CaughtUp => "caught up".to_string(),
+        PassEnd::Interrupted => "interrupted by a signal".to_string(),
+        PassEnd::Incomplete { reason, not_before } => match not_before {
+            Some(t) => format!("stopped early: {reason} (not before {t})"),
+            None => format!("stopped early: {reason}"),
+        },
+    };
+    outln!("pass {}: {end}", r.run_id);
+    outln!("  cursor {} → {}", r.cursor_before, r.cursor_after);
+    let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    outln!(
+        "  {} listing pages, {} details: {}",
+        r.list_requests,
+        r.details_fetched,
+        if outcomes.is_empty() {
+            "nothing new".to_string()
+        } else {
+            outcomes.join(", ")
+        }
+    );
+    if r.materials_checked > 0 || r.materials_unchecked > 0 || r.materials_stopped.is_some() {
+        outln!(
+            "  zero materials: {} checked, {} notices issued, {} still unchecked",
+            r.materials_checked,
+            r.notices_issued,
+            r.materials_unchecked
+        );
+        if let Some(why) = &r.materials_stopped {
+            outln!("  zero-materials check stopped early: {why}");
+        }
+    }
 }
 
 pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
@@ -187,11 +226,15 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     log_report(&report);
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
     }
     Ok(match report.end {
-        PassEnd::CaughtUp | PassEnd::Interrupted => ExitCode::SUCCESS,
-        // Transient: nothing is lost, the next pass resumes; scripts may want to know.
-        PassEnd::Incomplete { .. } => ExitCode::from(3),
+        PassEnd::Interrupted => ExitCode::SUCCESS,
+        PassEnd::CaughtUp if report.materials_stopped.is_none() => ExitCode::SUCCESS,
+        // Stopped early (the approval sync or the zero-materials check): nothing is lost, the
+        // next pass resumes; scripts and monitors need to know.
+        PassEnd::CaughtUp | PassEnd::Incomplete { .. } => ExitCode::from(3),
     })
 }
 

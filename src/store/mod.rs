@@ -795,17 +795,11 @@ impl Store {
         recheck_before: DateTime<Utc>,
     ) -> Result<Vec<(String, i64, serde_json::Value)>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT r.id, r.current_version, v.content FROM records r
              JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-             WHERE r.state = 'active' AND (
-                 NOT EXISTS (SELECT 1 FROM materials_checks m
-                             WHERE m.record_id = r.id AND m.record_version = r.current_version)
-                 OR EXISTS (SELECT 1 FROM materials_checks m
-                            WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = r.id)
-                              AND m.zero_materials = 0 AND m.checked_at < ?2))
-             ORDER BY r.created_at, r.id LIMIT ?1",
-        )?;
+             WHERE {NEEDS_MATERIALS} ORDER BY r.created_at, r.id LIMIT ?1"
+        ))?;
         let rows = stmt.query_map(params![limit as i64, ts(recheck_before)], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -819,6 +813,27 @@ impl Store {
             out.push((id, version, serde_json::from_str(&content).unwrap_or_default()));
         }
         Ok(out)
+    }
+
+    /// How many records [`Store::records_needing_materials`] would give without a limit.
+    pub fn count_records_needing_materials(&self, recheck_before: DateTime<Utc>) -> Result<u64> {
+        let n: i64 = self.lock().query_row(
+            // ?1 is the other query's limit, unused here.
+            &format!("SELECT count(*) FROM records r WHERE {NEEDS_MATERIALS}"),
+            params![Option::<i64>::None, ts(recheck_before)],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Whether a raw document with these bytes is stored.
+    pub fn has_document(&self, sha256: &str) -> Result<bool> {
+        Ok(self
+            .read()
+            .prepare_cached("SELECT 1 FROM raw_documents WHERE sha256 = ?1")?
+            .query_row([sha256], |_| Ok(()))
+            .optional()?
+            .is_some())
     }
 
     /// Stores a materials check with the documents it read and, the first time items are
@@ -1213,6 +1228,15 @@ impl Store {
         Ok(out)
     }
 }
+
+/// Active records whose current version has no materials check, or whose latest check
+/// missed items before `?2`.
+const NEEDS_MATERIALS: &str = "r.state = 'active' AND (
+    NOT EXISTS (SELECT 1 FROM materials_checks m
+                WHERE m.record_id = r.id AND m.record_version = r.current_version)
+    OR EXISTS (SELECT 1 FROM materials_checks m
+               WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = r.id)
+                 AND m.zero_materials = 0 AND m.checked_at < ?2))";
 
 const FAILURE_COLUMNS: &str =
     "id, source, key, version, step, field, reason, detail, document_sha256, state, created_at";

@@ -2,7 +2,7 @@
 //! attachments from the approval platform, evaluated into a checklist and, when items are
 //! missing, the record's one notice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::Duration;
 use shuiwu_approval::ApprovalError;
@@ -26,30 +26,63 @@ pub(super) enum Checked {
     SourceDown(String),
 }
 
+/// What the zero-materials check of one pass did, and what it left.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct MaterialsReport {
+    pub checked: u64,
+    pub notices_issued: u64,
+    /// Records still waiting for a check when the pass ended.
+    pub unchecked: u64,
+    /// Why the check stopped before every record was checked, if it did.
+    pub stopped: Option<String>,
+}
+
+/// How far the approval side of the pass is, for the check that runs beside it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct SyncProgress {
+    pub commits: u64,
+    pub done: bool,
+}
+
 impl Syncer {
-    /// Evaluates the checklist of every active record whose current version has none yet.
-    /// A record whose sources answer with a transient fault is left for the next pass.
+    /// Evaluates the checklist of the active records whose current version has none yet (and,
+    /// a day after a check that missed items, again), beside the approval sync of the same
+    /// pass: the two platforms have limits of their own. Records are taken oldest first, at
+    /// most `materials_per_pass` of them, so a backlog is worked off over several passes and
+    /// the next pass resumes with the records still waiting. A platform that stops answering
+    /// is waited out for up to `outage_wait_secs`.
     pub(super) async fn materials_pass(
         &self,
         run_id: i64,
         cancel: &CancellationToken,
-    ) -> Result<(u64, u64), SyncError> {
+        mut progress: tokio::sync::watch::Receiver<SyncProgress>,
+    ) -> Result<MaterialsReport, SyncError> {
         let Some(source) = &self.materials else {
-            return Ok((0, 0));
+            return Ok(MaterialsReport::default());
         };
         let mut round = Round {
             source,
             holders: HashMap::new(),
+            held_holders: HashSet::new(),
             run_id,
             cancel,
         };
-        let mut skipped: std::collections::HashSet<String> = Default::default();
-        let (mut checked, mut notices) = (0, 0);
+        let mut skipped: HashSet<String> = HashSet::new();
+        let mut report = MaterialsReport::default();
         // A record that missed items is checked again a day later: its licences may have
         // been issued or renewed since.
         let recheck_before = self.clock.now() - Duration::hours(24);
-        while !cancel.is_cancelled() {
+        let bound = self.cfg.materials_per_pass as u64;
+        let outage_limit = std::time::Duration::from_secs(self.cfg.outage_wait_secs);
+        'pass: while !cancel.is_cancelled() {
+            if report.checked >= bound {
+                report.stopped = Some(format!(
+                    "{bound} records checked, the most one pass checks (sync.materials_per_pass); the next pass goes on"
+                ));
+                break;
+            }
             let limit = 100 + skipped.len();
+            let seen = *progress.borrow_and_update();
             let batch: Vec<_> = self
                 .store
                 .call(move |s| s.records_needing_materials(limit, recheck_before))
@@ -58,29 +91,71 @@ impl Syncer {
                 .filter(|(id, ..)| !skipped.contains(id))
                 .collect();
             if batch.is_empty() {
-                break;
-            }
-            for (id, version, content) in batch {
-                if cancel.is_cancelled() {
+                if seen.done {
                     break;
                 }
-                match self.check_materials(&mut round, &id, version, &content).await? {
-                    Checked::Done { notice_issued } => {
-                        checked += 1;
-                        notices += u64::from(notice_issued);
+                // Nothing to check yet: wait for the sync to commit more (or finish).
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    changed = progress.changed() => if changed.is_err() { break },
+                }
+                continue;
+            }
+            for (id, version, content) in batch {
+                let mut outage: Option<(std::time::Instant, u32)> = None;
+                loop {
+                    if cancel.is_cancelled() || report.checked >= bound {
+                        continue 'pass;
                     }
-                    Checked::Later => {
-                        skipped.insert(id);
+                    match self.check_materials(&mut round, &id, version, &content).await? {
+                        Checked::Done { notice_issued } => {
+                            report.checked += 1;
+                            report.notices_issued += u64::from(notice_issued);
+                        }
+                        Checked::Later => {
+                            skipped.insert(id.clone());
+                        }
+                        Checked::SourceDown(reason) => {
+                            // A short outage (maintenance, a burst of faults) is waited out, as
+                            // the approval side waits out its own; a long one ends the check
+                            // for this pass.
+                            let (since, attempt) = outage.get_or_insert((std::time::Instant::now(), 0));
+                            if since.elapsed() >= outage_limit {
+                                report.stopped = Some(format!(
+                                    "a platform the check needs did not answer for {} s: {reason}",
+                                    outage_limit.as_secs()
+                                ));
+                                break 'pass;
+                            }
+                            *attempt += 1;
+                            let wait = std::time::Duration::from_secs(1 << (*attempt).min(5))
+                                .min(outage_limit.saturating_sub(since.elapsed()));
+                            tracing::warn!(%reason, wait_secs = wait.as_secs(), "zero-materials check waiting for its platform");
+                            tokio::select! {
+                                () = cancel.cancelled() => continue 'pass,
+                                () = tokio::time::sleep(wait) => {}
+                            }
+                            continue;
+                        }
                     }
-                    Checked::SourceDown(reason) => {
-                        // Every other record would wait on the same platform: try next pass.
-                        tracing::warn!(%reason, "zero-materials check paused until the next pass");
-                        return Ok((checked, notices));
-                    }
+                    break;
                 }
             }
         }
-        Ok((checked, notices))
+        if cancel.is_cancelled() && report.stopped.is_none() {
+            report.stopped = Some("shutting down".into());
+        }
+        report.unchecked = self
+            .store
+            .call(move |s| s.count_records_needing_materials(recheck_before))
+            .await?;
+        if report.unchecked > 0 && report.stopped.is_none() {
+            report.stopped = Some(format!(
+                "{} records could not be checked in this pass (held failures or no policy)",
+                report.unchecked
+            ));
+        }
+        Ok(report)
     }
 
     /// One record's checklist; `None` when a source could not answer now.
@@ -94,6 +169,7 @@ impl Syncer {
         let Round {
             source,
             holders,
+            held_holders,
             run_id,
             cancel,
         } = round;
@@ -157,6 +233,9 @@ impl Syncer {
             )
         });
         let (licences, licence_sha, licence_lineage) = if needs_licences {
+            if held_holders.contains(&holder) {
+                return Ok(Checked::Later);
+            }
             if !holders.contains_key(&holder) {
                 let answer = tokio::select! {
                     biased;
@@ -170,6 +249,7 @@ impl Syncer {
                     Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
                         let held = licence_failure(&code, "licences answer unusable", e.to_string(), None);
                         self.hold_materials_failure(held, None, run_id).await?;
+                        held_holders.insert(holder);
                         return Ok(Checked::Later);
                     }
                     Err(e) if e.is_transient() => {
@@ -194,6 +274,7 @@ impl Syncer {
                             licence_failure(&code, "licences answer unreadable", reason, Some(sha.clone()));
                         self.hold_materials_failure(held, Some(answer.raw), run_id)
                             .await?;
+                        held_holders.insert(holder);
                         return Ok(Checked::Later);
                     }
                 };
@@ -230,6 +311,18 @@ impl Syncer {
                 let (Some(fjid), Some(sha)) = (f["id"].as_str(), f["sha256"].as_str()) else {
                     continue;
                 };
+                // An attachment stored before (same content, same SHA-256) is not downloaded
+                // again: daily re-checks would spend the platform's quota on bytes we have.
+                let known = sha.to_ascii_lowercase();
+                let probe = known.clone();
+                if self.store.call(move |s| s.has_document(&probe)).await? {
+                    attachments.push(AttachmentCheck::Fetched {
+                        id: fjid.into(),
+                        kind: kind.into(),
+                        document_sha256: known,
+                    });
+                    continue;
+                }
                 let fetched = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Ok(Checked::SourceDown("shutting down".into())),
@@ -342,6 +435,8 @@ pub(super) struct Round<'a> {
     source: &'a MaterialsSource,
     /// Licence answers by holder, read once per pass.
     holders: HashMap<String, HolderLicences>,
+    /// Holders whose answer was unusable and held: not asked again in this pass.
+    held_holders: HashSet<String>,
     run_id: i64,
     cancel: &'a CancellationToken,
 }

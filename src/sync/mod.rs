@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 mod detail;
 mod materials_check;
+
+pub use materials_check::MaterialsReport;
+use materials_check::SyncProgress;
 mod pipeline;
 mod window;
 
@@ -87,6 +90,10 @@ pub struct PassReport {
     pub materials_checked: u64,
     /// One-time notices issued in this pass.
     pub notices_issued: u64,
+    /// Records still waiting for their zero-materials check when the pass ended.
+    pub materials_unchecked: u64,
+    /// Why the zero-materials check stopped before every record was checked, if it did.
+    pub materials_stopped: Option<String>,
     pub end: PassEnd,
 }
 
@@ -226,6 +233,16 @@ impl Syncer {
             Some(c) => c,
             None => parse_beijing(&self.cfg.start).unwrap_or(started),
         };
+        // The zero-materials check runs beside the approval sync, on records as they commit;
+        // it stops with the pass, however the pass ends.
+        let (progress, progress_rx) = tokio::sync::watch::channel(SyncProgress::default());
+        let materials_cancel = cancel.child_token();
+        let _stop_materials = materials_cancel.clone().drop_guard();
+        let materials = self.materials.is_some().then(|| {
+            let this = self.clone();
+            let cancel = materials_cancel.clone();
+            tokio::spawn(async move { this.materials_pass(run_id, &cancel, progress_rx).await })
+        });
         let mut state = PassState {
             cancel: cancel.clone(),
             run_id,
@@ -234,6 +251,7 @@ impl Syncer {
             outcomes: BTreeMap::new(),
             pipeline: pipeline::Pipeline::new(),
             permits: pipeline::permits(self.cfg.concurrency),
+            progress,
         };
         // Where the next window starts: windows are read one after the other while earlier
         // ones are still committing; the cursor itself moves only as they commit complete.
@@ -312,17 +330,27 @@ impl Syncer {
         } else {
             end
         };
-        let (materials_checked, notices_issued) = if end == PassEnd::Interrupted {
-            (0, 0)
-        } else {
-            match self.materials_pass(run_id, cancel).await {
-                Ok(counts) => counts,
-                Err(e) => {
+        state.progress.send_modify(|p| p.done = true);
+        let materials = match materials {
+            None => MaterialsReport::default(),
+            Some(task) => match task.await {
+                Ok(Ok(report)) => report,
+                Ok(Err(e)) => {
                     tracing::error!("zero-materials check stopped: {e}");
-                    (0, 0)
+                    MaterialsReport {
+                        stopped: Some(e.to_string()),
+                        ..MaterialsReport::default()
+                    }
                 }
-            }
+                Err(e) => MaterialsReport {
+                    stopped: Some(format!("the check did not finish: {e}")),
+                    ..MaterialsReport::default()
+                },
+            },
         };
+        if let Some(why) = &materials.stopped {
+            tracing::warn!(unchecked = materials.unchecked, reason = %why, "zero-materials check stopped early");
+        }
         let (outcome, error) = match &end {
             PassEnd::CaughtUp => ("caught_up", None),
             PassEnd::Incomplete { reason, .. } => ("incomplete", Some(reason.clone())),
@@ -337,8 +365,10 @@ impl Syncer {
             list_requests: state.list_requests,
             details_fetched: state.details,
             outcomes: state.outcomes,
-            materials_checked,
-            notices_issued,
+            materials_checked: materials.checked,
+            notices_issued: materials.notices_issued,
+            materials_unchecked: materials.unchecked,
+            materials_stopped: materials.stopped,
             end,
         })
     }
@@ -366,4 +396,6 @@ struct PassState {
     pipeline: pipeline::Pipeline,
     /// Detail requests in flight, across every page.
     permits: Arc<tokio::sync::Semaphore>,
+    /// Commits so far, for the zero-materials check that runs beside the sync.
+    progress: tokio::sync::watch::Sender<SyncProgress>,
 }

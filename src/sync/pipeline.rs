@@ -338,6 +338,7 @@ impl Syncer {
         if p.cursor.is_some() {
             state.pipeline.cursor = p.cursor;
         }
+        state.progress.send_modify(|p| p.commits += 1);
         self.report(Progress::Committed {
             items: p.items,
             cursor: p.cursor,
