@@ -40,6 +40,15 @@ impl Gateway {
         let lock = WriterLock::acquire(&cfg.store.path, &since)?;
         // Whatever went wrong before (a kill, a power cut) ended the passes it left open.
         let mut gateway = Gateway::open(cfg, clock.clone())?;
+        // A damaged page is found now, before a pass builds on it.
+        let problems = gateway.store.quick_check()?;
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "the database {} is damaged (PRAGMA quick_check): {}; restore it from a backup",
+                cfg.store.path.display(),
+                problems.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+            );
+        }
         let closed = gateway.store.close_abandoned_runs(clock.now())?;
         if closed > 0 {
             tracing::warn!(

@@ -86,6 +86,11 @@ fn tampering_is_detected() {
         "UPDATE audit_log SET seq = -3 WHERE seq = 3; UPDATE audit_log SET seq = 3 WHERE seq = 4; UPDATE audit_log SET seq = 4 WHERE seq = -3;",
     );
     assert_eq!(v["broken_at"][0], 3, "{v}");
+    // The newest entry deleted: the log's head still names it.
+    let last = v["entries"].as_i64().unwrap();
+    let v = tamper(&format!("DELETE FROM audit_log WHERE seq = {last};"));
+    assert_eq!(v["broken_at"][0], last, "{v}");
+    assert!(v["broken_at"][1].as_str().unwrap().contains("deleted"), "{v}");
     // The original is still intact.
     assert!(verify().0);
 }

@@ -334,3 +334,35 @@ async fn a_second_signal_exits_at_once_while_a_commit_waits() {
     let out = gateway(&config, &["sync", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_stops_the_sync_and_fails_the_health_check() {
+    let server = simulator(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let db = dir.path().join("g.db");
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+    }
+    // Garbage over a few b-tree pages in the middle of the file, as a failing disk leaves it.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let page = 4096;
+    let pages = bytes.len() / page;
+    assert!(pages > 20, "{pages} pages");
+    for p in [pages / 2, pages / 2 + 1, pages / 3] {
+        bytes[p * page..(p + 1) * page].fill(0xA5);
+    }
+    std::fs::write(&db, bytes).unwrap();
+
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(!out.status.success(), "a damaged database must stop the sync");
+    let err = stderr(&out);
+    assert!(err.contains("damaged") || err.contains("malformed"), "{err}");
+    let health = common::cli::gateway(&["--db", db.to_str().unwrap(), "health", "--json"]);
+    assert!(!health.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert!(v["problems"].to_string().contains("database damaged"), "{v}");
+}

@@ -249,7 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let entries = store.audit_entries()?;
             match command {
                 AuditCommand::Verify { json } => {
-                    let v = crate::store::audit::verify(&entries);
+                    let v = crate::store::audit::verify(&entries, store.audit_head()?.as_ref());
                     if json {
                         outln!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
@@ -425,6 +425,16 @@ fn health(config: &Path, db: Option<&Path>, json: bool) -> anyhow::Result<ExitCo
         }
     };
     let store = open_store(config, db);
+    if let Ok(s) = &store {
+        match s.quick_check() {
+            Ok(found) if found.is_empty() => {}
+            Ok(found) => problems.push(format!(
+                "database damaged (PRAGMA quick_check): {}",
+                found.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+            )),
+            Err(e) => problems.push(format!("database damaged: {e}")),
+        }
+    }
     let (records, cursor) = match &store {
         Ok(s) => (
             s.record_count().ok(),

@@ -43,14 +43,8 @@ pub fn append(
     subject: &str,
     detail: &str,
 ) -> Result<i64> {
-    let last: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let (seq, prev) = match last {
+    // The head, not the last row: an entry deleted at the tail stays a visible gap.
+    let (seq, prev) = match head(tx)? {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
     };
@@ -59,7 +53,21 @@ pub fn append(
         "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![seq, at, actor, action, subject, detail, prev, hash],
     )?;
+    tx.execute(
+        "INSERT INTO audit_head (one, seq, hash) VALUES (1, ?1, ?2)
+         ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        params![seq, hash],
+    )?;
     Ok(seq)
+}
+
+/// The newest entry's sequence number and hash, as written with it.
+pub fn head(conn: &rusqlite::Connection) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM audit_head WHERE one = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
 }
 
 /// What a verification found.
@@ -70,8 +78,8 @@ pub struct Verification {
     pub broken_at: Option<(i64, String)>,
 }
 
-/// Recomputes the whole chain.
-pub fn verify(entries: &[Entry]) -> Verification {
+/// Recomputes the whole chain and checks that it ends at the recorded head.
+pub fn verify(entries: &[Entry], head: Option<&(i64, String)>) -> Verification {
     let mut prev = GENESIS.to_string();
     for (i, e) in entries.iter().enumerate() {
         let expected_seq = i as i64 + 1;
@@ -106,8 +114,29 @@ pub fn verify(entries: &[Entry]) -> Verification {
         }
         prev = e.hash.clone();
     }
+    let last = entries.last().map(|e| (e.seq, e.hash.as_str()));
+    let broken_at = match (head, last) {
+        (None, None) => None,
+        (Some((seq, hash)), Some((last_seq, last_hash))) if *seq == last_seq && hash == last_hash => None,
+        (Some((seq, _)), Some((last_seq, _))) if *seq > last_seq => Some((
+            last_seq + 1,
+            format!(
+                "the log ends at entry {last_seq} but its head names entry {seq}: the last {} entries were deleted",
+                seq - last_seq
+            ),
+        )),
+        (Some((seq, _)), None) => Some((
+            1,
+            format!("the log is empty but its head names entry {seq}: every entry was deleted"),
+        )),
+        (Some((seq, _)), Some((last_seq, _))) => Some((
+            last_seq.min(*seq),
+            "the newest entry does not match the log's head (edited or replaced)".to_string(),
+        )),
+        (None, Some((last_seq, _))) => Some((last_seq, "the log's head is missing".to_string())),
+    };
     Verification {
         entries: entries.len() as i64,
-        broken_at: None,
+        broken_at,
     }
 }

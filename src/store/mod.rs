@@ -412,6 +412,17 @@ impl Store {
         &self.path
     }
 
+    /// SQLite's `PRAGMA quick_check`: the problems it finds (damaged pages, broken b-trees),
+    /// none when the database is sound. Linear in the database's size.
+    pub fn quick_check(&self) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
     fn read(&self) -> MutexGuard<'_, Connection> {
         blocking::check_not_async();
         // As for `lock`: a read-only connection stays usable after a panic.
@@ -577,6 +588,11 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(applied)
+    }
+
+    /// The audit log's head: the newest entry's sequence number and hash, as written with it.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        audit::head(&self.lock())
     }
 
     /// Every audit log entry, in order.

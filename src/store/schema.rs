@@ -192,4 +192,14 @@ ALTER TABLE failures ADD COLUMN resolution TEXT;
 -- When a listed project version first failed to be fetched, to tell a lasting fault from a blip.
 ALTER TABLE listing_misses ADD COLUMN first_seen TEXT;
 "#,
+    // 6: the audit log's head, written with every entry: a deleted last entry no longer passes
+    // for an intact log, and the next entry does not silently chain over the gap.
+    r#"
+CREATE TABLE audit_head (
+    one   INTEGER PRIMARY KEY CHECK (one = 1),
+    seq   INTEGER NOT NULL,
+    hash  TEXT NOT NULL
+) STRICT;
+INSERT INTO audit_head (one, seq, hash) SELECT 1, seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1;
+"#,
 ];
