@@ -135,7 +135,13 @@ impl SyncConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.start_at()?;
+        let start = self.start_at()?;
+        if start > Utc::now() {
+            return Err(ConfigError::Setting(format!(
+                "sync.start {:?} is in the future: the backfill would begin after the projects it should read",
+                self.start
+            )));
+        }
         if !(1..=24).contains(&self.window_hours) {
             return Err(ConfigError::Setting(
                 "sync.window_hours must be 1 to 24 (the platform's limit)".into(),
@@ -192,6 +198,21 @@ impl Config {
             }),
             message: e.message().to_string(),
         })?;
+        // Secrets never sit in a file that is copied, backed up and shown to people.
+        let written = |section: &str| ConfigError::Invalid {
+            path: name.to_string(),
+            line: line_of_key(text, section, "app_secret"),
+            message: format!(
+                "{section}.app_secret is written in the file: secrets are not kept in files; remove it and set GATEWAY_{}_APP_SECRET",
+                section.to_uppercase()
+            ),
+        };
+        if !cfg.approval.app_secret.is_empty() {
+            return Err(written("approval"));
+        }
+        if cfg.licences.as_ref().is_some_and(|l| !l.app_secret.is_empty()) {
+            return Err(written("licences"));
+        }
         if let Some(v) = env("GATEWAY_APPROVAL_APP_SECRET") {
             cfg.approval.app_secret = Secret::new(v);
         }
@@ -212,9 +233,58 @@ impl Config {
                 "approval.app_secret is not set: put it in GATEWAY_APPROVAL_APP_SECRET".into(),
             ));
         }
+        if cfg.licences.as_ref().is_some_and(|l| l.app_secret.is_empty()) {
+            return Err(ConfigError::Setting(
+                "[licences] is configured but its app_secret is not set: put it in GATEWAY_LICENCES_APP_SECRET".into(),
+            ));
+        }
+        let url_error = |section: &str, message: String| ConfigError::Invalid {
+            path: name.to_string(),
+            line: line_of_key(text, section, "base_url"),
+            message,
+        };
+        check_base_url(&cfg.approval.base_url)
+            .map_err(|m| url_error("approval", format!("approval.base_url: {m}")))?;
+        if let Some(l) = &cfg.licences {
+            check_base_url(&l.base_url)
+                .map_err(|m| url_error("licences", format!("licences.base_url: {m}")))?;
+        }
         cfg.sync.validate()?;
         Ok(cfg)
     }
+}
+
+/// A platform's address as the clients need it: http or https, a host, no path, query or
+/// fragment (the service paths are fixed). Checked at load, so that a typo is a configuration
+/// error now and not a "transient" fault retried for ever.
+fn check_base_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?}: the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} names no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?}: give scheme, host and port only (the service paths are fixed)"
+        ));
+    }
+    Ok(())
+}
+
+/// The line of `key` in the table `[section]`, for messages (1 when not found).
+fn line_of_key(text: &str, section: &str, key: &str) -> usize {
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
+        } else if in_section && t.split('=').next().is_some_and(|k| k.trim() == key) {
+            return i + 1;
+        }
+    }
+    1
 }
 
 #[cfg(test)]
@@ -251,15 +321,56 @@ start = "2026-10-01 00:00:00"
     }
 
     #[test]
+    fn mistakes_that_used_to_surface_at_run_time_are_load_errors() {
+        let env = |n: &str| n.ends_with("APP_SECRET").then(|| "s".to_string());
+        // A URL that is not one.
+        let err = Config::parse(
+            "c.toml",
+            &TEXT.replace("https://approval.example", "htp:/not a url"),
+            env,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("c.toml:6: approval.base_url"),
+            "{err}"
+        );
+        // A secret written in the file.
+        let with_secret = TEXT.replace("app_id = \"kmsw\"", "app_id = \"kmsw\"\napp_secret = \"hunter2\"");
+        let err = Config::parse("c.toml", &with_secret, env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.toml:8:") && err.contains("GATEWAY_APPROVAL_APP_SECRET"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "the message must not repeat the secret");
+        // [licences] without its secret.
+        let with_licences =
+            format!("{TEXT}\n[licences]\nbase_url = \"https://lic.example\"\napp_id = \"l\"\n");
+        let err = Config::parse("c.toml", &with_licences, |n| {
+            (n == "GATEWAY_APPROVAL_APP_SECRET").then(|| "s".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_LICENCES_APP_SECRET"), "{err}");
+        assert!(Config::parse("c.toml", &with_licences, env).is_ok());
+        // A start in the future.
+        let err = Config::parse(
+            "c.toml",
+            &TEXT.replace("2026-10-01 00:00:00", "2999-01-01 00:00:00"),
+            env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("in the future"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let err =
             Config::parse("c.toml", &TEXT.replace("app_id", "appid"), |_| Some("s".into())).unwrap_err();
         assert!(err.to_string().starts_with("c.toml:7: "), "{err}");
-        let err = Config::parse(
-            "c.toml",
-            &TEXT.replace("2026-10-01 00:00:00", "yesterday"),
-            |_| Some("s".into()),
-        )
+        let err = Config::parse("c.toml", &TEXT.replace("2026-10-01 00:00:00", "yesterday"), |n| {
+            n.ends_with("APP_SECRET").then(|| "s".into())
+        })
         .unwrap_err();
         assert!(err.to_string().contains("sync.start"), "{err}");
     }

@@ -285,3 +285,42 @@ fn the_readme_configuration_example_loads() {
     assert_eq!(cfg.approval.rate_per_second, 8);
     assert_eq!(cfg.licences.unwrap().rate_per_second, 4);
 }
+
+#[test]
+fn config_check_validates_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let good = "[store]\npath = \"x.db\"\n\n[approval]\nbase_url = \"https://approval.example\"\napp_id = \"kmsw\"\n\n[sync]\nstart = \"2026-10-01 00:00:00\"\n";
+    std::fs::write(&path, good).unwrap();
+    let check = |env_secret: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+        cmd.args(["--config", path.to_str().unwrap(), "config", "check"])
+            .env_remove("GATEWAY_APPROVAL_APP_SECRET")
+            .env_remove("RUST_LOG");
+        if env_secret {
+            cmd.env("GATEWAY_APPROVAL_APP_SECRET", "s");
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(true);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("is valid") && stdout.contains("https://approval.example"),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("x.db").exists(), "a check creates nothing");
+    // Without the secret.
+    let out = check(false);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("GATEWAY_APPROVAL_APP_SECRET"));
+    // A URL that is not one, with its line.
+    std::fs::write(&path, good.replace("https://approval.example", "htp:/not a url")).unwrap();
+    let out = check(true);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("gateway.toml:5: approval.base_url"),
+        "{}",
+        text(&out).1
+    );
+}

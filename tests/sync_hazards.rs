@@ -23,6 +23,8 @@ async fn backfill_processes_every_visible_project_exactly_once() {
     let total: u64 = report.outcomes.values().sum();
     assert_eq!(total, 1_200, "{:?}", report.outcomes);
     assert_eq!(report.outcomes.get("duplicate"), None);
+    // Every mapped path found something in a pass this size: no false alarm.
+    assert_eq!(report.mapping_warnings, Vec::<String>::new());
     // The cursor stops short of the lag: now − 5 min − 1 min.
     assert_eq!(
         w.store.cursor("approval").unwrap(),
@@ -396,4 +398,46 @@ async fn a_detail_over_the_size_limit_is_held_and_the_others_go_on() {
     assert_eq!(held[0].step, "detail");
     let missing = w.missing(start);
     assert!(missing.iter().all(|(x, _)| *x == big), "{missing:?}");
+}
+
+#[tokio::test]
+async fn a_mapping_path_that_matches_nothing_is_reported_with_file_and_line() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(300, start, t0() - Duration::days(1)), start).await;
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = include_str!("../mappings/approval/project.toml");
+    std::fs::create_dir_all(dir.path().join("approval")).unwrap();
+    std::fs::write(
+        dir.path().join("approval/project.toml"),
+        embedded.replace("path = \"/JZMJ\"", "path = \"/JZMJ_NOPE\""),
+    )
+    .unwrap();
+    let mapping = gateway::mapping::MappingSet::load(Some(dir.path()))
+        .unwrap()
+        .get("approval.project")
+        .unwrap();
+    let syncer = gateway::sync::Syncer::new(
+        w.client.clone(),
+        w.store.clone(),
+        mapping,
+        std::sync::Arc::new(gateway::policy::Rules::load(None).unwrap()),
+        gateway::config::SyncConfig {
+            start: shuiwu_wire::format_beijing(start),
+            ..Default::default()
+        },
+        std::sync::Arc::new(w.clock.clone()),
+    );
+    let report = syncer
+        .pass(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    let line = embedded.lines().position(|l| l == "path = \"/JZMJ\"").unwrap() + 1;
+    assert_eq!(report.mapping_warnings.len(), 1, "{:?}", report.mapping_warnings);
+    let warning = &report.mapping_warnings[0];
+    assert!(
+        warning.starts_with(&format!(
+            "approval/project.toml:{line}: the path /JZMJ_NOPE of building.floor_area_m2"
+        )),
+        "{warning}"
+    );
 }

@@ -201,6 +201,9 @@ fn print_report(r: &PassReport) {
             outcomes.join(", ")
         }
     );
+    for w in &r.mapping_warnings {
+        outln!("  warning: {w}");
+    }
     if r.materials_checked > 0 || r.materials_unchecked > 0 || r.materials_stopped.is_some() {
         outln!(
             "  zero materials: {} checked, {} notices issued, {} still unchecked",

@@ -121,6 +121,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the configuration and the data files it names, without running anything.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Sync passes, newest first: when, how they ended (`running`, `caught_up`, `incomplete`,
     /// `interrupted`, `failed`) and why.
     Runs {
@@ -150,6 +155,13 @@ pub enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Load the configuration (with the environment's secrets), the mapping files, the policy
+    /// and the holiday calendars as `gateway run` would; exit 1 with the first error.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +305,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&cli.config),
         Command::Runs { limit, json } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             inspect::runs(&store, limit, json)
@@ -405,6 +420,50 @@ fn mappings_dir_from(config: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(config).ok()?;
     let value: toml::Table = toml::from_str(&text).ok()?;
     value.get("mappings")?.get("dir")?.as_str().map(PathBuf::from)
+}
+
+/// `gateway config check`: everything `gateway run` loads before it starts, without starting.
+fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(path)?;
+    let dir = cfg.mappings.dir.as_deref();
+    let mappings = crate::mapping::MappingSet::load(dir).context("loading mapping files")?;
+    for name in [crate::app::PROJECT_MAPPING, crate::app::LICENCE_MAPPING] {
+        mappings
+            .get(name)
+            .with_context(|| format!("no mapping file defines {name:?}"))?;
+    }
+    let policies = crate::policy::PolicySet::load(dir).context("loading the policy")?;
+    let calendar = crate::calendar::Calendar::load(dir).context("loading holiday calendars")?;
+    outln!("configuration {} is valid", path.display());
+    outln!(
+        "  approval platform {} as {}",
+        cfg.approval.base_url,
+        cfg.approval.app_id
+    );
+    match &cfg.licences {
+        Some(l) => outln!("  licence library {} as {}", l.base_url, l.app_id),
+        None => outln!("  licence library: not configured (no zero-materials check)"),
+    }
+    outln!("  database {}", cfg.store.path.display());
+    outln!(
+        "  {} mapping files, policy versions {}, holiday calendars {}",
+        mappings.all().count(),
+        policies
+            .versions()
+            .iter()
+            .map(|p| p.version.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+        calendar
+            .years()
+            .map(|y| y.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(w) = calendar.coverage_warning(shuiwu_wire::beijing_today()) {
+        outln!("  warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `gateway health`: exit 0 when the gateway can do its work, 1 with the reasons when not.

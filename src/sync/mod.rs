@@ -27,6 +27,7 @@ use shuiwu_approval::{ApprovalClient, ApprovalError};
 use shuiwu_wire::{Clock, RawDocument, format_beijing, parse_beijing};
 use tokio_util::sync::CancellationToken;
 
+mod coverage;
 mod detail;
 mod materials_check;
 
@@ -94,6 +95,8 @@ pub struct PassReport {
     pub materials_unchecked: u64,
     /// Why the zero-materials check stopped before every record was checked, if it did.
     pub materials_stopped: Option<String>,
+    /// Mapping paths that matched nothing in any project document of the pass (file:line).
+    pub mapping_warnings: Vec<String>,
     pub end: PassEnd,
 }
 
@@ -252,6 +255,7 @@ impl Syncer {
             pipeline: pipeline::Pipeline::new(),
             permits: pipeline::permits(self.cfg.concurrency),
             progress,
+            coverage: coverage::Coverage::default(),
         };
         // Where the next window starts: windows are read one after the other while earlier
         // ones are still committing; the cursor itself moves only as they commit complete.
@@ -331,6 +335,10 @@ impl Syncer {
             end
         };
         state.progress.send_modify(|p| p.done = true);
+        let mapping_warnings = state.coverage.warnings(&self.rebuilder.mapping);
+        for w in &mapping_warnings {
+            tracing::warn!("{w}");
+        }
         let materials = match materials {
             None => MaterialsReport::default(),
             Some(task) => match task.await {
@@ -369,6 +377,7 @@ impl Syncer {
             notices_issued: materials.notices_issued,
             materials_unchecked: materials.unchecked,
             materials_stopped: materials.stopped,
+            mapping_warnings,
             end,
         })
     }
@@ -398,4 +407,6 @@ struct PassState {
     permits: Arc<tokio::sync::Semaphore>,
     /// Commits so far, for the zero-materials check that runs beside the sync.
     progress: tokio::sync::watch::Sender<SyncProgress>,
+    /// Which mapped paths found anything in this pass.
+    coverage: coverage::Coverage,
 }

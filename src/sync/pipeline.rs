@@ -255,6 +255,9 @@ impl Syncer {
             };
             match self.handle(&summary, result).await {
                 Ok(Handled::Item(item, doc)) => {
+                    if let Item::Record { draft, .. } = item.as_ref() {
+                        state.coverage.observe(&draft.lineage);
+                    }
                     if let Some(doc) = doc {
                         unit.documents.push((sha256_hex(&doc.bytes), doc));
                     }
