@@ -366,3 +366,38 @@ async fn a_damaged_database_stops_the_sync_and_fails_the_health_check() {
     let v: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
     assert!(v["problems"].to_string().contains("database damaged"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failure_queue_says_how_much_is_shown_and_notice_refuses_an_unchecked_record() {
+    let server = simulator(400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "g", &server, 3_600);
+    let out = gateway(&config, &["sync", "--once"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = gateway(&config, &["failures", "list", "--limit", "3"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("3 of ") && text.contains("projects with open failures"),
+        "{text}"
+    );
+    // No licence library here: no record was checked, so there is no notice to give.
+    let db = dir.path().join("g.db");
+    let id = gateway::store::Store::open(&db)
+        .unwrap()
+        .records(Some("active"), 1)
+        .unwrap()[0]
+        .id
+        .clone();
+    let out = gateway(&config, &["notice", &id])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a notice of an unchecked record is not a success"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not checked yet"));
+}

@@ -109,8 +109,10 @@ fn replay_after_a_fix_and_dismiss() {
         "--reason",
         "测试数据，已与审批平台核实",
     ]));
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_str(&ok(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&ok(&gateway(&[
+        "--db", db, "failures", "list", "--json", "--all",
+    ])))
+    .unwrap();
     let state =
         |id: &str| rows.iter().find(|f| f["id"].as_i64() == id.parse().ok()).unwrap()["state"].clone();
     assert_eq!(state(&id), "replayed");

@@ -82,6 +82,13 @@ async fn checklists_notices_and_hash_mismatches() {
         failures.iter().any(|f| f.step == "attachment"),
         "hash mismatches are held"
     );
+    assert!(
+        failures
+            .iter()
+            .filter(|f| f.step == "attachment")
+            .all(|f| f.version.is_some()),
+        "an attachment failure names the project version it belongs to"
+    );
     let (_, _, example) = w
         .store
         .latest_materials("PE-2022-530112-47-01-587143")

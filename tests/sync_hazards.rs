@@ -441,3 +441,44 @@ async fn a_mapping_path_that_matches_nothing_is_reported_with_file_and_line() {
         "{warning}"
     );
 }
+
+#[tokio::test]
+async fn a_held_version_is_superseded_by_a_newer_one_even_when_that_is_held_too() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(50, start, t0() - Duration::days(1)), start).await;
+    w.pass().await;
+    let xmdm = w.server.sim.visible_in(start, t0())[0].0.clone();
+    let mut held = Vec::new();
+    for round in 0..2 {
+        w.clock.advance(Duration::minutes(1));
+        let bbh = w
+            .server
+            .sim
+            .change(&xmdm, |doc| doc["JZMJ"] = serde_json::Value::from("-5"))
+            .unwrap();
+        held.push(bbh as i64);
+        w.clock.advance(Duration::minutes(10));
+        let r = w.pass().await;
+        assert_eq!(r.outcomes.get("held"), Some(&1), "round {round}: {r:?}");
+    }
+    let failures = w.store.failures(None, 100).unwrap();
+    let of = |v: i64| {
+        failures
+            .iter()
+            .find(|f| f.key.as_deref() == Some(xmdm.as_str()) && f.version == Some(v))
+            .unwrap()
+            .state
+            .clone()
+    };
+    assert_eq!(of(held[0]), "superseded");
+    assert_eq!(of(held[1]), "held");
+    // What needs action: one row for the project, its newest failure.
+    let (open, total) = w.store.open_failures_by_project(100).unwrap();
+    let mine: Vec<_> = open
+        .iter()
+        .filter(|(f, _)| f.key.as_deref() == Some(xmdm.as_str()))
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!((mine[0].0.version, mine[0].1), (Some(held[1]), 1));
+    assert_eq!(total as usize, open.len());
+}

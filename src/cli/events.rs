@@ -377,6 +377,12 @@ pub fn deadlines(
 pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let notice = store.notice(id)?;
     let latest = store.latest_materials(id)?;
+    // Nothing to tell yet is not an answer a script may take for "nothing missing".
+    let checked = if latest.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    };
     let committed = stages::committed(&store.actions(id)?);
     let missing: Vec<crate::materials::CheckItem> = latest
         .as_ref()
@@ -397,7 +403,7 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
                 "committed": committed,
             }))?
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(checked);
     }
     match (&notice, &latest) {
         (Some((at, text)), _) => {
@@ -410,7 +416,10 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
         (None, Some(_)) => outln!("{id}: no notice issued"),
-        (None, None) => outln!("{id}: materials not checked yet (configure [licences] and run a sync)"),
+        (None, None) => {
+            outln!("{id}: materials not checked yet (configure [licences] and run a sync)");
+            return Ok(checked);
+        }
     }
     if !missing.is_empty() {
         outln!("\nmissing now:");

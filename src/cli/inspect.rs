@@ -307,20 +307,44 @@ pub fn trace(
 pub fn failures_list(
     store: &Store,
     state: Option<&str>,
+    all: bool,
     limit: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let rows = store.failures(state, limit)?;
+    let by_project = state.is_none() && !all;
+    let (rows, open_counts, total) = if by_project {
+        let (rows, total) = store.open_failures_by_project(limit)?;
+        let (rows, counts): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+        (rows, Some(counts), total)
+    } else {
+        (store.failures(state, limit)?, None, store.failure_count(state)?)
+    };
     if json {
-        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        let value: Vec<serde_json::Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut v = serde_json::to_value(f).unwrap_or_default();
+                if let (Some(counts), Some(obj)) = (&open_counts, v.as_object_mut()) {
+                    obj.insert("open_for_project".into(), counts[i].into());
+                }
+                v
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let mut header = vec!["id", "state", "project", "BBH", "step", "field", "reason"];
+    if by_project {
+        header.insert(3, "open");
+    }
     table::print(
-        &["id", "state", "project", "BBH", "step", "field", "reason"],
+        &header,
         &rows
             .iter()
-            .map(|f| {
-                vec![
+            .enumerate()
+            .map(|(i, f)| {
+                let mut row = vec![
                     f.id.to_string(),
                     f.state.clone(),
                     f.key.clone().unwrap_or_else(|| "-".into()),
@@ -328,11 +352,22 @@ pub fn failures_list(
                     f.step.clone(),
                     f.field.clone().unwrap_or_else(|| "-".into()),
                     clip(&f.reason, 70),
-                ]
+                ];
+                if let Some(counts) = &open_counts {
+                    row.insert(3, counts[i].to_string());
+                }
+                row
             })
             .collect::<Vec<_>>(),
     );
-    outln!("{} failures shown", rows.len());
+    if by_project {
+        outln!(
+            "{} of {total} projects with open failures shown (the newest of each; `--all` lists every failure)",
+            rows.len()
+        );
+    } else {
+        outln!("{} of {total} failures shown", rows.len());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -182,10 +182,14 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum FailuresCommand {
-    /// Failures, newest first.
+    /// What needs action: one row per project with open (held) failures, its newest failure
+    /// and how many it has, newest first. `--state` or `--all` list single failures instead.
     List {
         #[arg(long, value_parser = ["held", "superseded", "dismissed", "replayed"])]
         state: Option<String>,
+        /// Every failure in every state, one row each.
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[arg(long)]
@@ -333,9 +337,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Failures { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             match command {
-                FailuresCommand::List { state, limit, json } => {
-                    inspect::failures_list(&store, state.as_deref(), limit, json)
-                }
+                FailuresCommand::List {
+                    state,
+                    all,
+                    limit,
+                    json,
+                } => inspect::failures_list(&store, state.as_deref(), all, limit, json),
                 FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
                 FailuresCommand::Replay {
                     id,

@@ -1191,6 +1191,41 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// Open (held) failures, one per project: its newest failure and how many it has, newest
+    /// first; and how many projects have open failures in all.
+    pub fn open_failures_by_project(&self, limit: usize) -> Result<(Vec<(FailureRow, i64)>, i64)> {
+        let conn = self.lock();
+        let columns = FAILURE_COLUMNS
+            .split(", ")
+            .map(|c| format!("f.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {columns}, c.n FROM failures f
+             JOIN (SELECT max(id) AS id, count(*) AS n FROM failures WHERE state = 'held'
+                   GROUP BY source, coalesce(key, '')) c ON c.id = f.id
+             ORDER BY f.id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok((failure_row(r)?, r.get::<_, i64>(11)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let total: i64 = conn.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM failures WHERE state = 'held' GROUP BY source, coalesce(key, ''))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((rows, total))
+    }
+
+    /// How many failures there are in a state (all states when `None`).
+    pub fn failure_count(&self, state: Option<&str>) -> Result<i64> {
+        Ok(self.lock().query_row(
+            "SELECT count(*) FROM failures WHERE ?1 IS NULL OR state = ?1",
+            [state],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn failure(&self, id: i64) -> Result<Option<FailureRow>> {
         Ok(self
             .lock()
@@ -1634,6 +1669,15 @@ fn latest_missing(conn: &Connection, record_id: &str) -> Result<Vec<String>> {
 }
 
 fn insert_failure(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<()> {
+    // A newer version of the project, held or not, makes the older held versions moot: what
+    // needs action is the newest one.
+    if let (Some(key), Some(version)) = (&held.key, held.version) {
+        tx.prepare_cached(
+            "UPDATE failures SET state = 'superseded'
+             WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
+        )?
+        .execute(params![held.source, key, version])?;
+    }
     let fingerprint = sha256_hex(
         format!(
             "{}\u{1f}{:?}\u{1f}{:?}\u{1f}{}\u{1f}{:?}\u{1f}{}\u{1f}{:?}",

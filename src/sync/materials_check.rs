@@ -343,7 +343,8 @@ impl Syncer {
                             Held {
                                 source: SOURCE.into(),
                                 key: Some(code.clone()),
-                                version: None,
+                                // The project version whose attachment this is.
+                                version: content["source"]["version"].as_i64(),
                                 step: "attachment".into(),
                                 field: Some(format!("attachments ({kind} {fjid})")),
                                 category: "attachment content does not match its hash".into(),
@@ -364,7 +365,24 @@ impl Syncer {
                         return Ok(Checked::SourceDown(format!("approval platform attachments: {e}")));
                     }
                     Err(e) => {
-                        tracing::warn!(record = id, error = %e, "attachment refused");
+                        // Refused for good (over its announced size, an unknown code): held
+                        // with the reason; the item counts as not found.
+                        self.hold_materials_failure(
+                            Held {
+                                source: SOURCE.into(),
+                                key: Some(code.clone()),
+                                version: content["source"]["version"].as_i64(),
+                                step: "attachment".into(),
+                                field: Some(format!("attachments ({kind} {fjid})")),
+                                category: format!("attachment refused: {}", e.kind()),
+                                reason: e.to_string(),
+                                detail: None,
+                                document_sha256: None,
+                            },
+                            None,
+                            run_id,
+                        )
+                        .await?;
                     }
                 }
             }
