@@ -255,8 +255,11 @@ fn calendar_commands_for_people_and_scripts() {
         "--json",
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["due"], "2023-10-09 00:00:00");
+    assert_eq!(v["due"], "2023-10-09T00:00:00+08:00");
     assert_eq!(v["due_display"], "2023-10-08 24:00");
+    // RFC 3339 is read too, whatever its offset; people see Beijing time with its offset.
+    let (out, _) = text(&gateway(&["calendar", "due", "2023-09-28T08:30:00Z", "2"]));
+    assert!(out.contains("2023-09-28 16:30:00 +08:00"), "{out}");
 
     let (out, _) = text(&gateway(&[
         "calendar",

@@ -383,6 +383,12 @@ async fn the_failure_queue_says_how_much_is_shown_and_notice_refuses_an_unchecke
         text.contains("3 of ") && text.contains("projects with open failures"),
         "{text}"
     );
+    // Times for people: Beijing time with its offset, in every listing.
+    for args in [&["records", "list"][..], &["runs"][..], &["audit", "list"][..]] {
+        let out = gateway(&config, args).stdout(Stdio::piped()).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(" +08:00"), "{args:?}: {text}");
+    }
     // No licence library here: no record was checked, so there is no notice to give.
     let db = dir.path().join("g.db");
     let id = gateway::store::Store::open(&db)

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
 use serde_json::json;
-use shuiwu_wire::format_beijing;
+use shuiwu_wire::{format_human, format_rfc3339};
 
 use crate::calendar::Calendar;
 use crate::worktime;
@@ -43,12 +43,12 @@ fn date(text: &str) -> anyhow::Result<NaiveDate> {
 }
 
 fn instant(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Some(t) = shuiwu_wire::parse_beijing(text) {
+    if let Some(t) = shuiwu_wire::parse_time(text) {
         return Ok(t);
     }
-    date(text)
-        .map(worktime::midnight)
-        .with_context(|| format!("{text:?} is neither yyyy-MM-dd HH:mm:ss nor yyyy-MM-dd"))
+    date(text).map(worktime::midnight).with_context(|| {
+        format!("{text:?} is neither RFC 3339, yyyy-MM-dd HH:mm:ss (Beijing time) nor yyyy-MM-dd")
+    })
 }
 
 /// `yyyy-MM-dd 24:00` for an instant at midnight (how limits are written), else the time.
@@ -57,7 +57,7 @@ fn due_text(t: DateTime<Utc>) -> String {
         let day = worktime::date_of(t - chrono::Duration::seconds(1));
         format!("{day} 24:00")
     } else {
-        format_beijing(t)
+        format_human(t)
     }
 }
 
@@ -80,13 +80,13 @@ pub fn run(calendar: &Calendar, command: CalendarCommand) -> anyhow::Result<Exit
             let started = instant(&start)?;
             let due = worktime::due(calendar, started, n)?;
             if json {
-                let v = json!({"start": format_beijing(started), "working_days": n,
-                               "due": format_beijing(due), "due_display": due_text(due)});
+                let v = json!({"start": format_rfc3339(started), "working_days": n,
+                               "due": format_rfc3339(due), "due_display": due_text(due)});
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 outln!(
                     "a {n}-working-day limit started {} is due {} (Beijing time)",
-                    format_beijing(started),
+                    format_human(started),
                     due_text(due)
                 );
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
-use shuiwu_wire::{SystemClock, format_beijing, parse_beijing};
+use shuiwu_wire::{SystemClock, format_human, human_from_stored, parse_time};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Gateway;
@@ -144,11 +144,7 @@ pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
             if let Some(from) = *origin.lock().unwrap_or_else(|e| e.into_inner()) {
                 shown.set_position((start - from).num_seconds().max(0) as u64);
             }
-            shown.set_message(format!(
-                "window {} → {}",
-                format_beijing(start),
-                format_beijing(end)
-            ));
+            shown.set_message(format!("window {} → {}", format_human(start), format_human(end)));
         }
         Progress::Committed { items: n, cursor } => {
             let total = items.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed) + n as u64;
@@ -184,12 +180,16 @@ fn print_report(r: &PassReport) {
         PassEnd::CaughtUp => "caught up".to_string(),
         PassEnd::Interrupted => "interrupted by a signal".to_string(),
         PassEnd::Incomplete { reason, not_before } => match not_before {
-            Some(t) => format!("stopped early: {reason} (not before {t})"),
+            Some(t) => format!("stopped early: {reason} (not before {})", human_from_stored(t)),
             None => format!("stopped early: {reason}"),
         },
     };
     outln!("pass {}: {end}", r.run_id);
-    outln!("  cursor {} → {}", r.cursor_before, r.cursor_after);
+    outln!(
+        "  cursor {} → {}",
+        human_from_stored(&r.cursor_before),
+        human_from_stored(&r.cursor_after)
+    );
     let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     outln!(
         "  {} listing pages, {} details: {}",
@@ -264,7 +264,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 match &report.end {
                     PassEnd::Incomplete {
                         not_before: Some(t), ..
-                    } => parse_beijing(t)
+                    } => parse_time(t)
                         .and_then(|t| (t - Utc::now()).to_std().ok())
                         .map_or(interval, |d| d.max(interval)),
                     _ => interval,

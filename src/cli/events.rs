@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use clap::{Subcommand, ValueEnum};
 use rust_decimal::Decimal;
-use shuiwu_wire::{format_beijing, parse_beijing};
+use shuiwu_wire::{format_human, human_from_stored, parse_time};
 
 use super::table;
 use crate::app::PROJECT_MAPPING;
@@ -236,9 +236,9 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
             override_reason,
         } => {
             let at = match at {
-                Some(t) => {
-                    parse_beijing(&t).with_context(|| format!("--at {t:?} is not yyyy-MM-dd HH:mm:ss"))?
-                }
+                Some(t) => parse_time(&t).with_context(|| {
+                    format!("--at {t:?} is neither RFC 3339 nor yyyy-MM-dd HH:mm:ss (Beijing time)")
+                })?,
                 None => now,
             };
             (
@@ -277,7 +277,7 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
     outln!(
         "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",
         action.name(),
-        format_beijing(at)
+        format_human(at)
     );
     let versions = store.record_versions(&id)?;
     if let Some(v) = versions.last() {
@@ -330,7 +330,7 @@ pub fn deadlines(
             within.is_none_or(|w| {
                 d.due_at
                     .as_deref()
-                    .and_then(parse_beijing)
+                    .and_then(parse_time)
                     .is_some_and(|due| due <= now + w)
             })
         })
@@ -364,7 +364,9 @@ pub fn deadlines(
                         .map_or("-".into(), |s| format!("{:.1}", s as f64 / 3600.0)),
                     format!("{:?}", d.state).to_lowercase(),
                     d.customer_manager.clone().unwrap_or_default(),
-                    d.alert_raised_at.clone().unwrap_or_default(),
+                    d.alert_raised_at
+                        .as_deref()
+                        .map_or(String::new(), human_from_stored),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -408,7 +410,7 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     match (&notice, &latest) {
         (Some((at, text)), _) => {
             outln!("{text}");
-            outln!("(issued {at})");
+            outln!("(issued {})", human_from_stored(at));
         }
         (None, Some((_, at, c))) if c.zero_materials => {
             outln!(

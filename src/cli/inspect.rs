@@ -38,7 +38,7 @@ pub fn records_list(
                     r.district.clone(),
                     r.category.clone(),
                     clip(&r.name, 36),
-                    r.updated_at.chars().take(19).collect(),
+                    shuiwu_wire::human_from_stored(&r.updated_at),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -109,7 +109,7 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
                     v.source_version.to_string(),
                     short(&v.document_sha256),
                     short(&v.content_sha256),
-                    v.created_at.chars().take(19).collect(),
+                    shuiwu_wire::human_from_stored(&v.created_at),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -286,7 +286,7 @@ pub fn trace(
                 f.url,
                 f.status,
                 f.request_id.as_deref().unwrap_or("-"),
-                shuiwu_wire::format_beijing(f.fetched_at)
+                shuiwu_wire::format_human(f.fetched_at)
             ),
             _ => outln!("  document   sha256:{} (NOT IN STORE)", e.document_sha256),
         }
@@ -436,7 +436,7 @@ pub fn failures_show(store: &Store, id: i64, json: bool) -> anyhow::Result<ExitC
                 f.url,
                 f.status,
                 f.request_id.as_deref().unwrap_or("-"),
-                shuiwu_wire::format_beijing(f.fetched_at)
+                shuiwu_wire::format_human(f.fetched_at)
             );
         }
         if let Some(doc) = masked_document {
@@ -460,10 +460,10 @@ pub fn runs(store: &Store, limit: usize, json: bool) -> anyhow::Result<ExitCode>
             .map(|r| {
                 vec![
                     r.id.to_string(),
-                    r.started_at.chars().take(19).collect(),
+                    shuiwu_wire::human_from_stored(&r.started_at),
                     r.finished_at
                         .as_deref()
-                        .map_or(String::new(), |t| t.chars().take(19).collect()),
+                        .map_or(String::new(), shuiwu_wire::human_from_stored),
                     r.outcome.clone(),
                     r.processed.to_string(),
                     clip(r.error.as_deref().unwrap_or(""), 60),

@@ -295,7 +295,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 .map(|e| {
                                     vec![
                                         e.seq.to_string(),
-                                        e.at.chars().take(19).collect(),
+                                        shuiwu_wire::human_from_stored(&e.at),
                                         e.actor.clone(),
                                         e.action.clone(),
                                         e.subject.clone(),
@@ -504,10 +504,7 @@ fn health(config: &Path, db: Option<&Path>, json: bool) -> anyhow::Result<ExitCo
     let (records, cursor) = match &store {
         Ok(s) => (
             s.record_count().ok(),
-            s.cursor("approval")
-                .ok()
-                .flatten()
-                .map(shuiwu_wire::format_beijing),
+            s.cursor("approval").ok().flatten().map(shuiwu_wire::format_human),
         ),
         Err(e) => {
             problems.push(format!("database: {e:#}"));

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use shuiwu_approval::{ApprovalClient, ApprovalError};
-use shuiwu_wire::{Clock, RawDocument, format_beijing, parse_beijing};
+use shuiwu_wire::{Clock, RawDocument, format_rfc3339, parse_beijing};
 use tokio_util::sync::CancellationToken;
 
 mod coverage;
@@ -297,7 +297,7 @@ impl Syncer {
                 Err(Stop::Transient { reason, not_before }) => {
                     break PassEnd::Incomplete {
                         reason,
-                        not_before: not_before.map(format_beijing),
+                        not_before: not_before.map(format_rfc3339),
                     };
                 }
                 Err(Stop::Fatal(e)) => {
@@ -319,7 +319,7 @@ impl Syncer {
             (_, end @ PassEnd::Incomplete { .. }) => end,
             (Err(Stop::Transient { reason, not_before }), _) => PassEnd::Incomplete {
                 reason,
-                not_before: not_before.map(format_beijing),
+                not_before: not_before.map(format_rfc3339),
             },
             (Ok(()), end) => match state.pipeline.cursor_held.clone() {
                 Some(reason) if end == PassEnd::CaughtUp => PassEnd::Incomplete {
@@ -367,8 +367,8 @@ impl Syncer {
         self.finish_run(run_id, outcome, error).await?;
         Ok(PassReport {
             run_id,
-            cursor_before: format_beijing(start),
-            cursor_after: format_beijing(state.pipeline.cursor.unwrap_or(start)),
+            cursor_before: format_rfc3339(start),
+            cursor_after: format_rfc3339(state.pipeline.cursor.unwrap_or(start)),
             windows,
             list_requests: state.list_requests,
             details_fetched: state.details,

@@ -69,6 +69,39 @@ pub fn format_beijing(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// A time for people: Beijing time with its offset written, `2026-12-01 21:20:29 +08:00`.
+pub fn format_human(t: DateTime<Utc>) -> String {
+    t.with_timezone(&beijing())
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// A time for machines: RFC 3339 in Beijing time with its offset, `2026-12-01T21:20:29+08:00`.
+pub fn format_rfc3339(t: DateTime<Utc>) -> String {
+    t.with_timezone(&beijing())
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
+
+/// A stored timestamp (RFC 3339, any offset) for people, as [`format_human`]; text that is
+/// not one is shown as it is.
+pub fn human_from_stored(text: &str) -> String {
+    parse_time(text).map_or_else(|| text.to_string(), format_human)
+}
+
+/// An instant as an operator may type it: RFC 3339 with any offset
+/// (`2024-07-15T10:30:00+08:00`), or Beijing time written `yyyy-MM-dd HH:mm:ss` (with or
+/// without ` +08:00`), as the platforms write it.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let t = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
+        return Some(at.with_timezone(&Utc));
+    }
+    if let Ok(at) = DateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S %:z") {
+        return Some(at.with_timezone(&Utc));
+    }
+    parse_beijing(t)
+}
+
 /// Parses a platform time `yyyy-MM-dd HH:mm:ss` (Beijing time, no zone written).
 pub fn parse_beijing(text: &str) -> Option<DateTime<Utc>> {
     let naive = NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S").ok()?;
@@ -81,6 +114,26 @@ pub fn parse_beijing(text: &str) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_for_people_and_machines_carry_their_offset() {
+        let t = parse_time("2026-12-01T13:20:29Z").unwrap();
+        assert_eq!(format_human(t), "2026-12-01 21:20:29 +08:00");
+        assert_eq!(format_rfc3339(t), "2026-12-01T21:20:29+08:00");
+        for text in [
+            "2026-12-01T21:20:29+08:00",
+            "2026-12-01 21:20:29 +08:00",
+            "2026-12-01 21:20:29",
+            "2026-12-01T13:20:29.000Z",
+        ] {
+            assert_eq!(parse_time(text), Some(t), "{text}");
+        }
+        assert_eq!(
+            human_from_stored("2026-12-01T13:20:29.000Z"),
+            "2026-12-01 21:20:29 +08:00"
+        );
+        assert_eq!(parse_time("tomorrow"), None);
+    }
 
     #[test]
     fn beijing_round_trip() {

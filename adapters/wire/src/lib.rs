@@ -12,6 +12,9 @@ mod raw;
 pub mod retry;
 mod secret;
 
-pub use clock::{Clock, ManualClock, SystemClock, beijing, beijing_today, format_beijing, parse_beijing};
+pub use clock::{
+    Clock, ManualClock, SystemClock, beijing, beijing_today, format_beijing, format_human, format_rfc3339,
+    human_from_stored, parse_beijing, parse_time,
+};
 pub use raw::{FaultClass, FetchMeta, RawDocument};
 pub use secret::Secret;
