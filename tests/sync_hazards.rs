@@ -177,7 +177,7 @@ async fn quota_exhaustion_stops_the_pass_until_beijing_midnight() {
         panic!("{first:?}")
     };
     // 2026-11-20 12:00 Beijing: the quota resets at 2026-11-21 00:00.
-    assert_eq!(until, "2026-11-21 00:00:00");
+    assert_eq!(until, "2026-11-21T00:00:00+08:00");
     let cursor = w.store.cursor("approval").unwrap();
     assert!(
         cursor.is_none_or(|c| c < t0() - Duration::days(2)),
