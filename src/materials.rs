@@ -76,8 +76,9 @@ pub struct Checklist {
     pub items: Vec<CheckItem>,
     /// Every required item was fetched.
     pub zero_materials: bool,
-    /// The category promises zero materials (low-risk and general).
-    pub promised: bool,
+    /// The category promises zero materials (low-risk and general); `None` while a
+    /// provisional category leaves it open (the record's decisions say what it waits for).
+    pub promised: Option<bool>,
 }
 
 impl Checklist {
@@ -146,18 +147,22 @@ pub fn evaluate(
     licence_document: Option<&str>,
     attachments: &[AttachmentCheck],
     day: NaiveDate,
-    promised: bool,
+    promised: Option<bool>,
 ) -> Checklist {
     let licence_item = |types: &[&str], for_project: bool| -> (Option<Evidence>, Option<String>) {
         let candidates: Vec<&LicenceFact> = licences
             .iter()
             .filter(|l| types.contains(&l.type_code.as_str()))
             .collect();
-        let mut reason = "none_found";
+        // Why this project's own licence does not count (revoked, expired) says more than that
+        // some licence of the holder names another project: "another project" only when no
+        // licence concerns this one.
+        let mut own_reason = None;
+        let mut other_project = false;
         for l in &candidates {
             // A licence that names no project counts for every project of its holder.
             if for_project && l.project_code.as_deref().is_some_and(|p| p != project_code) {
-                reason = "other_project";
+                other_project = true;
                 continue;
             }
             match valid_on(l, day) {
@@ -169,9 +174,14 @@ pub fn evaluate(
                     };
                     return (Some(evidence), None);
                 }
-                Err(r) => reason = r,
+                Err(r) => own_reason = Some(r),
             }
         }
+        let reason = own_reason.unwrap_or(if other_project {
+            "other_project"
+        } else {
+            "none_found"
+        });
         (None, Some(reason.to_string()))
     };
     let attachment_item = |kind: &str| -> (Option<Evidence>, Option<String>) {
@@ -289,7 +299,7 @@ mod tests {
             document_sha256: "d".into(),
         }];
         let check = |licences: Vec<LicenceFact>| {
-            evaluate(&required(), "P", &licences, Some("doc"), &site, day(), true)
+            evaluate(&required(), "P", &licences, Some("doc"), &site, day(), Some(true))
         };
         let ok = check(vec![
             lic("YYZZ", "1", "长期", None),
@@ -309,6 +319,17 @@ mod tests {
             "other_project"
         );
         assert_eq!(reason(check(vec![]), 1), "none_found");
+        // This project's own licence, revoked or expired, beside another project's: the
+        // applicant is told it is revoked or expired, whatever the order of the answer.
+        let own_revoked = lic("JSGCGHXKZ", "2", "长期", Some("P"));
+        let other = lic("JSGCGHXKZ", "1", "长期", Some("Q"));
+        assert_eq!(
+            reason(check(vec![own_revoked.clone(), other.clone()]), 1),
+            "revoked"
+        );
+        assert_eq!(reason(check(vec![other.clone(), own_revoked]), 1), "revoked");
+        let own_expired = lic("JSGCGHXKZ", "1", "2026-01-01", Some("P"));
+        assert_eq!(reason(check(vec![own_expired, other]), 1), "expired");
         // The day itself still counts as valid.
         assert!(check(vec![lic("YYZZ", "1", "2026-11-28", None)]).items[0].satisfied);
         // A licence naming no project counts for every project of its holder.
@@ -323,14 +344,14 @@ mod tests {
                 kind: "ZPMT".into(),
             }],
             day(),
-            true,
+            Some(true),
         );
         assert_eq!(bad.items[2].reason.as_deref(), Some("hash_mismatch"));
     }
 
     #[test]
     fn the_notice_lists_every_missing_item_at_once() {
-        let c = evaluate(&required(), "P", &[], None, &[], day(), true);
+        let c = evaluate(&required(), "P", &[], None, &[], day(), Some(true));
         let missing: Vec<CheckItem> = c.missing().cloned().collect();
         let text = notice_text("某项目", "P", "某公司", "TY-01", &missing, day());
         assert!(

@@ -119,7 +119,10 @@ fn demo_then_inspect_with_personal_data_masked() {
         "120"
     );
     assert_eq!(decision("decisions.fee")["value"]["free"], true);
-    assert_eq!(decision("decisions.mode_11000")["value"], false);
+    assert_eq!(
+        decision("decisions.mode_11000")["value"],
+        serde_json::json!({"state": "known", "value": false})
+    );
     assert_eq!(decision("decisions.stages")["value"]["total_working_days"], 2);
 
     // Zero materials for the contract example, fetched from both simulators.

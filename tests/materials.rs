@@ -136,7 +136,7 @@ async fn checklists_notices_and_hash_mismatches() {
         .unwrap();
     assert_eq!(version, 2);
     assert!(example.zero_materials, "{example:?}");
-    assert!(example.promised, "low-risk promises zero materials");
+    assert_eq!(example.promised, Some(true), "low-risk promises zero materials");
     // One notice, from the first check: never re-issued item by item.
     let (issued_at, _) = w.store.notice("PE-2022-530112-47-01-587143").unwrap().unwrap();
     assert!(!issued_at.is_empty());

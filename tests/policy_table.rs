@@ -256,8 +256,8 @@ fn every_row_of_both_tables() {
         assert_eq!(*untimed_survey, survey.is_none());
         // "11000": low-risk, table B, no external works, and nothing else.
         assert_eq!(
-            d.mode_11000,
-            *table == Table::B && *cat == "low_risk" && *pipe == "0",
+            d.mode_11000.known(),
+            Some(*table == Table::B && *cat == "low_risk" && *pipe == "0"),
             "{table:?} {cat} {pipe}"
         );
     }
@@ -386,4 +386,50 @@ fn a_newer_version_applies_to_records_created_after_it_takes_effect() {
     assert_eq!(decided_new.category.decided(), Some("low_risk"));
     assert_eq!(decided_new.policy_version, "2026");
     assert_eq!(traces["decisions.category"].policy_file, "policy/2026.toml");
+}
+
+#[test]
+fn yes_or_no_decisions_that_wait_for_a_figure_say_unknown() {
+    use gateway::policy::Answer;
+    let set = PolicySet::load(None).unwrap();
+    let policy = set.versions().last().unwrap();
+    // Low risk or not depends on the external pipe, unknown yet: the "11000" mode is unknown,
+    // with the figure it waits for and the answer under each outcome.
+    let mut i = base();
+    i.table = Some(Table::B);
+    i.external_pipe_m = None;
+    let d = decide(policy, &i, "PE-test", None).0;
+    let Answer::Unknown { waits_for, outcomes } = &d.mode_11000 else {
+        panic!("{:?}", d.mode_11000)
+    };
+    assert!(
+        waits_for.contains(&"water.external_pipe_m".to_string()),
+        "{waits_for:?}"
+    );
+    assert!(outcomes.iter().any(|o| o.value), "{outcomes:?}");
+    assert!(outcomes.iter().any(|o| !o.value), "{outcomes:?}");
+    let yes = outcomes.iter().find(|o| o.value).unwrap();
+    assert!(
+        yes.when.contains(&"water.external_pipe_m = 0".to_string()),
+        "{yes:?}"
+    );
+    // Low risk and general are both promised zero materials, other non-residential is not.
+    let Answer::Unknown { outcomes, .. } = &d.zero_materials_promised else {
+        panic!("{:?}", d.zero_materials_promised)
+    };
+    assert!(outcomes.iter().any(|o| o.value) && outcomes.iter().any(|o| !o.value));
+    // In JSON, never a bare `false` for "not known".
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["mode_11000"]["state"], "unknown");
+    // Once the figure is known the answer is, too.
+    i.external_pipe_m = dec("0");
+    let d = decide(policy, &i, "PE-test", None).0;
+    assert_eq!(d.mode_11000, Answer::Known { value: true });
+    assert_eq!(d.zero_materials_promised, Answer::Known { value: true });
+    // A decided category that is not the mode's: known no, whatever the pipe.
+    let mut i = base();
+    i.building_use = Some("0101".into());
+    i.external_pipe_m = None;
+    let d = decide(policy, &i, "PE-test", None).0;
+    assert_eq!(d.mode_11000, Answer::Known { value: false }, "{:?}", d.category);
 }

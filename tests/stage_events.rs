@@ -47,7 +47,7 @@ fn events_reevaluate_the_record_and_nonsense_is_refused() {
     };
     // Low-risk with 120 m of pipe: 2 working days from Monday 09:00, plus the paused day.
     assert_eq!(show("/progress/stages/0/due_at"), "2026-11-27 00:00:00");
-    assert_eq!(show("/decisions/mode_11000"), false);
+    assert_eq!(show("/decisions/mode_11000/value"), false);
 
     // The survey measures no external pipe at all: external works none → the "11000" mode.
     ok(&ev(&[
@@ -59,7 +59,7 @@ fn events_reevaluate_the_record_and_nonsense_is_refused() {
         "--at",
         "2026-11-26 10:00:00",
     ]));
-    assert_eq!(show("/decisions/mode_11000"), true);
+    assert_eq!(show("/decisions/mode_11000/value"), true);
     assert_eq!(show("/decisions/external_works"), false);
     assert_eq!(show("/survey/by"), "李工");
     let trace = ok(&gateway(&["--db", db, "trace", id, "--field", "survey"]));

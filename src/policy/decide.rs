@@ -119,12 +119,73 @@ pub struct Decisions {
     /// External works (外线工程): `None` until the pipe length is known.
     pub external_works: Option<bool>,
     pub stages: StagesDecision,
-    /// 1 step, 1 working day, 0 materials, 0 fees, 0 trips.
-    pub mode_11000: bool,
+    /// 1 step, 1 working day, 0 materials, 0 fees, 0 trips. Unknown while the category or
+    /// the external works are, when the answer depends on them.
+    pub mode_11000: Answer,
     pub fee: FeeDecision,
     pub customer_manager: Option<ManagerDecision>,
     pub materials_required: Vec<String>,
-    pub zero_materials_promised: bool,
+    /// Whether the policy promises zero materials for the record's category; unknown while a
+    /// provisional category leaves the answer open.
+    pub zero_materials_promised: Answer,
+}
+
+/// A yes/no decision that may wait for a figure: never a `false` that only means "not known".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum Answer {
+    Known {
+        value: bool,
+    },
+    /// The answer depends on figures not known yet: which, and the answer under each outcome.
+    Unknown {
+        waits_for: Vec<String>,
+        outcomes: Vec<AnswerOutcome>,
+    },
+}
+
+/// The answer under one outcome of the missing figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AnswerOutcome {
+    pub when: Vec<String>,
+    pub value: bool,
+}
+
+impl Answer {
+    /// `Some` when the answer is known.
+    pub fn known(&self) -> Option<bool> {
+        match self {
+            Answer::Known { value } => Some(*value),
+            Answer::Unknown { .. } => None,
+        }
+    }
+
+    /// Known when every outcome gives the same value; otherwise unknown, waiting for `waits_for`.
+    fn from_outcomes(waits_for: Vec<String>, outcomes: Vec<AnswerOutcome>) -> Answer {
+        match outcomes.first() {
+            Some(first) if outcomes.iter().all(|o| o.value == first.value) => {
+                Answer::Known { value: first.value }
+            }
+            None => Answer::Known { value: false },
+            Some(_) => Answer::Unknown { waits_for, outcomes },
+        }
+    }
+}
+
+/// The categories a record may have, each with the condition that gives it: one when decided,
+/// one per outcome when provisional, none when no rule applies.
+fn category_outcomes(category: &CategoryDecision) -> (Vec<String>, Vec<(Option<String>, Vec<String>)>) {
+    match category {
+        CategoryDecision::Decided { id, .. } => (Vec::new(), vec![(Some(id.clone()), Vec::new())]),
+        CategoryDecision::Provisional { missing, outcomes } => (
+            missing.clone(),
+            outcomes
+                .iter()
+                .map(|o| (o.category.clone(), o.when.clone()))
+                .collect(),
+        ),
+        CategoryDecision::None { .. } => (Vec::new(), vec![(None, Vec::new())]),
+    }
 }
 
 /// How one decision was reached: for `gateway trace`.
@@ -626,9 +687,31 @@ pub fn decide(
     );
 
     let (mode_cat, mode_table, mode_works) = &policy.mode_11000;
-    let mode_11000 = category.decided() == Some(mode_cat.as_str())
-        && inputs.table == Some(*mode_table)
-        && works.is_some_and(|w| if *mode_works == Works::Yes { w } else { !w });
+    let (mut waits_for, categories) = category_outcomes(&category);
+    // External works unknown: both possibilities, named by the figure they wait for.
+    let works_outcomes: Vec<(Option<bool>, Vec<String>)> = match works {
+        Some(w) => vec![(Some(w), Vec::new())],
+        None => {
+            waits_for.push("water.external_pipe_m".into());
+            vec![
+                (Some(false), vec!["water.external_pipe_m = 0".into()]),
+                (Some(true), vec!["water.external_pipe_m > 0".into()]),
+            ]
+        }
+    };
+    let mut mode_outcomes = Vec::new();
+    for (cat, cat_when) in &categories {
+        for (w, works_when) in &works_outcomes {
+            let value = cat.as_deref() == Some(mode_cat.as_str())
+                && inputs.table == Some(*mode_table)
+                && w.is_some_and(|w| if *mode_works == Works::Yes { w } else { !w });
+            mode_outcomes.push(AnswerOutcome {
+                when: cat_when.iter().chain(works_when).cloned().collect(),
+                value,
+            });
+        }
+    }
+    let mode_11000 = Answer::from_outcomes(waits_for, mode_outcomes);
     traces.insert(
         "decisions.mode_11000".to_string(),
         trace(
@@ -684,9 +767,17 @@ pub fn decide(
         .and_then(|c| policy.materials.get(c))
         .cloned()
         .unwrap_or_default();
-    let zero_materials_promised = category
-        .decided()
-        .is_some_and(|c| policy.zero_materials_promised.iter().any(|z| z == c));
+    let (waits_for, categories) = category_outcomes(&category);
+    let zero_materials_promised = Answer::from_outcomes(
+        waits_for,
+        categories
+            .into_iter()
+            .map(|(cat, when)| AnswerOutcome {
+                when,
+                value: cat.is_some_and(|c| policy.zero_materials_promised.contains(&c)),
+            })
+            .collect(),
+    );
 
     (
         Decisions {

@@ -16,8 +16,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 pub use decide::{
-    CategoryDecision, DecisionTrace, Decisions, FeeDecision, Inputs, ManagerDecision, Outcome, StageLimit,
-    StagesDecision, decide,
+    Answer, AnswerOutcome, CategoryDecision, DecisionTrace, Decisions, FeeDecision, Inputs, ManagerDecision,
+    Outcome, StageLimit, StagesDecision, decide,
 };
 
 /// A policy that cannot be used, or no policy for a date.

@@ -990,7 +990,8 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT coalesce(json_extract(v.content, '$.decisions.category.id'),
                              json_extract(v.content, '$.decisions.category.state'), 'undecided') AS label,
-                    count(*), coalesce(sum(json_extract(v.content, '$.decisions.mode_11000')), 0)
+                    count(*), coalesce(sum(coalesce(json_extract(v.content, '$.decisions.mode_11000.value'),
+                        json_type(v.content, '$.decisions.mode_11000') = 'true')), 0)
              FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
              WHERE r.state = 'active' GROUP BY label ORDER BY count(*) DESC",
         )?;

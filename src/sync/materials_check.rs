@@ -209,7 +209,12 @@ impl Syncer {
             .or(d["category"]["state"].as_str())
             .unwrap_or("none")
             .to_string();
-        let promised = categories.len() == 1 && policy.zero_materials_promised.contains(&categories[0]);
+        // As the record's decisions say it: unknown while a provisional category leaves it open
+        // (a record decided before the answer had three states stored a plain bool).
+        let promised = match &d["zero_materials_promised"] {
+            serde_json::Value::Bool(b) => Some(*b),
+            v => v["value"].as_bool(),
+        };
         // One day for the whole check: licence validity and the checklist's date agree.
         let today = self
             .clock
