@@ -172,9 +172,13 @@ impl Answer {
     }
 }
 
-/// The categories a record may have, each with the condition that gives it: one when decided,
-/// one per outcome when provisional, none when no rule applies.
-fn category_outcomes(category: &CategoryDecision) -> (Vec<String>, Vec<(Option<String>, Vec<String>)>) {
+/// A category the record may turn out to have (`None`: no rule applies), with the conditions
+/// that give it.
+type PossibleCategory = (Option<String>, Vec<String>);
+
+/// The figures a category waits for, and the categories a record may have: one when decided,
+/// one per outcome when provisional.
+fn category_outcomes(category: &CategoryDecision) -> (Vec<String>, Vec<PossibleCategory>) {
     match category {
         CategoryDecision::Decided { id, .. } => (Vec::new(), vec![(Some(id.clone()), Vec::new())]),
         CategoryDecision::Provisional { missing, outcomes } => (
