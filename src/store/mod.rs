@@ -377,22 +377,35 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
+        // The schema version is read inside the write transaction that migrates: two
+        // processes opening a new database at once (the daemon and an inspection command)
+        // migrate it once, one after the other.
         let known = schema::MIGRATIONS.len() as i64;
-        if found > known {
-            return Err(StoreError::TooNew {
-                path: path.display().to_string(),
-                found,
-                known,
-            });
+        let version = |c: &Connection| -> Result<i64> {
+            c.pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(open_err)
+        };
+        let too_new = |found: i64| StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known,
+        };
+        let current = version(&conn)?;
+        if current > known {
+            return Err(too_new(current));
         }
-        for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+        // Up to date (the common case): no write lock is taken.
+        if current < known {
             let tx = write_tx(&mut conn)?;
-            tx.execute_batch(migration)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            let found = version(&tx)?;
+            if found > known {
+                return Err(too_new(found));
+            }
+            for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+                tx.execute_batch(migration)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            }
             tx.commit()?;
         }
         let reader = Connection::open(path).map_err(open_err)?;
@@ -1704,4 +1717,115 @@ fn insert_failure(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i6
         now
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("g.db")).unwrap();
+        (dir, store)
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn many_processes_opening_a_new_database_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let opened: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(|s| s.record_count()))
+            })
+            .collect();
+        for o in opened {
+            assert_eq!(o.join().unwrap().unwrap().unwrap(), 0);
+        }
+        let conn = Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, schema::MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_gateway_is_refused() {
+        let (dir, store) = new_store();
+        drop(store);
+        let path = dir.path().join("g.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 999, .. })
+        ));
+    }
+
+    #[test]
+    fn a_unit_replayed_changes_nothing_and_a_held_item_is_held_once() {
+        let (_dir, store) = new_store();
+        let rebuilder = Rebuilder::new(
+            crate::mapping::MappingSet::load(None)
+                .unwrap()
+                .get(crate::app::PROJECT_MAPPING)
+                .unwrap(),
+            std::sync::Arc::new(crate::policy::Rules::load(None).unwrap()),
+        );
+        let held = |version| Held {
+            source: "approval".into(),
+            key: Some("P-1".into()),
+            version: Some(version),
+            step: "map".into(),
+            field: Some("building.floor_area_m2".into()),
+            reason: "non_negative: -5 is negative".into(),
+            category: "building.floor_area_m2: non_negative".into(),
+            detail: None,
+            document_sha256: None,
+        };
+        let unit = |version| UnitOfWork {
+            run_id: None,
+            documents: Vec::new(),
+            items: vec![Item::Held(held(version))],
+            cursor: Some(CursorMove {
+                source: "approval".into(),
+                watermark: at("2026-11-20T04:00:00Z"),
+            }),
+        };
+        let now = at("2026-11-20T05:00:00Z");
+        assert_eq!(store.commit(unit(3), now, &rebuilder).unwrap(), [Applied::Held]);
+        assert_eq!(
+            store.commit(unit(3), now, &rebuilder).unwrap(),
+            [Applied::Duplicate]
+        );
+        assert_eq!(store.failure_count(Some("held")).unwrap(), 1);
+        assert_eq!(
+            store.cursor("approval").unwrap(),
+            Some(at("2026-11-20T04:00:00Z"))
+        );
+        // A newer version, held too, supersedes the older one.
+        store.commit(unit(4), now, &rebuilder).unwrap();
+        let f = store.failures(None, 10).unwrap();
+        let state = |v| f.iter().find(|x| x.version == Some(v)).unwrap().state.clone();
+        assert_eq!((state(3).as_str(), state(4).as_str()), ("superseded", "held"));
+        let (open, total) = store.open_failures_by_project(10).unwrap();
+        assert_eq!((open.len(), total, open[0].1), (1, 1, 1));
+    }
+
+    #[test]
+    fn passes_left_running_are_closed_as_interrupted() {
+        let (_dir, store) = new_store();
+        let run = store.begin_run(at("2026-11-20T04:00:00Z")).unwrap();
+        assert_eq!(store.runs(1).unwrap()[0].outcome, "running");
+        assert_eq!(store.close_abandoned_runs(at("2026-11-20T05:00:00Z")).unwrap(), 1);
+        let row = &store.runs(1).unwrap()[0];
+        assert_eq!((row.id, row.outcome.as_str()), (run, "interrupted"));
+        assert_eq!(store.close_abandoned_runs(at("2026-11-20T06:00:00Z")).unwrap(), 0);
+    }
 }
