@@ -51,34 +51,47 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     .await
     .unwrap();
 
+    // Twenty kills, each after a random number of further project versions were committed
+    // (between 1/60 and 1/15 of the whole): the kills follow the sync's progress as the
+    // database shows it, not the clock, so they land mid-sync on a fast machine and a slow one.
+    let crashed_db = dir.path().join("crashed.db");
+    let total = 5_000u64;
+    let (fewest, most) = (total / 60, total / 15);
+    let processed = |db: &Path| -> u64 {
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM source_versions", [], |r| r.get::<_, i64>(0)))
+            .map_or(0, |n| n as u64)
+    };
     let mut rng = rand::rng();
     let mut kills_mid_sync = 0;
-    let mut attempts = 0;
-    // Twenty kills, each between 1/60 and 1/15 of an uninterrupted sync's time: long enough
-    // for units to commit between kills, too short together to let a sync finish.
-    let d = uninterrupted.as_millis() as u64;
-    let (shortest, longest) = ((d / 60).max(20), (d / 15).max(40));
     while kills_mid_sync < 20 {
-        attempts += 1;
-        assert!(
-            attempts < 200,
-            "could not kill 20 syncs mid-way ({kills_mid_sync} so far)"
-        );
+        let before = if crashed_db.exists() {
+            processed(&crashed_db)
+        } else {
+            0
+        };
+        let target = before + rng.random_range(fewest..=most);
+        assert!(target < total, "the kills would let the sync finish");
         let mut child: Child = gateway(&crashed, &["sync", "--once"]).spawn().unwrap();
-        let delay = rng.random_range(shortest..=longest);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                panic!("a sync finished within {delay} ms ({status}); the kills must interrupt work")
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the sync ended ({status}) before {target} versions were committed");
             }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills_mid_sync += 1;
+            if crashed_db.exists() && processed(&crashed_db) >= target {
+                break;
             }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no progress towards {target}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills_mid_sync += 1;
     }
-    let crashed_db = dir.path().join("crashed.db");
+    let attempts = kills_mid_sync;
     let after_kills = Store::open(&crashed_db).unwrap().record_count().unwrap();
     tokio::task::spawn_blocking({
         let crashed = crashed.clone();
@@ -115,11 +128,21 @@ async fn sigterm_finishes_the_unit_in_hand_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "daemon", &server, 3_600);
     let mut child = gateway(&config, &["run"]).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the daemon must still be running"
-    );
+    // The signal comes once the first records are committed, whatever the machine's speed.
+    let db = dir.path().join("daemon.db");
+    let started = Instant::now();
+    while !db.exists()
+        || rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0)))
+            .map_or(true, |n| n == 0)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon must still be running"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no record committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
