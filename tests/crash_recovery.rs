@@ -52,11 +52,12 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     .unwrap();
 
     // Twenty kills, each after a random number of further project versions were committed
-    // (between 1/60 and 1/15 of the whole): the kills follow the sync's progress as the
+    // (between 1/200 and 1/50 of the whole, so that twenty of them, each overshooting by up
+    // to a page, still leave work for the last run): the kills follow the sync's progress as the
     // database shows it, not the clock, so they land mid-sync on a fast machine and a slow one.
     let crashed_db = dir.path().join("crashed.db");
     let total = 5_000u64;
-    let (fewest, most) = (total / 60, total / 15);
+    let (fewest, most) = (total / 200, total / 50);
     let processed = |db: &Path| -> u64 {
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .and_then(|c| c.query_row("SELECT count(*) FROM source_versions", [], |r| r.get::<_, i64>(0)))
