@@ -1,0 +1,289 @@
+//! Operator actions and what follows from them: stage events and reassignments judged and
+//! written in one transaction, replays and dismissals of held failures, deadline alerts.
+
+use super::commit::{apply_record, current_of, insert_document};
+use super::*;
+
+impl Store {
+    /// Takes a held failure out of the queue, audited: `replayed` with the record the stored
+    /// document now gives (committed in the same transaction), or `dismissed` with a reason.
+    pub fn resolve_failure(
+        &self,
+        id: i64,
+        by: &str,
+        reason: &str,
+        replay: Option<(&SourceKey, &str, Draft, &Rebuilder)>,
+        documents: &[(String, RawDocument)],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Applied>> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, None, &ts(now))?;
+        }
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        match state.as_deref() {
+            None => return Err(StoreError::Refused(format!("no failure {id}"))),
+            Some("held") => {}
+            Some(other) => return Err(StoreError::Refused(format!("failure {id} is {other}, not held"))),
+        }
+        let now_text = ts(now);
+        let applied = match replay {
+            Some((key, document, draft, rebuilder)) => {
+                match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
+                    Ok(applied) => Some(applied),
+                    Err(e) => return Err(StoreError::Rebuild(e.to_string())),
+                }
+            }
+            None => None,
+        };
+        let new_state = if applied.is_some() {
+            "replayed"
+        } else {
+            "dismissed"
+        };
+        tx.execute(
+            "UPDATE failures SET state = ?2, resolved_at = ?3, resolved_by = ?4, resolution = ?5 WHERE id = ?1",
+            params![id, new_state, now_text, by, reason],
+        )?;
+        let detail =
+            serde_json::json!({"failure": id, "reason": reason, "outcome": applied.map(Applied::as_str)});
+        let action = if applied.is_some() {
+            "failure_replayed"
+        } else {
+            "failure_dismissed"
+        };
+        audit::append(
+            &tx,
+            &now_text,
+            by,
+            action,
+            &format!("failure {id}"),
+            &detail.to_string(),
+        )?;
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    /// The operator actions on a record, oldest first.
+    pub fn actions(&self, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
+        actions_of(&self.read(), record_id)
+    }
+
+    /// Records an operator action and, when the rebuilt record differs, its new version, in
+    /// one `BEGIN IMMEDIATE` transaction: the current version, its document and the record's
+    /// actions are read, `check` judges the action against them (with the record as it is and
+    /// the materials owed now), and the record is rebuilt from the same document and every
+    /// action. A sync committing a new version at the same moment waits for this transaction
+    /// or comes after it, and rebuilds with this action in turn.
+    pub fn record_action(
+        &self,
+        record_id: &str,
+        new: NewAction<'_>,
+        now: DateTime<Utc>,
+        rebuilder: &Rebuilder,
+        check: impl FnOnce(&crate::stages::ActionContext<'_>) -> std::result::Result<(), String>,
+    ) -> Result<(i64, i64)> {
+        let NewAction {
+            action,
+            at,
+            by,
+            override_reason,
+        } = new;
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let Some(current) = current_of(&tx, record_id)? else {
+            return Err(StoreError::Refused(format!(
+                "no record {record_id} (see `gateway records list`)"
+            )));
+        };
+        let bytes: Vec<u8> = tx.query_row(
+            "SELECT bytes FROM raw_documents WHERE sha256 = ?1",
+            [&current.document_sha256],
+            |r| r.get(0),
+        )?;
+        let today = crate::worktime::date_of(now);
+        let draft = match rebuilder.assemble_bytes(&bytes, &current.document_sha256, today) {
+            Ok(crate::record::Assembled::Record(d)) => *d,
+            Ok(crate::record::Assembled::Skip(why)) => {
+                return Err(StoreError::Rebuild(format!("its document is now skipped: {why}")));
+            }
+            Err(e) => return Err(StoreError::Rebuild(format!("its document no longer maps: {e}"))),
+        };
+        let mut actions = actions_of(&tx, record_id)?;
+        let before = rebuilder
+            .candidate(draft.clone(), Some(&current.existing), &actions, now)
+            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+        let owed = latest_missing(&tx, record_id)?;
+        check(&crate::stages::ActionContext {
+            record: &before,
+            actions: &actions,
+            owed: &owed,
+        })
+        .map_err(StoreError::Refused)?;
+        let action_json = serde_json::to_string(action)
+            .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
+        tx.execute(
+            "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at, override_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                record_id,
+                action_json,
+                action.name(),
+                ts(at),
+                by,
+                ts(now),
+                override_reason
+            ],
+        )?;
+        let action_id = tx.last_insert_rowid();
+        actions.push(crate::stages::OperatorAction {
+            id: action_id,
+            action: action.clone(),
+            at,
+            by: by.to_string(),
+            override_reason: override_reason.map(str::to_string),
+        });
+        let candidate = rebuilder
+            .candidate(draft, Some(&current.existing), &actions, now)
+            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+        let mut version = current.version;
+        if current.content_sha256 != candidate.content_sha256 {
+            version += 1;
+            let now_text = ts(now);
+            tx.execute(
+                "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+                     source_version, document_sha256, created_at, run_id, action_id)
+                 VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+                params![
+                    record_id,
+                    version,
+                    candidate.content_json,
+                    candidate.content_sha256,
+                    candidate.lineage_json,
+                    current.source_version,
+                    current.document_sha256,
+                    now_text,
+                    action_id
+                ],
+            )?;
+            tx.execute(
+                "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+                params![record_id, version, now_text],
+            )?;
+        }
+        let detail = serde_json::json!({
+            "action": action, "at": ts(at), "override_reason": override_reason,
+            "action_id": action_id, "record_version": version,
+        });
+        audit::append(&tx, &ts(now), by, action.name(), record_id, &detail.to_string())?;
+        tx.commit()?;
+        Ok((action_id, version))
+    }
+
+    /// Current contents of the records whose progress has a started, unfinished stage.
+    pub fn running_records(&self) -> Result<Vec<(String, serde_json::Value)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, v.content FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE json_extract(v.content, '$.progress.state') IN ('in_progress', 'paused')
+             ORDER BY r.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, content) = row?;
+            out.push((id, serde_json::from_str(&content).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Records a deadline alert once; returns whether it is new.
+    pub fn raise_alert(
+        &self,
+        record_id: &str,
+        stage: &str,
+        kind: &str,
+        due_at: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = self.lock().execute(
+            "INSERT OR IGNORE INTO deadline_alerts (record_id, stage, kind, due_at, raised_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![record_id, stage, kind, due_at, ts(now)],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// When an alert was raised, if it was.
+    pub fn alert_raised(
+        &self,
+        record_id: &str,
+        stage: &str,
+        kind: &str,
+        due_at: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT raised_at FROM deadline_alerts WHERE record_id = ?1 AND stage = ?2 AND kind = ?3 AND due_at = ?4",
+                params![record_id, stage, kind, due_at],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// What a stored record keeps through a rebuild (creation time, customer manager).
+    pub fn existing(&self, id: &str) -> Result<Option<Existing>> {
+        Ok(current_of(&self.read(), id)?.map(|c| c.existing))
+    }
+}
+
+/// The operator actions on a record, oldest first.
+pub(super) fn actions_of(conn: &Connection, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([record_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, action, at, by, override_reason)| {
+            Ok(crate::stages::OperatorAction {
+                id,
+                action: serde_json::from_str(&action)
+                    .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
+                at: parse_ts(&at)?,
+                by,
+                override_reason,
+            })
+        })
+        .collect()
+}
+
+/// The items the latest materials check of a record found missing.
+fn latest_missing(conn: &Connection, record_id: &str) -> Result<Vec<String>> {
+    let json: Option<String> = conn
+        .query_row(
+            "SELECT checklist FROM materials_checks WHERE record_id = ?1 ORDER BY id DESC LIMIT 1",
+            [record_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let checklist: crate::materials::Checklist = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("materials check of {record_id}: {e}")))?;
+    Ok(checklist.missing().map(|i| i.item.clone()).collect())
+}

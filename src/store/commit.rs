@@ -1,0 +1,496 @@
+//! Committing what the sync produced: units of work (raw documents, records rebuilt in the
+//! transaction, skips, held failures, the cursor), passes, and the counters of listed projects
+//! that are not done yet.
+
+use super::actions::actions_of;
+use super::*;
+
+impl Store {
+    /// Keeps every mapping and policy file in force, so that the hashes in lineage and in
+    /// decision traces always resolve to the rules that were applied.
+    pub fn save_rules(&self, mappings: &MappingSet, policies: &PolicySet, now: DateTime<Utc>) -> Result<()> {
+        let conn = self.lock();
+        let files = mappings.all().map(|m| (&m.sha256, &m.file, &m.content)).chain(
+            policies
+                .versions()
+                .iter()
+                .map(|p| (&p.sha256, &p.file, &p.content)),
+        );
+        for (sha, file, content) in files {
+            conn.execute(
+                "INSERT OR IGNORE INTO mapping_files (sha256, file, content, first_used) VALUES (?1, ?2, ?3, ?4)",
+                params![sha, file, content, ts(now)],
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn begin_run(&self, now: DateTime<Utc>) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Marks the passes that never finished as interrupted: only the holder of the writer lock
+    /// calls this, so no other pass can be running. Returns how many were closed.
+    pub fn close_abandoned_runs(&self, now: DateTime<Utc>) -> Result<usize> {
+        Ok(self.lock().execute(
+            "UPDATE runs SET finished_at = ?1, outcome = 'interrupted',
+                 error = 'the gateway stopped before the pass finished (killed or crashed)'
+             WHERE finished_at IS NULL",
+            [ts(now)],
+        )?)
+    }
+
+    pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        tx.execute(
+            "UPDATE runs SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
+            params![run, ts(now), outcome, error],
+        )?;
+        let counts: Vec<(String, i64)> = tx
+            .prepare("SELECT outcome, count(*) FROM source_versions WHERE run_id = ?1 GROUP BY outcome")?
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<std::result::Result<_, _>>()?;
+        let detail = serde_json::json!({"outcome": outcome, "error": error, "processed": counts.into_iter().collect::<std::collections::BTreeMap<_, _>>()});
+        audit::append(
+            &tx,
+            &ts(now),
+            "gateway",
+            "sync_pass",
+            &format!("run {run}"),
+            &detail.to_string(),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Holds a failure that belongs to no record version (a materials check's), with the
+    /// document it concerns.
+    pub fn hold(
+        &self,
+        held: &Held,
+        documents: &[(String, RawDocument)],
+        run_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, run_id, &now_text)?;
+        }
+        insert_failure(&tx, held, run_id, &now_text)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts one more "listed, but the detail says 4040" for an item version; returns the
+    /// count so far.
+    pub fn listing_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<i64> {
+        Ok(self.fetch_miss(key, now)?.0)
+    }
+
+    /// Counts one more failed fetch of a listed item version; returns how many so far and
+    /// when the first was.
+    pub fn fetch_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<(i64, DateTime<Utc>)> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO listing_misses (source, key, version, attempts, last_seen, first_seen) VALUES (?1, ?2, ?3, 1, ?4, ?4)
+             ON CONFLICT (source, key, version) DO UPDATE SET attempts = attempts + 1, last_seen = excluded.last_seen,
+                 first_seen = coalesce(first_seen, excluded.first_seen)",
+            params![key.source, key.key, key.version, ts(now)],
+        )?;
+        let (attempts, first): (i64, String) = conn.query_row(
+            "SELECT attempts, first_seen FROM listing_misses WHERE source = ?1 AND key = ?2 AND version = ?3",
+            params![key.source, key.key, key.version],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((attempts, parse_ts(&first)?))
+    }
+
+    /// Commits one unit of work in one transaction; records are rebuilt inside it from their
+    /// drafts and the actions stored at that moment.
+    pub fn commit(
+        &self,
+        unit: UnitOfWork,
+        now: DateTime<Utc>,
+        rebuilder: &Rebuilder,
+    ) -> Result<Vec<Applied>> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        for (sha, doc) in &unit.documents {
+            insert_document(&tx, sha, doc, unit.run_id, &now_text)?;
+        }
+        let mut applied = Vec::with_capacity(unit.items.len());
+        for item in unit.items {
+            applied.push(apply_item(&tx, item, rebuilder, unit.run_id, now)?);
+        }
+        if let Some(c) = &unit.cursor {
+            tx.execute(
+                "INSERT INTO cursors (source, watermark, updated_at, run_id) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source) DO UPDATE SET watermark = excluded.watermark,
+                     updated_at = excluded.updated_at, run_id = excluded.run_id",
+                params![c.source, ts(c.watermark), now_text, unit.run_id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+}
+
+pub(super) fn insert_document(
+    tx: &rusqlite::Transaction<'_>,
+    sha: &str,
+    doc: &RawDocument,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO raw_documents (sha256, bytes, size, first_seen) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![sha, &doc.bytes[..], doc.bytes.len() as i64, now])?;
+    let m = &doc.meta;
+    tx.prepare_cached(
+        "INSERT INTO fetches (sha256, source, method, url, status, request_id, content_type, fetched_at, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        sha,
+        m.source,
+        m.method,
+        m.url,
+        m.status as i64,
+        m.request_id,
+        m.content_type,
+        ts(m.fetched_at),
+        run_id
+    ])?;
+    Ok(())
+}
+
+fn already_processed(tx: &rusqlite::Transaction<'_>, key: &SourceKey) -> Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM source_versions WHERE source = ?1 AND key = ?2 AND version = ?3")?
+        .query_row(params![key.source, key.key, key.version], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mark_processed(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    outcome: Applied,
+    detail: Option<&str>,
+    document: Option<&str>,
+    record: Option<(&str, i64)>,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO source_versions (source, key, version, outcome, detail, document_sha256, record_id, record_version, run_id, processed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (source, key, version) DO UPDATE SET outcome = excluded.outcome, detail = excluded.detail,
+             document_sha256 = excluded.document_sha256, record_id = excluded.record_id,
+             record_version = excluded.record_version, run_id = excluded.run_id, processed_at = excluded.processed_at",
+    )?
+    .execute(params![
+        key.source,
+        key.key,
+        key.version,
+        outcome.as_str(),
+        detail,
+        document,
+        record.map(|r| r.0),
+        record.map(|r| r.1),
+        run_id,
+        now
+    ])?;
+    Ok(())
+}
+
+fn apply_item(
+    tx: &rusqlite::Transaction<'_>,
+    item: Item,
+    rebuilder: &Rebuilder,
+    run_id: Option<i64>,
+    now_at: DateTime<Utc>,
+) -> Result<Applied> {
+    let now_text = ts(now_at);
+    let now = now_text.as_str();
+    match item {
+        Item::Skipped {
+            key,
+            document_sha256,
+            reason,
+        } => {
+            if already_processed(tx, &key)? {
+                return Ok(Applied::Duplicate);
+            }
+            mark_processed(
+                tx,
+                &key,
+                Applied::Skipped,
+                Some(&reason),
+                document_sha256.as_deref(),
+                None,
+                run_id,
+                now,
+            )?;
+            Ok(Applied::Skipped)
+        }
+        Item::Held(held) => {
+            if let (Some(k), Some(v)) = (&held.key, held.version) {
+                let key = SourceKey {
+                    source: held.source.clone(),
+                    key: k.clone(),
+                    version: v,
+                };
+                if already_processed(tx, &key)? {
+                    return Ok(Applied::Duplicate);
+                }
+                mark_processed(
+                    tx,
+                    &key,
+                    Applied::Held,
+                    Some(&held.category),
+                    held.document_sha256.as_deref(),
+                    None,
+                    run_id,
+                    now,
+                )?;
+            }
+            insert_failure(tx, &held, run_id, now)?;
+            Ok(Applied::Held)
+        }
+        Item::Record {
+            key,
+            document_sha256,
+            draft,
+        } => {
+            if already_processed(tx, &key)? {
+                return Ok(Applied::Duplicate);
+            }
+            match apply_record(tx, &key, &document_sha256, *draft, rebuilder, run_id, now_at)? {
+                Ok(applied) => Ok(applied),
+                Err(e) => {
+                    // No policy for the record's day: held, like any version that cannot be
+                    // decided, with the document to replay once the policy file is there.
+                    let held = Held {
+                        source: key.source.clone(),
+                        key: Some(key.key.clone()),
+                        version: Some(key.version),
+                        step: "decide".into(),
+                        field: None,
+                        category: "decide: no policy".into(),
+                        reason: e.to_string(),
+                        detail: None,
+                        document_sha256: Some(document_sha256.clone()),
+                    };
+                    mark_processed(
+                        tx,
+                        &key,
+                        Applied::Held,
+                        Some(&held.category),
+                        Some(&document_sha256),
+                        None,
+                        run_id,
+                        now,
+                    )?;
+                    insert_failure(tx, &held, run_id, now)?;
+                    Ok(Applied::Held)
+                }
+            }
+        }
+    }
+}
+
+/// Commits a source version of a record: the record is rebuilt from the draft and the actions
+/// stored now, and gets a new version when its content changed; the source version is marked
+/// processed (replacing an earlier outcome, as a replay of a held version does). The inner
+/// error is a record that cannot be decided (no policy for its day); nothing was written then.
+pub(super) fn apply_record(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    document_sha256: &str,
+    draft: Draft,
+    rebuilder: &Rebuilder,
+    run_id: Option<i64>,
+    now_at: DateTime<Utc>,
+) -> Result<std::result::Result<Applied, crate::policy::PolicyError>> {
+    let now_text = ts(now_at);
+    let now = now_text.as_str();
+    let stored = current_of(tx, &draft.id)?;
+    let actions = if stored.is_some() {
+        actions_of(tx, &draft.id)?
+    } else {
+        Vec::new()
+    };
+    let candidate = match rebuilder.candidate(draft, stored.as_ref().map(|c| &c.existing), &actions, now_at) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let current = stored.map(|c| (c.version, c.source_version, c.content_sha256, c.state));
+    let state = candidate.record.project.status;
+    let outcome = match &current {
+        Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
+        Some((_, _, sha, _)) if *sha == candidate.content_sha256 => Applied::Unchanged,
+        Some((_, _, _, old_state)) if state == RecordState::Withdrawn && old_state != "withdrawn" => {
+            Applied::Withdrawn
+        }
+        Some(_) => Applied::Updated,
+        None if state == RecordState::Withdrawn => Applied::Withdrawn,
+        None => Applied::Created,
+    };
+    let record_version = match (outcome, &current) {
+        (Applied::Stale | Applied::Unchanged, Some((v, ..))) => {
+            if outcome == Applied::Unchanged {
+                tx.prepare_cached("UPDATE records SET source_version = ?2 WHERE id = ?1")?
+                    .execute(params![candidate.id, key.version])?;
+            }
+            *v
+        }
+        _ => {
+            let version = current.as_ref().map_or(1, |c| c.0 + 1);
+            let change = match (outcome, &current) {
+                (_, None) => "created",
+                (Applied::Withdrawn, _) => "withdrawn",
+                _ => "updated",
+            };
+            tx.prepare_cached(
+                        "INSERT INTO records (id, source, source_key, state, current_version, source_version, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, current_version = excluded.current_version,
+                             source_version = excluded.source_version, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![candidate.id, key.source, key.key, state.as_str(), version, key.version, now])?;
+            tx.prepare_cached(
+                "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+                             source_version, document_sha256, created_at, run_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                candidate.id,
+                version,
+                change,
+                candidate.content_json,
+                candidate.content_sha256,
+                candidate.lineage_json,
+                key.version,
+                document_sha256,
+                now,
+                run_id
+            ])?;
+            version
+        }
+    };
+    mark_processed(
+        tx,
+        key,
+        outcome,
+        None,
+        Some(document_sha256),
+        Some((&candidate.id, record_version)),
+        run_id,
+        now,
+    )?;
+    // A version that maps cleanly supersedes the held failures of older versions.
+    tx.prepare_cached(
+        "UPDATE failures SET state = 'superseded'
+                 WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
+    )?
+    .execute(params![key.source, key.key, key.version])?;
+    Ok(Ok(outcome))
+}
+
+/// A record's current version as a rebuild needs it.
+pub(super) struct Current {
+    pub(super) version: i64,
+    pub(super) source_version: i64,
+    pub(super) content_sha256: String,
+    pub(super) document_sha256: String,
+    pub(super) state: String,
+    pub(super) existing: Existing,
+}
+
+pub(super) fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT r.current_version, r.source_version, v.content_sha256, v.document_sha256, r.state, r.created_at,
+                    json_extract(v.content, '$.decisions.customer_manager')
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((version, source_version, content_sha256, document_sha256, state, created, manager)) = row
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Current {
+        version,
+        source_version,
+        content_sha256,
+        document_sha256,
+        state,
+        existing: Existing {
+            created: parse_ts(&created)?,
+            manager: manager.and_then(|m| serde_json::from_str(&m).ok()),
+        },
+    }))
+}
+
+pub(super) fn insert_failure(
+    tx: &rusqlite::Transaction<'_>,
+    held: &Held,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<()> {
+    // A newer version of the project, held or not, makes the older held versions moot: what
+    // needs action is the newest one.
+    if let (Some(key), Some(version)) = (&held.key, held.version) {
+        tx.prepare_cached(
+            "UPDATE failures SET state = 'superseded'
+             WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
+        )?
+        .execute(params![held.source, key, version])?;
+    }
+    let fingerprint = sha256_hex(
+        format!(
+            "{}\u{1f}{:?}\u{1f}{:?}\u{1f}{}\u{1f}{:?}\u{1f}{}\u{1f}{:?}",
+            held.source, held.key, held.version, held.step, held.field, held.reason, held.document_sha256
+        )
+        .as_bytes(),
+    );
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO failures (fingerprint, source, key, version, step, field, reason, detail, document_sha256, run_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        fingerprint,
+        held.source,
+        held.key,
+        held.version,
+        held.step,
+        held.field,
+        held.reason,
+        held.detail,
+        held.document_sha256,
+        run_id,
+        now
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Reads for the commands and the sync: records, versions, documents, failures, runs, the
+//! cursor and the audit log.
+
+use super::*;
+
+impl Store {
+    pub fn mapping_file(&self, sha256: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT file, content FROM mapping_files WHERE sha256 = ?1",
+                [sha256],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The newest passes, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id, started_at, finished_at, outcome, error,
+                    (SELECT count(*) FROM source_versions s WHERE s.run_id = runs.id)
+             FROM runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(RunRow {
+                id: r.get(0)?,
+                started_at: r.get(1)?,
+                finished_at: r.get(2)?,
+                outcome: r.get::<_, Option<String>>(3)?.unwrap_or_else(|| "running".into()),
+                error: r.get(4)?,
+                processed: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// The audit log's head: the newest entry's sequence number and hash, as written with it.
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        audit::head(&self.lock())
+    }
+
+    /// Every audit log entry, in order.
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(audit::Entry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                subject: r.get(4)?,
+                detail: r.get(5)?,
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn cursor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
+        let text: Option<String> = self
+            .lock()
+            .query_row("SELECT watermark FROM cursors WHERE source = ?1", [source], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        text.map(|t| parse_ts(&t)).transpose()
+    }
+
+    /// The newest version of an item already processed, whatever the outcome.
+    pub fn processed_version(&self, source: &str, key: &str) -> Result<Option<i64>> {
+        Ok(self
+            .read()
+            .prepare_cached("SELECT max(version) FROM source_versions WHERE source = ?1 AND key = ?2")?
+            .query_row(params![source, key], |r| r.get(0))?)
+    }
+
+    /// Active records by category label (a category id, `provisional` or `none`) with how
+    /// many of them are in the "11000" mode.
+    pub fn category_counts(&self) -> Result<Vec<(String, i64, i64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT coalesce(json_extract(v.content, '$.decisions.category.id'),
+                             json_extract(v.content, '$.decisions.category.state'), 'undecided') AS label,
+                    count(*), coalesce(sum(coalesce(json_extract(v.content, '$.decisions.mode_11000.value'),
+                        json_type(v.content, '$.decisions.mode_11000') = 'true')), 0)
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.state = 'active' GROUP BY label ORDER BY count(*) DESC",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn records(&self, state: Option<&str>, limit: usize) -> Result<Vec<RecordRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.source_key, r.state, r.current_version, r.source_version, v.content, r.created_at, r.updated_at
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE ?1 IS NULL OR r.state = ?1
+             ORDER BY r.updated_at DESC, r.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![state, limit as i64], |r| {
+            let content: String = r.get(5)?;
+            let value: serde_json::Value = serde_json::from_str(&content).unwrap_or_default();
+            Ok(RecordRow {
+                id: r.get(0)?,
+                source_key: r.get(1)?,
+                state: r.get(2)?,
+                current_version: r.get(3)?,
+                source_version: r.get(4)?,
+                name: value["project"]["name"].as_str().unwrap_or_default().to_string(),
+                district: value["site"]["district"].as_str().unwrap_or_default().to_string(),
+                category: value["decisions"]["category"]["id"]
+                    .as_str()
+                    .or(value["decisions"]["category"]["state"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                created_at: r.get(6)?,
+                updated_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn record_count(&self) -> Result<i64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))?)
+    }
+
+    /// A record's versions, oldest first; empty when there is no such record.
+    pub fn record_versions(&self, id: &str) -> Result<Vec<VersionRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT version, change, content, content_sha256, lineage, source_version, document_sha256, created_at
+             FROM record_versions WHERE record_id = ?1 ORDER BY version",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let content: String = r.get(2)?;
+            Ok(VersionRow {
+                version: r.get(0)?,
+                change: r.get(1)?,
+                content: serde_json::from_str(&content).unwrap_or_default(),
+                content_sha256: r.get(3)?,
+                lineage: r.get(4)?,
+                source_version: r.get(5)?,
+                document_sha256: r.get(6)?,
+                created_at: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every (record, version, content hash) in the store, for comparing two stores.
+    pub fn fingerprint(&self) -> Result<Vec<(String, i64, String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT v.record_id, v.version, v.content_sha256, r.state FROM record_versions v
+             JOIN records r ON r.id = v.record_id ORDER BY v.record_id, v.version",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Every processed (source, key, version) with its outcome, for comparing two stores.
+    pub fn processed(&self) -> Result<Vec<(String, String, i64, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT source, key, version, outcome FROM source_versions ORDER BY source, key, version",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A raw document's bytes and every fetch that returned them.
+    pub fn document(&self, sha256: &str) -> Result<Option<(Vec<u8>, Vec<FetchMeta>)>> {
+        let conn = self.lock();
+        let Some(bytes) = conn
+            .query_row(
+                "SELECT bytes FROM raw_documents WHERE sha256 = ?1",
+                [sha256],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT source, method, url, status, request_id, content_type, fetched_at FROM fetches
+             WHERE sha256 = ?1 ORDER BY id",
+        )?;
+        let fetches = stmt
+            .query_map([sha256], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let fetches = fetches
+            .into_iter()
+            .map(
+                |(source, method, url, status, request_id, content_type, fetched_at)| {
+                    Ok(FetchMeta {
+                        source,
+                        method,
+                        url,
+                        status: status as u16,
+                        request_id,
+                        content_type,
+                        fetched_at: parse_ts(&fetched_at)?,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((bytes, fetches)))
+    }
+
+    pub fn failures(&self, state: Option<&str>, limit: usize) -> Result<Vec<FailureRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM failures WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![state, limit as i64], failure_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Open (held) failures, one per project: its newest failure and how many it has, newest
+    /// first; and how many projects have open failures in all.
+    pub fn open_failures_by_project(&self, limit: usize) -> Result<(Vec<(FailureRow, i64)>, i64)> {
+        let conn = self.lock();
+        let columns = FAILURE_COLUMNS
+            .split(", ")
+            .map(|c| format!("f.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {columns}, c.n FROM failures f
+             JOIN (SELECT max(id) AS id, count(*) AS n FROM failures WHERE state = 'held'
+                   GROUP BY source, coalesce(key, '')) c ON c.id = f.id
+             ORDER BY f.id DESC LIMIT ?1"
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| Ok((failure_row(r)?, r.get::<_, i64>(11)?)))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let total: i64 = conn.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM failures WHERE state = 'held' GROUP BY source, coalesce(key, ''))",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((rows, total))
+    }
+
+    /// How many failures there are in a state (all states when `None`).
+    pub fn failure_count(&self, state: Option<&str>) -> Result<i64> {
+        Ok(self.lock().query_row(
+            "SELECT count(*) FROM failures WHERE ?1 IS NULL OR state = ?1",
+            [state],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn failure(&self, id: i64) -> Result<Option<FailureRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {FAILURE_COLUMNS} FROM failures WHERE id = ?1"),
+                [id],
+                failure_row,
+            )
+            .optional()?)
+    }
+
+    /// Outcome counts with their top reasons, over the given runs (all runs when empty).
+    pub fn outcomes(&self, runs: &[i64]) -> Result<Vec<OutcomeCount>> {
+        let conn = self.lock();
+        let filter = if runs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "WHERE run_id IN ({})",
+                runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+            )
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT outcome, coalesce(detail, ''), count(*) FROM source_versions {filter}
+             GROUP BY outcome, coalesce(detail, '') ORDER BY outcome, count(*) DESC"
+        ))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut out: Vec<OutcomeCount> = Vec::new();
+        for (outcome, reason, count) in rows {
+            if out.last().is_none_or(|o| o.outcome != outcome) {
+                out.push(OutcomeCount {
+                    outcome: outcome.clone(),
+                    ..Default::default()
+                });
+            }
+            if let Some(o) = out.last_mut() {
+                o.count += count;
+                if !reason.is_empty() && o.top_reasons.len() < 3 {
+                    o.top_reasons.push((reason, count));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+const FAILURE_COLUMNS: &str =
+    "id, source, key, version, step, field, reason, detail, document_sha256, state, created_at";
+
+fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
+    let detail: Option<String> = r.get(7)?;
+    Ok(FailureRow {
+        id: r.get(0)?,
+        source: r.get(1)?,
+        key: r.get(2)?,
+        version: r.get(3)?,
+        step: r.get(4)?,
+        field: r.get(5)?,
+        reason: r.get(6)?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+        document_sha256: r.get(8)?,
+        state: r.get(9)?,
+        created_at: r.get(10)?,
+    })
+}
