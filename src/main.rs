@@ -8,7 +8,11 @@ use gateway::cli::{self, Cli};
 fn main() -> ExitCode {
     let args = Cli::parse();
     // The demo reports retries in its summary; its log shows only errors unless asked.
-    let quiet_demo = matches!(args.command, cli::Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none();
+    #[cfg(feature = "simulators")]
+    let demo = matches!(args.command, cli::Command::Demo(_));
+    #[cfg(not(feature = "simulators"))]
+    let demo = false;
+    let quiet_demo = demo && std::env::var_os("RUST_LOG").is_none();
     let level = args
         .log_level
         .clone()

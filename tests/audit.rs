@@ -1,4 +1,5 @@
 //! The audit log is hash-chained: an edit, a deletion or a reordering is detected.
+#![cfg(feature = "simulators")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The commands end to end, through the real binary: the demo, inspection, traces, failures,
 //! and personal data masked everywhere (command output and logs alike).
+#![cfg(feature = "simulators")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! database connection, as separate CLI processes have) run while a sync commits new versions
 //! of the same records. Afterwards every action is in the final record and every version's
 //! content is what its own document and the actions give.
+#![cfg(feature = "simulators")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The real binary, killed with SIGKILL at random moments during a sync and restarted, ends
 //! with exactly the records of an uninterrupted run; `gateway run` stops cleanly on SIGTERM.
+#![cfg(feature = "simulators")]
 
 mod common;
 

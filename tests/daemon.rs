@@ -1,5 +1,6 @@
 //! The daemon as an operator meets it: one writer per database, passes that a kill ended shown
 //! as interrupted, a private database, and another program's database left alone.
+#![cfg(feature = "simulators")]
 
 mod common;
 

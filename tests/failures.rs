@@ -1,5 +1,6 @@
 //! The failure queue: a held version replayed after a mapping fix (dry run first), another
 //! dismissed with a reason; both audited.
+#![cfg(feature = "simulators")]
 
 mod common;
 

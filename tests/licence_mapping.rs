@@ -1,5 +1,6 @@
 //! Licence documents of real shape (GBK, each prefix style, DTD, cut off, fault) through the
 //! same mapping engine as the JSON ones, with lineage to the raw GBK bytes.
+#![cfg(feature = "simulators")]
 
 use gateway::mapping::{Context, Document, MappingSet, Value, apply};
 use gateway::store::sha256_hex;

@@ -1,5 +1,6 @@
 //! Zero materials end to end through both simulators: licences (GBK or UTF-8) and attachments
 //! (checked against their hash), the checklist, the one-time notice, re-evaluation on change.
+#![cfg(feature = "simulators")]
 
 mod common;
 

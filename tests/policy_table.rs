@@ -1,4 +1,5 @@
 //! The 2022 policy, table-driven: every row of both time-limit tables and every threshold edge.
+#![cfg(feature = "simulators")]
 
 use std::str::FromStr;
 

@@ -1,4 +1,5 @@
 //! Stage events through the real binary, and the deadline watch raising each alert once.
+#![cfg(feature = "simulators")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The three listing hazards of the approval contract — drifting pages, second-precision
 //! `GXSJ`, visibility lag — against the real client and store, over HTTP to the simulator.
+#![cfg(feature = "simulators")]
 
 mod common;
 

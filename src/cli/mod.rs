@@ -9,9 +9,11 @@ macro_rules! outln {
 
 mod calendar;
 mod daemon;
+#[cfg(feature = "simulators")]
 mod demo;
 mod events;
 mod inspect;
+#[cfg(feature = "simulators")]
 mod simulate;
 mod table;
 
@@ -58,6 +60,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(feature = "simulators")]
     /// Start the approval simulator in-process, sync a few hundred projects into a fresh demo
     /// database, and print a summary.
     Demo(demo::DemoArgs),
@@ -134,6 +137,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[cfg(feature = "simulators")]
     /// Serve the approval-platform simulator on loopback (for benchmarks and trying things).
     Simulate(simulate::SimulateArgs),
 }
@@ -229,7 +233,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run => daemon::run(&load_config(&cli.config)?).await,
         Command::Sync { once: _, json } => daemon::sync_once(&load_config(&cli.config)?, json).await,
+        #[cfg(feature = "simulators")]
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "simulators")]
         Command::Simulate(args) => simulate::run(args).await,
         Command::Record { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;

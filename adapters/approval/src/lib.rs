@@ -10,6 +10,7 @@
 pub mod client;
 pub mod error;
 pub mod sign;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod wire;
 

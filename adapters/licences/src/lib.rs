@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod error;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod soap;
 pub mod xml;
