@@ -11,6 +11,8 @@ pub mod cli;
 pub mod config;
 pub mod datafiles;
 pub mod deadlines;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod logging;
 pub mod mapping;
 pub mod mask;

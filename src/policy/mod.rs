@@ -6,7 +6,7 @@
 //! file and line. [`PolicySet::for_date`] picks the version in force on a record's creation day.
 
 mod decide;
-mod spec;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::path::Path;
