@@ -58,20 +58,7 @@ async fn checklists_notices_and_hash_mismatches() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let lcfg = licence_server.sim.config();
-    let syncer = syncer_with_licences(
-        &w,
-        start,
-        LicenceConfig {
-            base_url: licence_server.base_url(),
-            app_id: lcfg.app_id.clone(),
-            app_secret: Secret::new(lcfg.app_secret.clone()),
-            rate_per_second: 0,
-            timeout_secs: 10,
-            max_retries: 2,
-            min_delay_ms: 1,
-        },
-    );
+    let syncer = syncer_with_licences(&w, start, licence_config(&licence_server));
 
     // Every attachment transfer is damaged during this pass.
     w.server.sim.corrupt_next_attachments(10_000);
@@ -207,20 +194,7 @@ async fn an_unusable_licence_answer_is_held_and_the_others_go_on() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let lcfg = licence_server.sim.config();
-    let syncer = syncer_with_licences(
-        &w,
-        start,
-        LicenceConfig {
-            base_url: licence_server.base_url(),
-            app_id: lcfg.app_id.clone(),
-            app_secret: Secret::new(lcfg.app_secret.clone()),
-            rate_per_second: 0,
-            timeout_secs: 10,
-            max_retries: 2,
-            min_delay_ms: 1,
-        },
-    );
+    let syncer = syncer_with_licences(&w, start, licence_config(&licence_server));
     use shuiwu_licences::sim::LicenceFault;
     // GetToken is the first request the syncer's client sends; the next one gets a DTD: a
     // permanent answer for that holder, held once, never asked again in the pass.

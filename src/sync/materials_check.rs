@@ -344,23 +344,15 @@ impl Syncer {
                         });
                     }
                     Err(e @ ApprovalError::HashMismatch { .. }) => {
-                        self.hold_materials_failure(
-                            Held {
-                                source: SOURCE.into(),
-                                key: Some(code.clone()),
-                                // The project version whose attachment this is.
-                                version: content["source"]["version"].as_i64(),
-                                step: "attachment".into(),
-                                field: Some(format!("attachments ({kind} {fjid})")),
-                                category: "attachment content does not match its hash".into(),
-                                reason: e.to_string(),
-                                detail: None,
-                                document_sha256: None,
-                            },
-                            None,
-                            run_id,
-                        )
-                        .await?;
+                        let held = attachment_failure(
+                            &code,
+                            content,
+                            kind,
+                            fjid,
+                            "attachment content does not match its hash".into(),
+                            &e,
+                        );
+                        self.hold_materials_failure(held, None, run_id).await?;
                         attachments.push(AttachmentCheck::Mismatch {
                             id: fjid.into(),
                             kind: kind.into(),
@@ -372,22 +364,9 @@ impl Syncer {
                     Err(e) => {
                         // Refused for good (over its announced size, an unknown code): held
                         // with the reason; the item counts as not found.
-                        self.hold_materials_failure(
-                            Held {
-                                source: SOURCE.into(),
-                                key: Some(code.clone()),
-                                version: content["source"]["version"].as_i64(),
-                                step: "attachment".into(),
-                                field: Some(format!("attachments ({kind} {fjid})")),
-                                category: format!("attachment refused: {}", e.kind()),
-                                reason: e.to_string(),
-                                detail: None,
-                                document_sha256: None,
-                            },
-                            None,
-                            run_id,
-                        )
-                        .await?;
+                        let category = format!("attachment refused: {}", e.kind());
+                        let held = attachment_failure(&code, content, kind, fjid, category, &e);
+                        self.hold_materials_failure(held, None, run_id).await?;
                     }
                 }
             }
@@ -462,6 +441,28 @@ pub(super) struct Round<'a> {
     held_holders: HashSet<String>,
     run_id: i64,
     cancel: &'a CancellationToken,
+}
+
+/// A failure of one attachment of a project version (the version the record's content names).
+fn attachment_failure(
+    code: &str,
+    content: &serde_json::Value,
+    kind: &str,
+    fjid: &str,
+    category: String,
+    e: &ApprovalError,
+) -> Held {
+    Held {
+        source: SOURCE.into(),
+        key: Some(code.to_string()),
+        version: content["source"]["version"].as_i64(),
+        step: "attachment".into(),
+        field: Some(format!("attachments ({kind} {fjid})")),
+        category,
+        reason: e.to_string(),
+        detail: None,
+        document_sha256: None,
+    }
 }
 
 /// A failure of the licence side of the check, for one project's builder.
