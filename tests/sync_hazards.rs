@@ -223,25 +223,20 @@ async fn a_long_backfill_while_the_platform_keeps_changing() {
     let mut sim = sim_config(2_000, start, t0() - Duration::minutes(2));
     sim.drift_every = Some(5);
     let w = world(sim, start).await;
+    // Every request the sync makes lets a minute of platform time pass and changes a project:
+    // the churn follows the sync's progress, whatever the machine's speed.
     let clock = w.clock.clone();
-    let sim = w.server.sim.clone();
-    let g = sim.config().generator.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                clock.advance(Duration::minutes(1));
-                i = (i * 7 + 13) % g.count;
-                sim.change(&g.xmdm(i), |doc| doc["JZGD"] = serde_json::Value::from("12"));
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
-        })
-    };
+    let g = w.server.sim.config().generator.clone();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    w.server.sim.on_request(move |sim| {
+        clock.advance(Duration::minutes(1));
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sim.change(&g.xmdm((i * 7 + 13) % g.count), |doc| {
+            doc["JZGD"] = serde_json::Value::from("12")
+        });
+    });
     let first = w.pass().await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    churn.await.unwrap();
+    w.server.sim.on_request(|_| {});
     assert!(
         w.clock.now_utc() - t0() > Duration::minutes(20),
         "platform time must pass during the backfill"

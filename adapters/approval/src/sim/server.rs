@@ -106,10 +106,14 @@ struct SimState {
     hanging: u32,
 }
 
+/// What a test runs at every request the simulator receives, before answering it.
+type RequestHook = Arc<dyn Fn(&Simulator) + Send + Sync>;
+
 struct Inner {
     cfg: SimConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<SimState>,
+    on_request: Mutex<Option<RequestHook>>,
 }
 
 /// A handle on a running simulator; cloning shares it. The server stops when the last
@@ -148,6 +152,7 @@ impl Simulator {
         Ok(Simulator(Arc::new(Inner {
             cfg,
             clock,
+            on_request: Mutex::new(None),
             state: Mutex::new(SimState {
                 projects,
                 faults: VecDeque::new(),
@@ -214,6 +219,12 @@ impl Simulator {
     /// Queues a fault for the next matching requests.
     pub fn inject(&self, injection: Injection) {
         self.lock().faults.push_back(injection);
+    }
+
+    /// Runs `hook` at every request, before it is answered: a test drives platform time and
+    /// changes by the client's progress, not by the wall clock.
+    pub fn on_request(&self, hook: impl Fn(&Simulator) + Send + Sync + 'static) {
+        *self.0.on_request.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
     }
 
     /// Drops every queued fault.
@@ -285,6 +296,15 @@ impl Simulator {
     /// provincial gateway's faults first, then signature, timestamp, nonce, rate limit and
     /// quota. Returns the response to send instead of the call's, if any.
     async fn admit(&self, target: Target, uri: &Uri, headers: &HeaderMap) -> Result<(), Response> {
+        let hook = self
+            .0
+            .on_request
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(self);
+        }
         let now = self.now();
         let decision = {
             let mut st = self.lock();
