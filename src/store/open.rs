@@ -22,14 +22,17 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             private_dir(dir).map_err(io_err)?;
         }
-        if !path.exists() {
-            private_file_options(std::fs::OpenOptions::new().write(true).create_new(true))
-                .open(path)
-                .map_err(io_err)?;
-            // The mode given at creation is filtered by the umask; this is not.
-            #[cfg(unix)]
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(io_err)?;
+        // Only the process that creates the file sets its mode; another one creating it at the
+        // same moment finds it there.
+        match private_file_options(std::fs::OpenOptions::new().write(true).create_new(true)).open(path) {
+            Ok(_) => {
+                // The mode given at creation is filtered by the umask; this is not.
+                #[cfg(unix)]
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .map_err(io_err)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(e)),
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
