@@ -6,6 +6,7 @@
 //! file and line. [`PolicySet::for_date`] picks the version in force on a record's creation day.
 
 mod decide;
+mod decisions;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -15,9 +16,10 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-pub use decide::{
+pub use decide::decide;
+pub use decisions::{
     Answer, AnswerOutcome, CategoryDecision, DecisionTrace, Decisions, FeeDecision, Inputs, ManagerDecision,
-    Outcome, StageLimit, StagesDecision, decide,
+    Outcome, StageLimit, StagesDecision,
 };
 
 /// A policy that cannot be used, or no policy for a date.
