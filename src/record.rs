@@ -393,11 +393,53 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
 /// The record as JSON, and the SHA-256 of that JSON without its `source` part.
 fn serialise(record: &PreEngagementRecord) -> (String, String) {
     // Serialising plain structs of strings, numbers and options cannot fail.
-    let mut value = serde_json::to_value(record).unwrap_or_default();
-    let json = value.to_string();
-    if let Some(map) = value.as_object_mut() {
-        map.remove("source");
-    }
-    let sha = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    let json = serde_json::to_string(record).unwrap_or_default();
+    let sha = hex::encode(Sha256::digest(without_source(&json).as_bytes()));
     (json, sha)
+}
+
+/// The record's JSON without its `source` part, the bytes its content hash covers. `source` is
+/// the record's last field and holds no object with a `source` key, so the last `,"source":`
+/// of the text is where it starts (a quote inside a string value is always escaped).
+fn without_source(json: &str) -> String {
+    match json.rfind(",\"source\":") {
+        Some(i) => format!("{}}}", &json[..i]),
+        None => json.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hash covers exactly what it covered when it was computed from a JSON value with
+    /// `source` removed: a record that did not change keeps its hash across this code.
+    #[test]
+    fn the_content_hash_covers_the_record_without_its_source() {
+        let text = include_str!("../fixtures/approval/contract-example.json");
+        let body = serde_json::json!({"data": serde_json::from_str::<serde_json::Value>(text).unwrap()});
+        let mapping = crate::mapping::MappingSet::load(None)
+            .unwrap()
+            .get(crate::app::PROJECT_MAPPING)
+            .unwrap();
+        let ctx = crate::mapping::Context {
+            today: NaiveDate::from_ymd_opt(2026, 11, 20).unwrap(),
+        };
+        let facts =
+            crate::mapping::apply(&mapping, crate::mapping::Document::Json(&body), "d", &ctx).unwrap();
+        let Assembled::Record(draft) = assemble(&facts, "d").unwrap() else {
+            panic!("skipped")
+        };
+        let rules = crate::policy::Rules::load(None).unwrap();
+        let policy = rules.policies.versions().last().unwrap();
+        let candidate = draft.decide(policy, None, &[], &rules.calendar);
+        let mut value = serde_json::to_value(&candidate.record).unwrap();
+        value.as_object_mut().unwrap().remove("source");
+        assert!(candidate.content_json.contains("\"source\":{"));
+        assert_eq!(without_source(&candidate.content_json), value.to_string());
+        assert_eq!(
+            candidate.content_sha256,
+            hex::encode(Sha256::digest(value.to_string().as_bytes()))
+        );
+    }
 }

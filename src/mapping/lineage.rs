@@ -54,60 +54,100 @@ struct FieldLineage {
     personal: Option<PersonalKind>,
 }
 
+/// [`Stored`] as written: borrowed from the record's lineage, so that writing it copies no
+/// string (the same JSON as [`Stored`] reads back).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    sources: Vec<GroupRef<'a>>,
+    decisions: Vec<DecisionGroupRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct GroupRef<'a> {
+    document: &'a str,
+    mapping: &'a str,
+    mapping_sha256: &'a str,
+    fields: BTreeMap<&'a str, FieldLineageRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldLineageRef<'a> {
+    path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    transforms: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    personal: Option<PersonalKind>,
+}
+
+#[derive(Serialize)]
+struct DecisionGroupRef<'a> {
+    policy_version: &'a str,
+    policy_file: &'a str,
+    policy_sha256: &'a str,
+    rules: BTreeMap<&'a str, RuleTraceRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct RuleTraceRef<'a> {
+    rule: &'a str,
+    inputs: &'a BTreeMap<String, String>,
+}
+
 /// The stored JSON of a record's lineage.
 pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String, DecisionTrace>) -> String {
-    let mut groups: BTreeMap<(&str, &str, &str), BTreeMap<String, FieldLineage>> = BTreeMap::new();
+    type Key<'a> = (&'a str, &'a str, &'a str);
+    let mut groups: BTreeMap<Key<'_>, BTreeMap<&str, FieldLineageRef<'_>>> = BTreeMap::new();
     for (name, l) in lineage {
         groups
             .entry((&l.document, &l.mapping, &l.mapping_sha256))
             .or_default()
             .insert(
-                name.clone(),
-                FieldLineage {
-                    path: l.path.clone(),
-                    raw: l.raw.clone(),
-                    transforms: l.transforms.clone(),
+                name,
+                FieldLineageRef {
+                    path: &l.path,
+                    raw: l.raw.as_deref(),
+                    transforms: &l.transforms,
                     personal: l.personal,
                 },
             );
     }
-    let groups: Vec<Group> = groups
+    let sources = groups
         .into_iter()
-        .map(|((document, mapping, mapping_sha256), fields)| Group {
-            document: document.into(),
-            mapping: mapping.into(),
-            mapping_sha256: mapping_sha256.into(),
+        .map(|((document, mapping, mapping_sha256), fields)| GroupRef {
+            document,
+            mapping,
+            mapping_sha256,
             fields,
         })
         .collect();
-    // Strings and maps of strings always serialise.
-    let mut by_policy: BTreeMap<(&str, &str, &str), BTreeMap<String, RuleTrace>> = BTreeMap::new();
+    let mut by_policy: BTreeMap<Key<'_>, BTreeMap<&str, RuleTraceRef<'_>>> = BTreeMap::new();
     for (name, t) in decisions {
         by_policy
             .entry((&t.policy_version, &t.policy_file, &t.policy_sha256))
             .or_default()
             .insert(
-                name.clone(),
-                RuleTrace {
-                    rule: t.rule.clone(),
-                    inputs: t.inputs.clone(),
+                name,
+                RuleTraceRef {
+                    rule: &t.rule,
+                    inputs: &t.inputs,
                 },
             );
     }
     let decisions = by_policy
         .into_iter()
-        .map(|((v, f, sha), rules)| DecisionGroup {
-            policy_version: v.into(),
-            policy_file: f.into(),
-            policy_sha256: sha.into(),
-            rules,
-        })
+        .map(
+            |((policy_version, policy_file, policy_sha256), rules)| DecisionGroupRef {
+                policy_version,
+                policy_file,
+                policy_sha256,
+                rules,
+            },
+        )
         .collect();
-    serde_json::to_string(&Stored {
-        sources: groups,
-        decisions,
-    })
-    .unwrap_or_default()
+    // Strings and maps of strings always serialise.
+    serde_json::to_string(&StoredRef { sources, decisions }).unwrap_or_default()
 }
 
 /// Field lineage and decision traces, read back from storage.
