@@ -61,7 +61,7 @@ impl Rebuilder {
             document_sha256,
             &ctx,
         )?;
-        Ok(assemble(&facts, document_sha256)?)
+        Ok(assemble(facts, document_sha256)?)
     }
 
     /// Maps stored raw bytes of a project detail, as [`Rebuilder::assemble`] does.

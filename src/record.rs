@@ -273,7 +273,7 @@ pub fn record_id(project_code: &str) -> String {
 pub struct MissingFact(pub String);
 
 /// Builds a record from the facts of one project detail.
-pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, MissingFact> {
+pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, MissingFact> {
     let need_text = |name: &str| facts.text(name).ok_or_else(|| MissingFact(name.into()));
     let region = need_text("site.region_code")?;
     let Some(district) = KUNMING_DISTRICTS
@@ -378,10 +378,11 @@ pub fn assemble(facts: &Facts, document_sha256: &str) -> Result<Assembled, Missi
             document_sha256: document_sha256.to_string(),
         },
     };
+    // The facts are used up: their lineage moves into the draft, nothing is copied.
     let lineage: BTreeMap<String, Lineage> = facts
         .fields
-        .iter()
-        .map(|(name, fact)| (name.clone(), fact.lineage.clone()))
+        .into_iter()
+        .map(|(name, fact)| (name, fact.lineage))
         .collect();
     Ok(Assembled::Record(Box::new(Draft {
         id: record_id(&code),
@@ -427,7 +428,7 @@ mod tests {
         };
         let facts =
             crate::mapping::apply(&mapping, crate::mapping::Document::Json(&body), "d", &ctx).unwrap();
-        let Assembled::Record(draft) = assemble(&facts, "d").unwrap() else {
+        let Assembled::Record(draft) = assemble(facts, "d").unwrap() else {
             panic!("skipped")
         };
         let rules = crate::policy::Rules::load(None).unwrap();
