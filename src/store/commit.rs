@@ -242,30 +242,7 @@ fn apply_item(
             )?;
             Ok(Applied::Skipped)
         }
-        Item::Held(held) => {
-            if let (Some(k), Some(v)) = (&held.key, held.version) {
-                let key = SourceKey {
-                    source: held.source.clone(),
-                    key: k.clone(),
-                    version: v,
-                };
-                if already_processed(tx, &key)? {
-                    return Ok(Applied::Duplicate);
-                }
-                mark_processed(
-                    tx,
-                    &key,
-                    Applied::Held,
-                    Some(&held.category),
-                    held.document_sha256.as_deref(),
-                    None,
-                    run_id,
-                    now,
-                )?;
-            }
-            insert_failure(tx, &held, run_id, now)?;
-            Ok(Applied::Held)
-        }
+        Item::Held(held) => hold_item(tx, &held, run_id, now),
         Item::Record {
             key,
             document_sha256,
@@ -290,22 +267,38 @@ fn apply_item(
                         detail: None,
                         document_sha256: Some(document_sha256.clone()),
                     };
-                    mark_processed(
-                        tx,
-                        &key,
-                        Applied::Held,
-                        Some(&held.category),
-                        Some(&document_sha256),
-                        None,
-                        run_id,
-                        now,
-                    )?;
-                    insert_failure(tx, &held, run_id, now)?;
-                    Ok(Applied::Held)
+                    hold_item(tx, &held, run_id, now)
                 }
             }
         }
     }
+}
+
+/// Holds a failure; one that names a project version also marks that version processed (held),
+/// once: a unit replayed after a crash holds nothing twice.
+fn hold_item(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<Applied> {
+    if let (Some(k), Some(v)) = (&held.key, held.version) {
+        let key = SourceKey {
+            source: held.source.clone(),
+            key: k.clone(),
+            version: v,
+        };
+        if already_processed(tx, &key)? {
+            return Ok(Applied::Duplicate);
+        }
+        mark_processed(
+            tx,
+            &key,
+            Applied::Held,
+            Some(&held.category),
+            held.document_sha256.as_deref(),
+            None,
+            run_id,
+            now,
+        )?;
+    }
+    insert_failure(tx, held, run_id, now)?;
+    Ok(Applied::Held)
 }
 
 /// Commits a source version of a record: the record is rebuilt from the draft and the actions
