@@ -176,6 +176,7 @@ impl Syncer {
         let (source, run_id, cancel) = (*source, *run_id, *cancel);
         let d = &content["decisions"];
         let policy = self
+            .rebuilder
             .rules
             .policies
             .versions()

@@ -125,7 +125,6 @@ pub struct Syncer {
     client: Arc<ApprovalClient>,
     store: AsyncStore,
     rebuilder: Rebuilder,
-    rules: Arc<Rules>,
     cfg: SyncConfig,
     clock: Arc<dyn Clock>,
     progress: Option<ProgressFn>,
@@ -187,8 +186,7 @@ impl Syncer {
         Syncer {
             client,
             store: AsyncStore::new(store),
-            rebuilder: Rebuilder::new(mapping, rules.clone()),
-            rules,
+            rebuilder: Rebuilder::new(mapping, rules),
             cfg,
             clock,
             progress: None,
