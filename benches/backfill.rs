@@ -1,14 +1,29 @@
-//! End-to-end backfill benchmark: listing, detail, mapping and durable commit of generated
-//! projects from the approval simulator on loopback (its rate limit and quota off).
+//! End-to-end backfill benchmarks: listing, detail, mapping and durable commit of generated
+//! projects from the simulators on loopback.
 //!
 //! ```text
-//! cargo bench --bench backfill                      # 10,000 and 100,000 projects
-//! cargo bench --bench backfill -- --projects 20000  # other sizes, comma-separated
+//! cargo bench --bench backfill                               # throughput: 10,000 and 100,000
+//! cargo bench --bench backfill -- --projects 20000           # other sizes, comma-separated
+//! cargo bench --bench backfill -- --mode rate                # rate limit on, moderate faults
+//! cargo bench --bench backfill -- --mode licences            # with the zero-materials check
 //! ```
 //!
+//! * `throughput`: the approval simulator with its rate limit and quota off, as its own
+//!   process (`gateway simulate`), so that its memory and CPU are not counted as the
+//!   gateway's; the gateway at its default settings. Prints projects/s, CPU per project and
+//!   peak RSS.
+//! * `rate`: the contract's limits (10 requests/s per appId, the gateway configured for 8)
+//!   and moderate faults (2 % of requests answered with a quick transient fault, 0.2 % hanging
+//!   past the read timeout). Prints the request rate the simulator saw against the configured
+//!   one.
+//! * `licences`: the contract's limits, the licence library configured (4 requests/s), the
+//!   zero-materials check beside the sync. Prints the approval platform's request rate over
+//!   the whole pass (details and attachments) against the configured one, and the elapsed
+//!   time against the busier platform's share.
+//!
 //! Each size runs in a fresh child process, so the peak RSS reported (`VmHWM`) is that of one
-//! backfill alone. The simulator runs as another process (`gateway simulate`), so its memory
-//! and CPU are not counted as the gateway's.
+//! backfill alone; the configuration is the embedded defaults wherever a mode does not say
+//! otherwise.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,45 +31,111 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use gateway::config::SyncConfig;
+use gateway::app::Gateway;
+use gateway::config::{Config, SyncConfig};
 use gateway::mapping::MappingSet;
 use gateway::store::Store;
 use gateway::sync::Syncer;
+use shuiwu_approval::sim::{SimConfig, Simulator};
 use shuiwu_approval::{ApprovalClient, ClientConfig, RetryPolicy, SignMethod};
+use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
 const DAYS: i64 = 30;
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Throughput,
+    Rate,
+    Licences,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            "throughput" => Mode::Throughput,
+            "rate" => Mode::Rate,
+            "licences" => Mode::Licences,
+            other => panic!("unknown mode {other:?}: throughput, rate or licences"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Throughput => "throughput",
+            Mode::Rate => "rate",
+            Mode::Licences => "licences",
+        }
+    }
+
+    fn default_sizes(self) -> Vec<u64> {
+        match self {
+            Mode::Throughput => vec![10_000, 100_000],
+            Mode::Rate => vec![1_000],
+            Mode::Licences => vec![500],
+        }
+    }
+
+    fn header(self) -> String {
+        match self {
+            Mode::Throughput => format!(
+                "{:>9}  {:>8}  {:>10}  {:>13}  {:>9}  {:>8}  {:>12}  {:>10}",
+                "projects",
+                "seconds",
+                "projects/s",
+                "peak RSS MiB",
+                "listings",
+                "details",
+                "CPU ms/proj",
+                "requests/s"
+            ),
+            Mode::Rate => format!(
+                "{:>9}  {:>8}  {:>9}  {:>10}  {:>11}  {:>7}  {:>7}  {:>6}",
+                "projects", "seconds", "requests", "requests/s", "of 8/s", "faults", "429s", "hangs"
+            ),
+            Mode::Licences => format!(
+                "{:>9}  {:>8}  {:>9}  {:>10}  {:>8}  {:>9}  {:>9}  {:>12}  {:>10}",
+                "projects",
+                "seconds",
+                "approval",
+                "approval/s",
+                "of 8/s",
+                "licences",
+                "checked",
+                "bound (s)",
+                "of bound"
+            ),
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--one") {
-        let n: u64 = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--one N");
-        one(n);
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mode = value("--mode").map_or(Mode::Throughput, |m| Mode::parse(&m));
+    if let Some(n) = value("--one") {
+        let n: u64 = n.parse().expect("--one N");
+        match mode {
+            Mode::Throughput => one(n),
+            Mode::Rate => limited(n, false),
+            Mode::Licences => limited(n, true),
+        }
         return;
     }
-    let sizes: Vec<u64> = args
-        .iter()
-        .position(|a| a == "--projects")
-        .and_then(|i| args.get(i + 1))
+    let sizes: Vec<u64> = value("--projects")
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![10_000, 100_000]);
-    println!(
-        "{:>9}  {:>8}  {:>10}  {:>13}  {:>9}  {:>8}  {:>12}  {:>10}",
-        "projects",
-        "seconds",
-        "projects/s",
-        "peak RSS MiB",
-        "listings",
-        "details",
-        "CPU ms/proj",
-        "requests/s"
-    );
+        .unwrap_or_else(|| mode.default_sizes());
+    println!("{}", mode.header());
     let me = std::env::current_exe().expect("the benchmark's own path");
     for n in sizes {
         let out = Command::new(&me)
-            .arg("--one")
-            .arg(n.to_string())
+            .args(["--mode", mode.name(), "--one", &n.to_string()])
             .output()
             .expect("run one size");
         if !out.status.success() {
@@ -68,6 +149,106 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model()
     );
+}
+
+/// A backfill against the contract's rate limit: with moderate faults (`rate`) or with the
+/// licence library and the zero-materials check (`licences`).
+fn limited(n: u64, licences: bool) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let now = Utc::now();
+        let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
+        sim.lag = chrono::Duration::zero();
+        sim.daily_quota = None;
+        if !licences {
+            sim.random_fault_per_mille = 20;
+            sim.random_hang_per_mille = 2;
+        }
+        let server = Simulator::new(sim, Arc::new(SystemClock))
+            .expect("simulator")
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve");
+        let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(SystemClock))
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve licences");
+        let licence_section = if licences {
+            format!(
+                "[licences]\nbase_url = \"{}\"\napp_id = \"{}\"\n",
+                licence_server.base_url(),
+                licence_server.sim.config().app_id
+            )
+        } else {
+            String::new()
+        };
+        // The embedded defaults (rate 8/s, concurrency 4, …) but for the addresses.
+        let text = format!(
+            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{}\"\napp_id = \"kmsw-sim\"\n{licence_section}[sync]\nstart = \"{}\"\n",
+            dir.path().join("bench.db").display(),
+            server.base_url(),
+            format_beijing(now - chrono::Duration::days(DAYS + 1)),
+        );
+        let licence_secret = licence_server.sim.config().app_secret.clone();
+        let cfg = Config::parse("bench.toml", &text, |name| match name {
+            "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
+            "GATEWAY_LICENCES_APP_SECRET" => Some(licence_secret.clone()),
+            _ => None,
+        })
+        .expect("configuration");
+        let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock)).expect("gateway");
+        let started = Instant::now();
+        let report = gateway
+            .syncer
+            .pass(&CancellationToken::new())
+            .await
+            .expect("pass");
+        let elapsed = started.elapsed().as_secs_f64();
+        let stats = server.sim.stats();
+        let processed: u64 = report.outcomes.values().sum();
+        assert!(
+            processed >= n,
+            "every generated project is processed: {:?} ({:?})",
+            report.outcomes,
+            report.end
+        );
+        let configured = f64::from(cfg.approval.rate_per_second);
+        if licences {
+            assert_eq!(report.materials_unchecked, 0, "{:?}", report.materials_stopped);
+            let approval = stats.lists + stats.details + stats.attachments;
+            let licence_calls = licence_server.sim.stats().requests;
+            let licence_rate = f64::from(cfg.licences.as_ref().map_or(4, |l| l.rate_per_second));
+            let bound = (stats.requests as f64 / configured).max(licence_calls as f64 / licence_rate);
+            println!(
+                "{:>9}  {:>8.1}  {:>9}  {:>10.2}  {:>7.0}%  {:>9}  {:>9}  {:>12.1}  {:>9.0}%",
+                n,
+                elapsed,
+                approval,
+                approval as f64 / elapsed,
+                100.0 * approval as f64 / elapsed / configured,
+                licence_calls,
+                report.materials_checked,
+                bound,
+                100.0 * bound / elapsed,
+            );
+        } else {
+            println!(
+                "{:>9}  {:>8.1}  {:>9}  {:>10.2}  {:>10.0}%  {:>7}  {:>7}  {:>6}",
+                n,
+                elapsed,
+                stats.requests,
+                stats.requests as f64 / elapsed,
+                100.0 * stats.requests as f64 / elapsed / configured,
+                stats.faults_injected,
+                stats.rate_limited,
+                stats.hangs,
+            );
+        }
+    });
 }
 
 fn one(n: u64) {

@@ -290,3 +290,50 @@ async fn a_maintenance_window_and_revoked_tokens_are_waited_out_in_the_same_pass
     assert_eq!(report.materials_unchecked, 0, "{report:?}");
     assert!(report.materials_checked > 20, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_checked_at_once_share_one_licence_query_per_holder() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
+    // Every project has the same builder: the records are checked several at a time, and
+    // the holder's licences must still be read once.
+    for (code, _) in w.server.sim.visible_in(start, t0()) {
+        w.server.sim.change(&code, |doc| {
+            doc["JSDWDM"] = serde_json::Value::from("91350100M000100Y43");
+        });
+    }
+    w.clock.advance(Duration::minutes(10));
+    let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let syncer = syncer_with_licences(&w, start, licence_config(&licence_server));
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert!(report.materials_checked >= 20, "{report:?}");
+    assert_eq!(report.materials_unchecked, 0, "{report:?}");
+    assert_eq!(
+        licence_server.sim.stats().queries,
+        1,
+        "one query for the one holder, however many of its records were in flight"
+    );
+    // Every record names the one stored answer.
+    let ids: Vec<String> = w
+        .store
+        .records(Some("active"), 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let mut answers = std::collections::BTreeSet::new();
+    for id in &ids {
+        if let Some((_, _, checklist)) = w.store.latest_materials(id).unwrap() {
+            for item in checklist.items.iter().filter_map(|i| i.by.as_ref()) {
+                if item.source == "licences" {
+                    assert!(w.store.document(&item.document_sha256).unwrap().is_some());
+                    answers.insert(item.document_sha256.clone());
+                }
+            }
+        }
+    }
+    assert_eq!(answers.len(), 1, "{answers:?}");
+}

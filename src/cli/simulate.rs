@@ -51,6 +51,9 @@ pub struct SimulateArgs {
     /// Per-mille of requests answered with a random transient fault.
     #[arg(long, default_value_t = 0)]
     pub fault_per_mille: u64,
+    /// Per-mille of requests that hang for 30 s (past the client's read timeout).
+    #[arg(long, default_value_t = 0)]
+    pub hang_per_mille: u64,
     /// Also serve the fixture projects of fixtures/approval/.
     #[arg(long)]
     pub fixtures: bool,
@@ -71,6 +74,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     cfg.lag = Duration::seconds(args.lag_secs.max(0));
     cfg.drift_every = args.drift_every;
     cfg.random_fault_per_mille = args.fault_per_mille;
+    cfg.random_hang_per_mille = args.hang_per_mille;
     if args.fixtures {
         cfg.fixtures = fixtures_at(now - Duration::days(args.days / 2)).map_err(anyhow::Error::msg)?;
     }

@@ -86,6 +86,24 @@ impl Store {
         Ok(())
     }
 
+    /// Stores raw documents as read, with their fetch metadata, before anything is made of
+    /// them (a licence answer that several records' checks will name).
+    pub fn land(
+        &self,
+        documents: &[(String, RawDocument)],
+        run_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        for (sha, doc) in documents {
+            insert_document(&tx, sha, doc, run_id, &now_text)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Counts one more "listed, but the detail says 4040" for an item version; returns the
     /// count so far.
     pub fn listing_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<i64> {

@@ -1,19 +1,23 @@
-//! The zero-materials check that ends each pass: licences from the licence library and
-//! attachments from the approval platform, evaluated into a checklist and, when items are
-//! missing, the record's one notice.
+//! The zero-materials check that runs beside each pass's approval sync: licences from the
+//! licence library and attachments from the approval platform, evaluated into a checklist
+//! and, when items are missing, the record's one notice. Several records are checked at
+//! once; a holder's licences are read once per pass and stored as soon as they are read.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
 use shuiwu_approval::ApprovalError;
 use shuiwu_licences::LicenceError;
 use shuiwu_wire::RawDocument;
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{HolderLicences, MaterialsSource, SOURCE, SyncError, Syncer};
+use super::{MaterialsSource, SOURCE, SyncError, Syncer};
 use crate::mapping::{self, Context};
-use crate::materials::{self, AttachmentCheck};
-use crate::store::{Held, sha256_hex};
+use crate::materials::{self, AttachmentCheck, LicenceFact};
+use crate::store::{Held, StoreError, sha256_hex};
 
 /// What checking one record gave.
 pub(super) enum Checked {
@@ -44,13 +48,57 @@ pub(super) struct SyncProgress {
     pub done: bool,
 }
 
+/// How one record's check ended, outage waits included.
+enum Outcome {
+    Done {
+        notice_issued: bool,
+    },
+    /// Not checkable in this pass (held, or no policy for it).
+    Later,
+    /// A platform stayed down longer than `outage_wait_secs`: the check stops for this pass.
+    Stopped(String),
+    /// Shutdown.
+    Cancelled,
+}
+
+/// A holder's licence answer as read in this pass: the facts the checklist uses, the
+/// answer's hash (the raw document is already stored) and the facts' lineage.
+#[derive(Clone)]
+enum HolderAnswer {
+    Read {
+        licences: Vec<LicenceFact>,
+        sha256: String,
+        lineage: String,
+    },
+    /// The answer was unusable and is held: this holder's records wait for a later pass.
+    Held,
+}
+
+/// Why a holder's licences could not be read now.
+enum HolderError {
+    Down(String),
+    Fatal(SyncError),
+}
+
+/// One pass's materials check, shared by the records checked at the same time: where it reads,
+/// the licence answers read so far (one query per holder and pass, however many of the
+/// holder's records are in flight), and the shutdown token.
+#[derive(Clone)]
+struct Round {
+    source: MaterialsSource,
+    holders: Arc<Mutex<HashMap<String, Arc<OnceCell<HolderAnswer>>>>>,
+    run_id: i64,
+    cancel: CancellationToken,
+}
+
 impl Syncer {
     /// Evaluates the checklist of the active records whose current version has none yet (and,
     /// a day after a check that missed items, again), beside the approval sync of the same
     /// pass: the two platforms have limits of their own. Records are taken oldest first, at
     /// most `materials_per_pass` of them, so a backlog is worked off over several passes and
-    /// the next pass resumes with the records still waiting. A platform that stops answering
-    /// is waited out for up to `outage_wait_secs`.
+    /// the next pass resumes with the records still waiting. Up to twice `concurrency` records
+    /// are checked at once, so that each platform's limiter, not one record's round trips, sets
+    /// the pace. A platform that stops answering is waited out for up to `outage_wait_secs`.
     pub(super) async fn materials_pass(
         &self,
         run_id: i64,
@@ -60,88 +108,108 @@ impl Syncer {
         let Some(source) = &self.materials else {
             return Ok(MaterialsReport::default());
         };
-        let mut round = Round {
-            source,
-            holders: HashMap::new(),
-            held_holders: HashSet::new(),
+        let round = Round {
+            source: source.clone(),
+            holders: Arc::default(),
             run_id,
-            cancel,
+            cancel: cancel.clone(),
         };
         let mut skipped: HashSet<String> = HashSet::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut queue: VecDeque<(String, i64, serde_json::Value)> = VecDeque::new();
+        let mut tasks: JoinSet<(String, Result<Outcome, SyncError>)> = JoinSet::new();
         let mut report = MaterialsReport::default();
         // A record that missed items is checked again a day later: its licences may have
         // been issued or renewed since.
         let recheck_before = self.clock.now() - Duration::hours(24);
         let bound = self.cfg.materials_per_pass as u64;
+        // A record's check waits on two limiters in turn (licences, then attachments): twice
+        // the detail concurrency keeps both platforms busy (4 in flight left the licence
+        // library idle about a sixth of the time while attachments waited).
+        let width = 2 * self.cfg.concurrency.max(1);
         let outage_limit = std::time::Duration::from_secs(self.cfg.outage_wait_secs);
-        'pass: while !cancel.is_cancelled() {
-            if report.checked >= bound {
-                report.stopped = Some(format!(
-                    "{bound} records checked, the most one pass checks (sync.materials_per_pass); the next pass goes on"
-                ));
-                break;
+        let mut sync_done = false;
+        let result = loop {
+            if cancel.is_cancelled() || report.stopped.is_some() {
+                break Ok(());
             }
-            let limit = 100 + skipped.len();
-            let seen = *progress.borrow_and_update();
-            let batch: Vec<_> = self
-                .store
-                .call(move |s| s.records_needing_materials(limit, recheck_before))
-                .await?
-                .into_iter()
-                .filter(|(id, ..)| !skipped.contains(id))
-                .collect();
-            if batch.is_empty() {
-                if seen.done {
-                    break;
-                }
-                // Nothing to check yet: wait for the sync to commit more (or finish).
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    changed = progress.changed() => if changed.is_err() { break },
-                }
-                continue;
-            }
-            for (id, version, content) in batch {
-                let mut outage: Option<(std::time::Instant, u32)> = None;
-                loop {
-                    if cancel.is_cancelled() || report.checked >= bound {
-                        continue 'pass;
+            // Whether the sync had finished *before* the records were read: then a read that
+            // finds nothing means nothing more will come.
+            let mut drained = false;
+            while tasks.len() < width && report.checked + (tasks.len() as u64) < bound {
+                if queue.is_empty() {
+                    sync_done |= progress.borrow_and_update().done;
+                    let limit = 100 + skipped.len() + in_flight.len();
+                    let batch = self
+                        .store
+                        .call(move |s| s.records_needing_materials(limit, recheck_before))
+                        .await?;
+                    queue.extend(
+                        batch
+                            .into_iter()
+                            .filter(|(id, ..)| !skipped.contains(id) && !in_flight.contains(id)),
+                    );
+                    if queue.is_empty() {
+                        drained = true;
+                        break;
                     }
-                    match self.check_materials(&mut round, &id, version, &content).await? {
-                        Checked::Done { notice_issued } => {
+                }
+                let Some((id, version, content)) = queue.pop_front() else {
+                    break;
+                };
+                in_flight.insert(id.clone());
+                let (this, round) = (self.clone(), round.clone());
+                tasks.spawn(async move {
+                    let outcome = this
+                        .check_until_done(&round, &id, version, &content, outage_limit)
+                        .await;
+                    (id, outcome)
+                });
+            }
+            if tasks.is_empty() {
+                if report.checked >= bound {
+                    report.stopped = Some(format!(
+                        "{bound} records checked, the most one pass checks (sync.materials_per_pass); the next pass goes on"
+                    ));
+                    break Ok(());
+                }
+                if drained && sync_done {
+                    break Ok(());
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break Ok(()),
+                joined = tasks.join_next(), if !tasks.is_empty() => {
+                    let Some(joined) = joined else { continue };
+                    let (id, outcome) = match joined {
+                        Ok(j) => j,
+                        Err(e) => break Err(SyncError::Join(e.to_string())),
+                    };
+                    in_flight.remove(&id);
+                    match outcome {
+                        Ok(Outcome::Done { notice_issued }) => {
                             report.checked += 1;
                             report.notices_issued += u64::from(notice_issued);
                         }
-                        Checked::Later => {
-                            skipped.insert(id.clone());
+                        Ok(Outcome::Later) => {
+                            skipped.insert(id);
                         }
-                        Checked::SourceDown(reason) => {
-                            // A short outage (maintenance, a burst of faults) is waited out, as
-                            // the approval side waits out its own; a long one ends the check
-                            // for this pass.
-                            let (since, attempt) = outage.get_or_insert((std::time::Instant::now(), 0));
-                            if since.elapsed() >= outage_limit {
-                                report.stopped = Some(format!(
-                                    "a platform the check needs did not answer for {} s: {reason}",
-                                    outage_limit.as_secs()
-                                ));
-                                break 'pass;
-                            }
-                            *attempt += 1;
-                            let wait = std::time::Duration::from_secs(1 << (*attempt).min(5))
-                                .min(outage_limit.saturating_sub(since.elapsed()));
-                            tracing::warn!(%reason, wait_secs = wait.as_secs(), "zero-materials check waiting for its platform");
-                            tokio::select! {
-                                () = cancel.cancelled() => continue 'pass,
-                                () = tokio::time::sleep(wait) => {}
-                            }
-                            continue;
-                        }
+                        Ok(Outcome::Stopped(reason)) => report.stopped = Some(reason),
+                        Ok(Outcome::Cancelled) => {}
+                        Err(e) => break Err(e),
                     }
-                    break;
+                }
+                // New commits, when the check has run out of records to start.
+                changed = progress.changed(), if drained && !sync_done => {
+                    if changed.is_err() {
+                        sync_done = true;
+                    }
                 }
             }
-        }
+        };
+        // Records still in flight stop at their next step; what they committed stays.
+        tasks.shutdown().await;
+        result?;
         if cancel.is_cancelled() && report.stopped.is_none() {
             report.stopped = Some("shutting down".into());
         }
@@ -158,22 +226,143 @@ impl Syncer {
         Ok(report)
     }
 
-    /// One record's checklist; `None` when a source could not answer now.
+    /// One record's check, waiting out a short outage (maintenance, a burst of faults) as the
+    /// approval side waits out its own; a long one ends the check for this pass.
+    async fn check_until_done(
+        &self,
+        round: &Round,
+        id: &str,
+        version: i64,
+        content: &serde_json::Value,
+        outage_limit: std::time::Duration,
+    ) -> Result<Outcome, SyncError> {
+        let mut outage: Option<(std::time::Instant, u32)> = None;
+        loop {
+            if round.cancel.is_cancelled() {
+                return Ok(Outcome::Cancelled);
+            }
+            match self.check_materials(round, id, version, content).await? {
+                Checked::Done { notice_issued } => return Ok(Outcome::Done { notice_issued }),
+                Checked::Later => return Ok(Outcome::Later),
+                Checked::SourceDown(reason) => {
+                    let (since, attempt) = outage.get_or_insert((std::time::Instant::now(), 0));
+                    if since.elapsed() >= outage_limit {
+                        return Ok(Outcome::Stopped(format!(
+                            "a platform the check needs did not answer for {} s: {reason}",
+                            outage_limit.as_secs()
+                        )));
+                    }
+                    *attempt += 1;
+                    let wait = std::time::Duration::from_secs(1 << (*attempt).min(5))
+                        .min(outage_limit.saturating_sub(since.elapsed()));
+                    tracing::warn!(%reason, wait_secs = wait.as_secs(), "zero-materials check waiting for its platform");
+                    tokio::select! {
+                        () = round.cancel.cancelled() => return Ok(Outcome::Cancelled),
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The licences of a holder, read once per pass: the first record of the holder queries
+    /// and the others in flight wait for its answer. The raw answer is stored as soon as it
+    /// is read, so every record that uses it can name it.
+    async fn holder_answer(
+        &self,
+        round: &Round,
+        holder: &str,
+        code: &str,
+    ) -> Result<HolderAnswer, HolderError> {
+        let cell = round
+            .holders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(holder.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.read_holder(round, holder, code))
+            .await
+            .cloned()
+    }
+
+    async fn read_holder(
+        &self,
+        round: &Round,
+        holder: &str,
+        code: &str,
+    ) -> Result<HolderAnswer, HolderError> {
+        let fatal = |e: StoreError| HolderError::Fatal(e.into());
+        let answer = tokio::select! {
+            biased;
+            () = round.cancel.cancelled() => return Err(HolderError::Down("shutting down".into())),
+            a = round.source.licences.query(holder, None) => a,
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            // An answer that is there but unusable concerns this holder only: held, and the
+            // other records go on.
+            Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
+                let held = licence_failure(code, "licences answer unusable", e.to_string(), None);
+                self.hold_materials_failure(held, None, round.run_id)
+                    .await
+                    .map_err(HolderError::Fatal)?;
+                return Ok(HolderAnswer::Held);
+            }
+            Err(e) if e.is_transient() => return Err(HolderError::Down(format!("licence library: {e}"))),
+            Err(e) => return Err(HolderError::Fatal(SyncError::Licences(e))),
+        };
+        let sha = sha256_hex(&answer.raw.bytes);
+        let today = self
+            .clock
+            .now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
+        let facts = shuiwu_licences::xml::decode(&answer.raw.bytes, answer.raw.meta.content_type.as_deref())
+            .map_err(|e| e.to_string())
+            .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))
+            .and_then(|root| {
+                let ctx = Context { today };
+                mapping::apply(&round.source.mapping, mapping::Document::Xml(&root), &sha, &ctx)
+                    .map_err(|e| e.to_string())
+            });
+        let facts = match facts {
+            Ok(f) => f,
+            Err(reason) => {
+                let held = licence_failure(code, "licences answer unreadable", reason, Some(sha.clone()));
+                self.hold_materials_failure(held, Some(answer.raw), round.run_id)
+                    .await
+                    .map_err(HolderError::Fatal)?;
+                return Ok(HolderAnswer::Held);
+            }
+        };
+        let now = self.clock.now();
+        let (run_id, documents) = (round.run_id, vec![(sha.clone(), answer.raw)]);
+        self.store
+            .call(move |s| s.land(&documents, Some(run_id), now))
+            .await
+            .map_err(fatal)?;
+        let lineage: std::collections::BTreeMap<String, crate::mapping::Lineage> = facts
+            .fields
+            .iter()
+            .map(|(n, f)| (n.clone(), f.lineage.clone()))
+            .collect();
+        Ok(HolderAnswer::Read {
+            licences: materials::licences_from(&facts),
+            sha256: sha,
+            lineage: crate::mapping::lineage::to_json(&lineage, &Default::default()),
+        })
+    }
+
+    /// One record's checklist; `SourceDown` when a platform could not answer now.
     async fn check_materials(
         &self,
-        round: &mut Round<'_>,
+        round: &Round,
         id: &str,
         version: i64,
         content: &serde_json::Value,
     ) -> Result<Checked, SyncError> {
-        let Round {
-            source,
-            holders,
-            held_holders,
-            run_id,
-            cancel,
-        } = round;
-        let (source, run_id, cancel) = (*source, *run_id, *cancel);
+        let (run_id, cancel) = (round.run_id, &round.cancel);
         let d = &content["decisions"];
         let policy = self
             .rebuilder
@@ -239,70 +428,16 @@ impl Syncer {
             )
         });
         let (licences, licence_sha, licence_lineage) = if needs_licences {
-            if held_holders.contains(&holder) {
-                return Ok(Checked::Later);
+            match self.holder_answer(round, &holder, &code).await {
+                Ok(HolderAnswer::Read {
+                    licences,
+                    sha256,
+                    lineage,
+                }) => (licences, Some(sha256), Some(lineage)),
+                Ok(HolderAnswer::Held) => return Ok(Checked::Later),
+                Err(HolderError::Down(reason)) => return Ok(Checked::SourceDown(reason)),
+                Err(HolderError::Fatal(e)) => return Err(e),
             }
-            if !holders.contains_key(&holder) {
-                let answer = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Ok(Checked::SourceDown("shutting down".into())),
-                    a = source.licences.query(&holder, None) => a,
-                };
-                let answer = match answer {
-                    Ok(a) => a,
-                    // An answer that is there but unusable concerns this holder only: held,
-                    // and the other records go on.
-                    Err(e @ (LicenceError::BadBody(_) | LicenceError::Xml(_))) => {
-                        let held = licence_failure(&code, "licences answer unusable", e.to_string(), None);
-                        self.hold_materials_failure(held, None, run_id).await?;
-                        held_holders.insert(holder);
-                        return Ok(Checked::Later);
-                    }
-                    Err(e) if e.is_transient() => {
-                        return Ok(Checked::SourceDown(format!("licence library: {e}")));
-                    }
-                    Err(e) => return Err(SyncError::Licences(e)),
-                };
-                let sha = sha256_hex(&answer.raw.bytes);
-                let facts =
-                    shuiwu_licences::xml::decode(&answer.raw.bytes, answer.raw.meta.content_type.as_deref())
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))
-                        .and_then(|root| {
-                            let ctx = Context { today };
-                            mapping::apply(&source.mapping, mapping::Document::Xml(&root), &sha, &ctx)
-                                .map_err(|e| e.to_string())
-                        });
-                let facts = match facts {
-                    Ok(f) => f,
-                    Err(reason) => {
-                        let held =
-                            licence_failure(&code, "licences answer unreadable", reason, Some(sha.clone()));
-                        self.hold_materials_failure(held, Some(answer.raw), run_id)
-                            .await?;
-                        held_holders.insert(holder);
-                        return Ok(Checked::Later);
-                    }
-                };
-                let lineage: std::collections::BTreeMap<String, crate::mapping::Lineage> = facts
-                    .fields
-                    .iter()
-                    .map(|(n, f)| (n.clone(), f.lineage.clone()))
-                    .collect();
-                let lineage = crate::mapping::lineage::to_json(&lineage, &Default::default());
-                holders.insert(
-                    holder.clone(),
-                    (materials::licences_from(&facts), sha, Some(answer.raw), lineage),
-                );
-            }
-            let (licences, sha, raw, lineage) = holders
-                .get_mut(&holder)
-                .map(|(l, s, r, g)| (l.clone(), s.clone(), r.take(), g.clone()))
-                .unwrap_or_default();
-            if let Some(raw) = raw {
-                documents.push((sha.clone(), raw));
-            }
-            (licences, Some(sha), Some(lineage))
         } else {
             (Vec::new(), None, None)
         };
@@ -431,17 +566,6 @@ impl Syncer {
             .await?;
         Ok(())
     }
-}
-
-/// One pass's materials check: where it reads, what it read so far, and its shutdown token.
-pub(super) struct Round<'a> {
-    source: &'a MaterialsSource,
-    /// Licence answers by holder, read once per pass.
-    holders: HashMap<String, HolderLicences>,
-    /// Holders whose answer was unusable and held: not asked again in this pass.
-    held_holders: HashSet<String>,
-    run_id: i64,
-    cancel: &'a CancellationToken,
 }
 
 /// A failure of one attachment of a project version (the version the record's content names).

@@ -38,7 +38,6 @@ mod window;
 
 use crate::config::SyncConfig;
 use crate::mapping::Mapping;
-use crate::materials::LicenceFact;
 use crate::policy::Rules;
 use crate::rebuild::Rebuilder;
 use crate::store::{AsyncStore, Item, Store, StoreError};
@@ -130,10 +129,6 @@ pub struct Syncer {
     progress: Option<ProgressFn>,
     materials: Option<MaterialsSource>,
 }
-
-/// A holder's licences as read in this pass: the facts the checklist uses, the answer's hash,
-/// its raw document (until stored once), and the facts' lineage.
-type HolderLicences = (Vec<LicenceFact>, String, Option<RawDocument>, String);
 
 /// Where the zero-materials check reads licences from, and how it maps them.
 #[derive(Clone)]

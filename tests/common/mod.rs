@@ -46,6 +46,7 @@ pub fn sim_config(count: u64, start: DateTime<Utc>, end: DateTime<Utc>) -> SimCo
         daily_quota: None,
         drift_every: None,
         random_fault_per_mille: 0,
+        random_hang_per_mille: 0,
         fixtures: vec![],
     }
 }

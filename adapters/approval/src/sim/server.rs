@@ -41,8 +41,11 @@ pub struct SimConfig {
     /// Every n-th listing request changes the first project of the page it just served,
     /// which moves it to a later position, as a project updated while a client pages does.
     pub drift_every: Option<u64>,
-    /// Per-mille of requests that draw a random transient fault (demo chaos).
+    /// Per-mille of requests that draw a random transient fault answered at once (demo chaos).
     pub random_fault_per_mille: u64,
+    /// Per-mille of requests that hang (30 s, past a client's read timeout), drawn after the
+    /// quick faults: what a platform's overloaded backend does now and then.
+    pub random_hang_per_mille: u64,
     /// Full records served besides the generated ones.
     pub fixtures: Vec<Value>,
 }
@@ -64,6 +67,7 @@ impl SimConfig {
             daily_quota: Some(50_000),
             drift_every: None,
             random_fault_per_mille: 0,
+            random_hang_per_mille: 0,
             fixtures: Vec::new(),
         }
     }
@@ -84,6 +88,8 @@ pub struct SimStats {
     /// Requests answered while an injected hang was holding another one: how much a client
     /// kept doing instead of waiting for the hung request.
     pub answered_during_hang: u64,
+    /// Requests that drew a hang (injected or random).
+    pub hangs: u64,
 }
 
 struct SimState {
@@ -309,9 +315,16 @@ impl Simulator {
         let decision = {
             let mut st = self.lock();
             st.stats.requests += 1;
-            match take_fault(&mut st, target, self.0.cfg.random_fault_per_mille) {
+            let random = (
+                self.0.cfg.random_fault_per_mille,
+                self.0.cfg.random_hang_per_mille,
+            );
+            match take_fault(&mut st, target, random) {
                 Some(fault) => {
                     st.stats.faults_injected += 1;
+                    if matches!(fault, Fault::Hang { .. }) {
+                        st.stats.hangs += 1;
+                    }
                     Err(fault)
                 }
                 None => {
@@ -519,7 +532,13 @@ impl Simulator {
     }
 }
 
-fn take_fault(st: &mut SimState, target: Target, random_per_mille: u64) -> Option<Fault> {
+/// The fault the next request gets: an injected one first, else a random quick fault or hang
+/// at the configured per-mille rates (`(quick, hang)`).
+fn take_fault(
+    st: &mut SimState,
+    target: Target,
+    (random_per_mille, hang_per_mille): (u64, u64),
+) -> Option<Fault> {
     if let Some(pos) = st
         .faults
         .iter()
@@ -543,6 +562,12 @@ fn take_fault(st: &mut SimState, target: Target, random_per_mille: u64) -> Optio
                 .filter(|f| !matches!(f, Fault::Hang { .. } | Fault::RateLimited { .. }))
                 .collect();
             return Some(quick[(st.random % quick.len() as u64) as usize]);
+        }
+    }
+    if hang_per_mille > 0 {
+        st.random = mix(st.random);
+        if st.random % 1000 < hang_per_mille {
+            return Some(Fault::Hang { secs: 30 });
         }
     }
     None
