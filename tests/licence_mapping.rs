@@ -53,7 +53,7 @@ fn every_prefix_style_maps_alike_with_lineage_to_the_raw_bytes() {
         assert_eq!(facts.text("licences[1].valid_until").as_deref(), Some("长期"));
         let l = &facts.fields["licences[0].name"].lineage;
         assert_eq!(
-            l.document, sha,
+            &*l.document, sha,
             "the hash is of the bytes as received ({charset})"
         );
         assert_eq!(
@@ -61,7 +61,7 @@ fn every_prefix_style_maps_alike_with_lineage_to_the_raw_bytes() {
             "/soap:Envelope/soap:Body/lic:QueryLicenceResponse/lic:Licences/lic:Licence[1]/lic:ZZMC"
         );
         assert_eq!(l.raw.as_deref(), Some("建设工程规划许可证"));
-        assert_eq!(l.mapping, "licences/query-licence.toml");
+        assert_eq!(&*l.mapping, "licences/query-licence.toml");
         seen.push(facts.text("licences[0].number"));
         // The soap layer reads the same documents the same way.
         let soap::Reply::Licences(licences) = soap::interpret(&root).unwrap() else {

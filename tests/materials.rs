@@ -104,7 +104,7 @@ async fn checklists_notices_and_hash_mismatches() {
         .values()
         .find(|l| l.raw.as_deref() == Some("530112202400123"))
         .unwrap();
-    assert_eq!(number.document, by.document_sha256);
+    assert_eq!(*number.document, by.document_sha256);
     assert!(number.path.ends_with("/lic:ZZBH"), "{}", number.path);
     assert!(licence_server.sim.stats().queries > 0);
 

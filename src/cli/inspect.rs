@@ -196,19 +196,19 @@ pub fn trace(
     let mut mappings: BTreeMap<String, bool> = BTreeMap::new();
     let mut entries = Vec::new();
     for (name, l) in selected {
-        if !documents.contains_key(&l.document) {
+        if !documents.contains_key(&*l.document) {
             let doc = store
                 .document(&l.document)?
                 .map(|(bytes, fetches)| (bytes.len(), fetches));
-            documents.insert(l.document.clone(), doc);
+            documents.insert(l.document.to_string(), doc);
         }
-        if !mappings.contains_key(&l.mapping_sha256) {
+        if !mappings.contains_key(&*l.mapping_sha256) {
             mappings.insert(
-                l.mapping_sha256.clone(),
+                l.mapping_sha256.to_string(),
                 store.mapping_file(&l.mapping_sha256)?.is_some(),
             );
         }
-        let doc = documents.get(&l.document).cloned().flatten();
+        let doc = documents.get(&*l.document).cloned().flatten();
         let mut slot_content = content.clone();
         let value = mask::slot(&mut slot_content, name)
             .cloned()
@@ -222,13 +222,13 @@ pub fn trace(
             value,
             raw,
             path: l.path.clone(),
-            transforms: l.transforms.clone(),
-            document_sha256: l.document.clone(),
+            transforms: l.transforms.to_vec(),
+            document_sha256: l.document.to_string(),
             document_size: doc.as_ref().map(|d| d.0),
             fetches: doc.map(|d| d.1).unwrap_or_default(),
-            mapping: l.mapping.clone(),
-            mapping_sha256: l.mapping_sha256.clone(),
-            mapping_stored: mappings.get(&l.mapping_sha256).copied().unwrap_or(false),
+            mapping: l.mapping.to_string(),
+            mapping_sha256: l.mapping_sha256.to_string(),
+            mapping_stored: mappings.get(&*l.mapping_sha256).copied().unwrap_or(false),
         });
     }
     if json {

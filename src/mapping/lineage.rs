@@ -6,6 +6,7 @@
 //! and the store's write volume with it. The conversion is lossless both ways.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +102,7 @@ pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String,
     let mut groups: BTreeMap<Key<'_>, BTreeMap<&str, FieldLineageRef<'_>>> = BTreeMap::new();
     for (name, l) in lineage {
         groups
-            .entry((&l.document, &l.mapping, &l.mapping_sha256))
+            .entry((&*l.document, &*l.mapping, &*l.mapping_sha256))
             .or_default()
             .insert(
                 name,
@@ -165,16 +166,18 @@ pub fn from_json(text: &str) -> Result<Restored, serde_json::Error> {
     };
     let mut out = BTreeMap::new();
     for g in stored.sources {
+        let (document, mapping, mapping_sha256): (Arc<str>, Arc<str>, Arc<str>) =
+            (g.document.into(), g.mapping.into(), g.mapping_sha256.into());
         for (name, f) in g.fields {
             out.insert(
                 name,
                 Lineage {
-                    document: g.document.clone(),
+                    document: document.clone(),
                     path: f.path,
                     raw: f.raw,
-                    transforms: f.transforms,
-                    mapping: g.mapping.clone(),
-                    mapping_sha256: g.mapping_sha256.clone(),
+                    transforms: f.transforms.into(),
+                    mapping: mapping.clone(),
+                    mapping_sha256: mapping_sha256.clone(),
                     personal: f.personal,
                 },
             );
@@ -208,7 +211,7 @@ mod tests {
             document: doc.into(),
             path: "/data/X".into(),
             raw: raw.map(str::to_string),
-            transforms: vec!["trim".into()],
+            transforms: Arc::from(["trim".to_string()]),
             mapping: "a.toml".into(),
             mapping_sha256: "m".into(),
             personal,

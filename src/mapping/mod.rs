@@ -148,8 +148,10 @@ pub fn apply(
     ctx: &Context,
 ) -> Result<Facts, MapError> {
     let mut m = Mapper {
-        mapping,
-        document_sha256,
+        document: document_sha256.into(),
+        file: mapping.file.as_str().into(),
+        file_sha256: mapping.sha256.as_str().into(),
+        no_transforms: Arc::from([]),
         ctx,
         facts: Facts::default(),
         errors: Vec::new(),
@@ -161,7 +163,7 @@ pub fn apply(
                 let path = format!("{}{}", mapping.root, field.path);
                 m.field(
                     field,
-                    &field.name,
+                    field.name.clone(),
                     path,
                     root.and_then(|r| r.pointer(&field.path)).map(Node::Json),
                 );
@@ -186,7 +188,7 @@ pub fn apply(
                     for field in &list.fields {
                         let name = format!("{}[{i}].{}", list.name, field.name);
                         let path = format!("{list_path}/{i}{}", field.path);
-                        m.field(field, &name, path, item.pointer(&field.path).map(Node::Json));
+                        m.field(field, name, path, item.pointer(&field.path).map(Node::Json));
                     }
                 }
             }
@@ -202,7 +204,7 @@ pub fn apply(
             for field in &mapping.fields {
                 let path = format!("{}{}", mapping.root, field.path);
                 let found = root.and_then(|r| xml_find(r, &xml_steps(mapping, &field.path)));
-                m.field(field, &field.name, path, found.map(Node::Xml));
+                m.field(field, field.name.clone(), path, found.map(Node::Xml));
             }
             for list in &mapping.lists {
                 let list_path = format!("{}{}", mapping.root, list.path);
@@ -220,7 +222,7 @@ pub fn apply(
                         // XPath-style, 1-based position among the list's items.
                         let path = format!("{list_path}[{}]{}", i + 1, field.path);
                         let found = xml_find(item, &xml_steps(mapping, &field.path));
-                        m.field(field, &name, path, found.map(Node::Xml));
+                        m.field(field, name, path, found.map(Node::Xml));
                     }
                 }
             }
@@ -238,8 +240,13 @@ pub fn apply(
 
 /// One document being mapped: what every field needs, and what they produce.
 struct Mapper<'a> {
-    mapping: &'a Mapping,
-    document_sha256: &'a str,
+    /// The document's hash and the mapping file's name and hash, shared by every fact's
+    /// lineage.
+    document: Arc<str>,
+    file: Arc<str>,
+    file_sha256: Arc<str>,
+    /// The lineage of a value that was not there: nothing applied.
+    no_transforms: Arc<[String]>,
     ctx: &'a Context,
     facts: Facts,
     errors: Vec<FieldError>,
@@ -247,26 +254,26 @@ struct Mapper<'a> {
 
 impl Mapper<'_> {
     /// Maps the value `found` at `path` (the full JSON Pointer) under the fact name `name`.
-    fn field(&mut self, field: &Field, name: &str, path: String, found: Option<Node<'_>>) {
+    fn field(&mut self, field: &Field, name: String, path: String, found: Option<Node<'_>>) {
         let found = found.filter(|n| !matches!(n, Node::Json(serde_json::Value::Null)));
         let raw = found.map(|n| match n {
             Node::Json(v) => raw_text(v),
             Node::Xml(e) => e.text.clone(),
         });
-        let mut lineage = Lineage {
-            document: self.document_sha256.to_string(),
-            path: path.clone(),
-            raw: raw.clone(),
-            transforms: Vec::new(),
-            mapping: self.mapping.file.clone(),
-            mapping_sha256: self.mapping.sha256.clone(),
+        let lineage = |raw: Option<String>, path: String, transforms: &Arc<[String]>| Lineage {
+            document: self.document.clone(),
+            path,
+            raw,
+            transforms: transforms.clone(),
+            mapping: self.file.clone(),
+            mapping_sha256: self.file_sha256.clone(),
             personal: field.personal,
         };
         if field.presence {
-            lineage.transforms.push("present".into());
             let present = found.is_some();
+            let lineage = lineage(raw, path, &field.transform_names);
             self.facts.fields.insert(
-                name.to_string(),
+                name,
                 Fact {
                     value: Some(Value::Bool(present)),
                     lineage,
@@ -274,15 +281,19 @@ impl Mapper<'_> {
             );
             return;
         }
-        let fail = |reason: String, errors: &mut Vec<FieldError>| {
+        let fail = |errors: &mut Vec<FieldError>,
+                    name: String,
+                    path: String,
+                    raw: Option<String>,
+                    reason: String| {
             errors.push(FieldError {
-                field: name.to_string(),
-                path: path.clone(),
+                field: name,
+                path,
                 // Personal values stay out of failure reasons and listings.
                 raw: if field.personal.is_some() {
-                    raw.as_ref().map(|_| "(personal data)".to_string())
+                    raw.map(|_| "(personal data)".to_string())
                 } else {
-                    raw.clone()
+                    raw
                 },
                 reason,
             });
@@ -298,37 +309,40 @@ impl Mapper<'_> {
                 Some(Value::Text(if *b { "1" } else { "0" }.into()))
             }
             Some(Node::Json(other)) => {
-                fail(
-                    format!("expected a single value, found {}", kind_of(other)),
-                    &mut self.errors,
-                );
+                let reason = format!("expected a single value, found {}", kind_of(other));
+                fail(&mut self.errors, name, path, raw, reason);
                 return;
             }
         };
         let Some(mut value) = initial else {
             if field.required {
-                fail("required but absent or empty".into(), &mut self.errors);
+                fail(
+                    &mut self.errors,
+                    name,
+                    path,
+                    raw,
+                    "required but absent or empty".into(),
+                );
             } else {
-                self.facts
-                    .fields
-                    .insert(name.to_string(), Fact { value: None, lineage });
+                let lineage = lineage(raw, path, &self.no_transforms);
+                self.facts.fields.insert(name, Fact { value: None, lineage });
             }
             return;
         };
         for t in &field.transforms {
             match t.apply(value, self.ctx) {
-                Ok(v) => {
-                    lineage.transforms.push(t.name());
-                    value = v;
-                }
+                Ok(v) => value = v,
                 Err(reason) => {
-                    fail(format!("{}: {reason}", t.name()), &mut self.errors);
+                    let reason = format!("{}: {reason}", t.name());
+                    fail(&mut self.errors, name, path, raw, reason);
                     return;
                 }
             }
         }
+        // Every transform of the chain was applied.
+        let lineage = lineage(raw, path, &field.transform_names);
         self.facts.fields.insert(
-            name.to_string(),
+            name,
             Fact {
                 value: Some(value),
                 lineage,
@@ -389,9 +403,9 @@ mod tests {
         let fact = &facts.fields["water.diameter_dn"];
         assert_eq!(fact.lineage.path, "/data/SZGYBZ/YS/JSKJ");
         assert_eq!(fact.lineage.raw.as_deref(), Some("Φ40"));
-        assert_eq!(fact.lineage.transforms, ["trim", "diameter"]);
-        assert_eq!(fact.lineage.mapping, "approval/project.toml");
-        assert_eq!(fact.lineage.mapping_sha256, m.sha256);
+        assert_eq!(*fact.lineage.transforms, ["trim", "diameter"]);
+        assert_eq!(&*fact.lineage.mapping, "approval/project.toml");
+        assert_eq!(*fact.lineage.mapping_sha256, m.sha256);
         assert_eq!(
             facts.fields["approvals[0].licence_type"].lineage.path,
             "/data/SPJG/0/ZZLXDM"

@@ -80,6 +80,9 @@ pub struct Field {
     /// `present`: the value is whether the path exists at all.
     pub presence: bool,
     pub transforms: Vec<Transform>,
+    /// The chain's names as lineage records them (`present` for a presence field), shared by
+    /// every fact the field maps.
+    pub transform_names: Arc<[String]>,
     pub personal: Option<PersonalKind>,
 }
 
@@ -261,6 +264,7 @@ fn compile_field(
             required: f.required,
             presence,
             transforms: vec![],
+            transform_names: Arc::from(["present".to_string()]),
             personal,
         });
     }
@@ -286,6 +290,7 @@ fn compile_field(
         path: f.path.into_inner(),
         required: f.required,
         presence,
+        transform_names: transforms.iter().map(Transform::name).collect(),
         transforms,
         personal,
     })

@@ -1,6 +1,7 @@
 //! Typed values and their lineage.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
@@ -62,19 +63,24 @@ pub enum PersonalKind {
 }
 
 /// Where a value came from: the exact bytes and the exact rule.
+///
+/// The document, the mapping file and the transform chain are the same for many facts (every
+/// field of a document, every value of a field), so they are shared rather than copied: a
+/// project has some fifty facts, and copying four strings into each was a tenth of a
+/// backfill's CPU in the allocator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lineage {
     /// SHA-256 of the raw document the value was read from.
-    pub document: String,
+    pub document: Arc<str>,
     /// JSON Pointer into that document.
     pub path: String,
     /// The JSON text found at the path, exactly; `None` when nothing was there.
     pub raw: Option<String>,
     /// Transforms applied, in order.
-    pub transforms: Vec<String>,
+    pub transforms: Arc<[String]>,
     /// Mapping file (relative name) and the SHA-256 of its content.
-    pub mapping: String,
-    pub mapping_sha256: String,
+    pub mapping: Arc<str>,
+    pub mapping_sha256: Arc<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub personal: Option<PersonalKind>,
 }

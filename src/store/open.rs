@@ -46,6 +46,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        // Checkpoint every 4,000 pages (16 MiB of WAL) instead of SQLite's 1,000: a backfill
+        // commits about a megabyte a page of projects, and each checkpoint copies the hot
+        // index pages again and syncs the database file (a tenth of a backfill's CPU at
+        // 1,000). Readers are not slowed: the WAL index stays small at this size.
+        conn.pragma_update(None, "wal_autocheckpoint", 4000)
+            .map_err(open_err)?;
         // The schema version is read inside the write transaction that migrates: two
         // processes opening a new database at once (the daemon and an inspection command)
         // migrate it once, one after the other.
