@@ -393,17 +393,37 @@ pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, Missin
 
 /// The record as JSON, and the SHA-256 of that JSON without its `source` part.
 fn serialise(record: &PreEngagementRecord) -> (String, String) {
-    // Serialising plain structs of strings, numbers and options cannot fail.
-    let json = serde_json::to_string(record).unwrap_or_default();
-    let sha = hex::encode(Sha256::digest(without_source(&json).as_bytes()));
-    (json, sha)
+    // A record's JSON is a few kilobytes: written into one buffer of that size rather than
+    // grown from nothing. Serialising plain structs of strings, numbers and options cannot
+    // fail, and serde_json writes UTF-8 only.
+    let mut buffer = Vec::with_capacity(4096);
+    let json = serde_json::to_writer(&mut buffer, record)
+        .ok()
+        .and_then(|()| String::from_utf8(buffer).ok())
+        .unwrap_or_default();
+    let mut hasher = Sha256::new();
+    match source_start(&json) {
+        Some(i) => {
+            hasher.update(&json.as_bytes()[..i]);
+            hasher.update(b"}");
+        }
+        None => hasher.update(json.as_bytes()),
+    }
+    (json, hex::encode(hasher.finalize()))
 }
 
-/// The record's JSON without its `source` part, the bytes its content hash covers. `source` is
-/// the record's last field and holds no object with a `source` key, so the last `,"source":`
-/// of the text is where it starts (a quote inside a string value is always escaped).
+/// Where the record's `source` part starts in its JSON: the content hash covers the bytes
+/// before it and a closing brace. `source` is the record's last field and holds no object
+/// with a `source` key, so the last `,"source":` of the text is where it starts (a quote
+/// inside a string value is always escaped).
+fn source_start(json: &str) -> Option<usize> {
+    json.rfind(",\"source\":")
+}
+
+/// The record's JSON without its `source` part, the bytes its content hash covers.
+#[cfg(test)]
 fn without_source(json: &str) -> String {
-    match json.rfind(",\"source\":") {
+    match source_start(json) {
         Some(i) => format!("{}}}", &json[..i]),
         None => json.to_string(),
     }

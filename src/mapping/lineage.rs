@@ -147,8 +147,13 @@ pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String,
             },
         )
         .collect();
-    // Strings and maps of strings always serialise.
-    serde_json::to_string(&StoredRef { sources, decisions }).unwrap_or_default()
+    // A record's lineage is several kilobytes: one buffer of that size instead of growing
+    // one from nothing. Strings and maps of strings always serialise, as UTF-8.
+    let mut buffer = Vec::with_capacity(8192);
+    serde_json::to_writer(&mut buffer, &StoredRef { sources, decisions })
+        .ok()
+        .and_then(|()| String::from_utf8(buffer).ok())
+        .unwrap_or_default()
 }
 
 /// Field lineage and decision traces, read back from storage.

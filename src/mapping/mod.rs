@@ -117,6 +117,24 @@ enum Node<'a> {
     Xml(&'a Element),
 }
 
+/// The value at a pointer's reference tokens, as [`serde_json::Value::pointer`] finds it
+/// (an array index is decimal digits without a leading zero or sign).
+fn json_at<'v>(start: &'v serde_json::Value, tokens: &[String]) -> Option<&'v serde_json::Value> {
+    tokens.iter().try_fold(start, |at, token| match at {
+        serde_json::Value::Object(map) => map.get(token.as_str()),
+        serde_json::Value::Array(items) => {
+            let plain = !token.is_empty()
+                && token.bytes().all(|b| b.is_ascii_digit())
+                && (token == "0" || !token.starts_with('0'));
+            plain
+                .then(|| token.parse::<usize>().ok())
+                .flatten()
+                .and_then(|i| items.get(i))
+        }
+        _ => None,
+    })
+}
+
 /// The `(namespace URI, local name)` steps of an XML path.
 fn xml_steps<'m>(mapping: &'m Mapping, path: &'m str) -> Vec<(Option<&'m str>, &'m str)> {
     path.split('/')
@@ -160,17 +178,16 @@ pub fn apply(
         Document::Json(doc) => {
             let root = doc.pointer(&mapping.root);
             for field in &mapping.fields {
-                let path = format!("{}{}", mapping.root, field.path);
                 m.field(
                     field,
                     field.name.clone(),
-                    path,
-                    root.and_then(|r| r.pointer(&field.path)).map(Node::Json),
+                    field.full_path.clone(),
+                    root.and_then(|r| json_at(r, &field.tokens)).map(Node::Json),
                 );
             }
             for list in &mapping.lists {
-                let list_path = format!("{}{}", mapping.root, list.path);
-                let items = match root.and_then(|r| r.pointer(&list.path)) {
+                let list_path = &list.full_path;
+                let items = match root.and_then(|r| json_at(r, &list.tokens)) {
                     None | Some(serde_json::Value::Null) => &[][..],
                     Some(serde_json::Value::Array(items)) => items.as_slice(),
                     Some(other) => {
@@ -188,7 +205,7 @@ pub fn apply(
                     for field in &list.fields {
                         let name = format!("{}[{i}].{}", list.name, field.name);
                         let path = format!("{list_path}/{i}{}", field.path);
-                        m.field(field, name, path, item.pointer(&field.path).map(Node::Json));
+                        m.field(field, name, path, json_at(item, &field.tokens).map(Node::Json));
                     }
                 }
             }
@@ -368,6 +385,40 @@ fn kind_of(v: &serde_json::Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn precompiled_pointers_find_what_json_pointer_finds() {
+        let doc = serde_json::json!({
+            "data": {"a/b": 1, "m~n": 2, "": 3, "list": [10, 11, {"x": [true]}], "0": "zero"},
+            "01": "key"
+        });
+        let pointers = [
+            "",
+            "/data",
+            "/data/a~1b",
+            "/data/m~0n",
+            "/data/",
+            "/data/list/0",
+            "/data/list/2/x/0",
+            "/data/list/01",
+            "/data/list/+1",
+            "/data/list/-1",
+            "/data/list/3",
+            "/data/list/",
+            "/data/0",
+            "/01",
+            "/data/list/1/deeper",
+            "/nothing/here",
+            "/data/list/99999999999999999999",
+        ];
+        for p in pointers {
+            assert_eq!(
+                json_at(&doc, &spec::pointer_tokens(p)),
+                doc.pointer(p),
+                "pointer {p:?}"
+            );
+        }
+    }
+
     use super::*;
     use chrono::NaiveDate;
     use serde_json::json;

@@ -76,6 +76,11 @@ pub struct Field {
     pub name: String,
     /// JSON Pointer relative to the document root (or list item).
     pub path: String,
+    /// `path`'s reference tokens, unescaped (JSON mappings), so that mapping a document does
+    /// not parse the pointer again for every field of every document.
+    pub tokens: Vec<String>,
+    /// The document root's pointer followed by `path`: what a top-level fact's lineage names.
+    pub full_path: String,
     pub required: bool,
     /// `present`: the value is whether the path exists at all.
     pub presence: bool,
@@ -91,6 +96,9 @@ pub struct Field {
 pub struct List {
     pub name: String,
     pub path: String,
+    /// As [`Field::tokens`] and [`Field::full_path`].
+    pub tokens: Vec<String>,
+    pub full_path: String,
     pub fields: Vec<Field>,
 }
 
@@ -170,7 +178,8 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
     let mut names = BTreeSet::new();
     let mut fields = Vec::new();
     for f in spec.fields {
-        let field = compile_field(f, &tables, &mut names, &err, &check_pointer)?;
+        let mut field = compile_field(f, &tables, &mut names, &err, &check_pointer)?;
+        field.full_path = format!("{root}{}", field.path);
         fields.push(field);
     }
     let mut lists = Vec::new();
@@ -192,6 +201,8 @@ pub fn compile(file: &str, content: &str) -> Result<Mapping, SpecError> {
         }
         lists.push(List {
             name: l.name.into_inner(),
+            tokens: pointer_tokens(l.path.get_ref()),
+            full_path: format!("{root}{}", l.path.get_ref()),
             path: l.path.into_inner(),
             fields: item_fields,
         });
@@ -260,6 +271,8 @@ fn compile_field(
         }
         return Ok(Field {
             name,
+            tokens: pointer_tokens(f.path.get_ref()),
+            full_path: String::new(),
             path: f.path.into_inner(),
             required: f.required,
             presence,
@@ -287,6 +300,8 @@ fn compile_field(
     }
     Ok(Field {
         name,
+        tokens: pointer_tokens(f.path.get_ref()),
+        full_path: String::new(),
         path: f.path.into_inner(),
         required: f.required,
         presence,
@@ -294,6 +309,14 @@ fn compile_field(
         transforms,
         personal,
     })
+}
+
+/// The reference tokens of a JSON Pointer (RFC 6901), unescaped; the pointer was checked.
+pub(crate) fn pointer_tokens(p: &str) -> Vec<String> {
+    p.split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
 }
 
 /// A JSON Pointer (RFC 6901): empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
