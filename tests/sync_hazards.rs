@@ -287,6 +287,7 @@ async fn a_project_that_keeps_failing_is_held_and_the_window_moves_on() {
         key,
         document_sha256,
         draft,
+        ..
     } = item
     else {
         panic!("{item:?}")

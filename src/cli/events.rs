@@ -463,6 +463,7 @@ pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::
             key,
             document_sha256,
             draft,
+            ..
         } => {
             let record_id = draft.id.clone();
             let applied = store.resolve_failure(

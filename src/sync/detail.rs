@@ -172,6 +172,7 @@ impl Syncer {
                 key,
                 document_sha256: sha,
                 draft,
+                prepared: None,
             },
             Ok(Assembled::Skip(reason)) => Item::Skipped {
                 key,

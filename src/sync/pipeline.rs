@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use shuiwu_approval::{ApprovalError, Fetched, ListPage, Summary};
+use shuiwu_approval::{ListPage, Summary};
 use shuiwu_wire::RawDocument;
 use tokio::task::JoinHandle;
 
@@ -20,7 +20,9 @@ use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
 use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
 
 /// A detail request's outcome; `None` when shutdown cancelled it.
-type DetailTask = JoinHandle<Option<Result<Fetched, ApprovalError>>>;
+/// A detail request and what its answer became (mapped, and decided if the record is new),
+/// on a task of its own; `None` when shutdown dropped it.
+type DetailTask = JoinHandle<Option<Result<Handled, Stop>>>;
 
 /// One listed page on its way to the store.
 pub(super) struct PageJob {
@@ -142,7 +144,7 @@ impl Syncer {
             }
             state.pipeline.claimed.insert(s.xmdm.clone(), bbh);
             job.claims.push((s.xmdm.clone(), bbh));
-            let task = self.spawn_detail(&s.xmdm, state);
+            let task = self.spawn_detail(&s, state);
             job.details.push((s, task));
         }
         state.details += job.details.len() as u64;
@@ -168,23 +170,32 @@ impl Syncer {
         self.advance(state).await
     }
 
-    /// Fetches one project's detail in a task of its own, within the shared concurrency limit;
-    /// shutdown drops the request, its retries and their waits.
-    fn spawn_detail(&self, xmdm: &str, state: &PassState) -> DetailTask {
-        let client = self.client.clone();
+    /// Fetches one project's detail in a task of its own, within the shared concurrency limit,
+    /// and turns the answer into an item there: the projects of a page are mapped (and new
+    /// records decided) in parallel, and the commit only writes. Shutdown drops the request,
+    /// its retries and their waits.
+    fn spawn_detail(&self, summary: &Summary, state: &PassState) -> DetailTask {
+        let this = self.clone();
         let permits = state.permits.clone();
         let cancel = state.cancel.clone();
-        let xmdm = xmdm.to_string();
+        let summary = summary.clone();
         tokio::spawn(async move {
-            tokio::select! {
+            let fetched = tokio::select! {
                 biased;
                 () = cancel.cancelled() => None,
                 r = async {
                     // The semaphore is never closed, so a permit always comes.
                     let _permit = permits.acquire().await.ok();
-                    client.project(&xmdm).await
+                    this.client.project(&summary.xmdm).await
                 } => Some(r),
+            }?;
+            let mut handled = this.handle(&summary, fetched).await;
+            if let Ok(Handled::Item(item, _)) = &mut handled
+                && let Item::Record { draft, prepared, .. } = item.as_mut()
+            {
+                *prepared = this.rebuilder.prepare(draft, this.clock.now()).map(Box::new);
             }
+            Some(handled)
         })
     }
 
@@ -245,15 +256,15 @@ impl Syncer {
         let mut complete = true;
         let mut stop = None;
         for (summary, task) in details {
-            let result = match task.await {
-                Ok(Some(r)) => r,
+            let handled = match task.await {
+                Ok(Some(h)) => h,
                 // Cancelled by shutdown (or aborted): not done in this pass.
                 Ok(None) | Err(_) => {
                     complete = false;
                     continue;
                 }
             };
-            match self.handle(&summary, result).await {
+            match handled {
                 Ok(Handled::Item(item, doc)) => {
                     if let Item::Record { draft, .. } = item.as_ref() {
                         state.coverage.observe(&draft.lineage);
