@@ -26,11 +26,14 @@ impl Coverage {
             if name.contains('[') {
                 continue;
             }
-            let entry = self
-                .fields
-                .entry(name.clone())
-                .or_insert_with(|| (l.path.clone(), false));
-            entry.1 |= l.raw.is_some();
+            // Looked up before inserting: the name is copied once per pass, not per document.
+            match self.fields.get_mut(name) {
+                Some(entry) => entry.1 |= l.raw.is_some(),
+                None => {
+                    self.fields
+                        .insert(name.clone(), (l.path.clone(), l.raw.is_some()));
+                }
+            }
         }
     }
 
