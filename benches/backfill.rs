@@ -6,6 +6,7 @@
 //! cargo bench --bench backfill -- --projects 20000           # other sizes, comma-separated
 //! cargo bench --bench backfill -- --mode rate                # rate limit on, moderate faults
 //! cargo bench --bench backfill -- --mode licences            # with the zero-materials check
+//! cargo bench --bench backfill -- --mode heavy               # … and a licence library in trouble
 //! ```
 //!
 //! * `throughput`: the approval simulator with its rate limit and quota off, as its own
@@ -20,6 +21,10 @@
 //!   zero-materials check beside the sync. Prints the approval platform's request rate over
 //!   the whole pass (details and attachments) against the configured one, and the elapsed
 //!   time against the busier platform's share.
+//! * `heavy`: as `licences`, with the licence library under maintenance for 30 s every 3
+//!   minutes, every token revoked every 2 minutes and 3 % of its calls failing at random.
+//!   Passes run back to back until every record is checked; prints the passes, the time
+//!   against the licence side's rate times its availability (5/6), and the faults met.
 //!
 //! Each size runs in a fresh child process, so the peak RSS reported (`VmHWM`) is that of one
 //! backfill alone; the configuration is the embedded defaults wherever a mode does not say
@@ -49,6 +54,7 @@ enum Mode {
     Throughput,
     Rate,
     Licences,
+    Heavy,
 }
 
 impl Mode {
@@ -57,7 +63,8 @@ impl Mode {
             "throughput" => Mode::Throughput,
             "rate" => Mode::Rate,
             "licences" => Mode::Licences,
-            other => panic!("unknown mode {other:?}: throughput, rate or licences"),
+            "heavy" => Mode::Heavy,
+            other => panic!("unknown mode {other:?}: throughput, rate, licences or heavy"),
         }
     }
 
@@ -66,6 +73,7 @@ impl Mode {
             Mode::Throughput => "throughput",
             Mode::Rate => "rate",
             Mode::Licences => "licences",
+            Mode::Heavy => "heavy",
         }
     }
 
@@ -73,7 +81,7 @@ impl Mode {
         match self {
             Mode::Throughput => vec![10_000, 100_000],
             Mode::Rate => vec![1_000],
-            Mode::Licences => vec![500],
+            Mode::Licences | Mode::Heavy => vec![500],
         }
     }
 
@@ -106,6 +114,18 @@ impl Mode {
                 "bound (s)",
                 "of bound"
             ),
+            Mode::Heavy => format!(
+                "{:>9}  {:>6}  {:>8}  {:>9}  {:>7}  {:>12}  {:>9}  {:>8}  {:>9}",
+                "projects",
+                "passes",
+                "seconds",
+                "licences",
+                "faults",
+                "maintenance",
+                "revoked",
+                "checked",
+                "of bound"
+            ),
         }
     }
 }
@@ -125,6 +145,7 @@ fn main() {
             Mode::Throughput => one(n),
             Mode::Rate => limited(n, false),
             Mode::Licences => limited(n, true),
+            Mode::Heavy => heavy(n),
         }
         return;
     }
@@ -341,6 +362,120 @@ fn one(n: u64) {
         requests as f64 / elapsed.as_secs_f64(),
     );
 }
+
+/// Backfills with the zero-materials check while the licence library is in trouble, pass after
+/// pass until every record is checked.
+fn heavy(n: u64) {
+    const MAINTENANCE_EVERY: Duration = Duration::from_secs(180);
+    const MAINTENANCE_FOR: i64 = 30;
+    const REVOKE_EVERY: Duration = Duration::from_secs(120);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime.block_on(async {
+        let now = Utc::now();
+        let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
+        sim.lag = chrono::Duration::zero();
+        sim.daily_quota = None;
+        let server = Simulator::new(sim, Arc::new(SystemClock))
+            .expect("simulator")
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve");
+        let licence_cfg = LicenceSimConfig {
+            random_fault_per_mille: 30,
+            ..LicenceSimConfig::default()
+        };
+        let licence_server = LicenceSim::new(licence_cfg, Arc::new(SystemClock))
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve licences");
+        // The trouble, on its own schedule: a maintenance window every three minutes (the
+        // first one a minute in) and all tokens revoked every two.
+        let troubles = {
+            let sim = licence_server.sim.clone();
+            tokio::spawn(async move {
+                let (mut windows, mut revoked) = (0u64, 0u64);
+                let started = tokio::time::Instant::now();
+                let mut next_window = started + Duration::from_secs(60);
+                let mut next_revoke = started + REVOKE_EVERY;
+                loop {
+                    tokio::time::sleep_until(next_window.min(next_revoke)).await;
+                    let at = tokio::time::Instant::now();
+                    if at >= next_window {
+                        sim.maintenance_until(Utc::now() + chrono::Duration::seconds(MAINTENANCE_FOR));
+                        windows += 1;
+                        next_window += MAINTENANCE_EVERY;
+                    }
+                    if at >= next_revoke {
+                        sim.revoke_tokens();
+                        revoked += 1;
+                        next_revoke += REVOKE_EVERY;
+                    }
+                    COUNTS.store(windows << 32 | revoked, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let text = format!(
+            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{}\"\napp_id = \"kmsw-sim\"\n[licences]\nbase_url = \"{}\"\napp_id = \"{}\"\n[sync]\nstart = \"{}\"\n",
+            dir.path().join("bench.db").display(),
+            server.base_url(),
+            licence_server.base_url(),
+            licence_server.sim.config().app_id,
+            format_beijing(now - chrono::Duration::days(DAYS + 1)),
+        );
+        let licence_secret = licence_server.sim.config().app_secret.clone();
+        let cfg = Config::parse("bench.toml", &text, |name| match name {
+            "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
+            "GATEWAY_LICENCES_APP_SECRET" => Some(licence_secret.clone()),
+            _ => None,
+        })
+        .expect("configuration");
+        let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock)).expect("gateway");
+        let started = Instant::now();
+        let (mut passes, mut checked) = (0u64, 0u64);
+        loop {
+            let report = gateway
+                .syncer
+                .pass(&CancellationToken::new())
+                .await
+                .expect("pass");
+            passes += 1;
+            checked += report.materials_checked;
+            eprintln!(
+                "pass {passes}: {} checked, {} left ({:?})",
+                report.materials_checked, report.materials_unchecked, report.materials_stopped
+            );
+            if report.materials_unchecked == 0 || passes >= 10 {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        troubles.abort();
+        let stats = licence_server.sim.stats();
+        let counts = COUNTS.load(std::sync::atomic::Ordering::Relaxed);
+        let rate = f64::from(cfg.licences.as_ref().map_or(4, |l| l.rate_per_second));
+        let availability = 1.0 - MAINTENANCE_FOR as f64 / MAINTENANCE_EVERY.as_secs_f64();
+        let bound = stats.requests as f64 / (rate * availability);
+        println!(
+            "{:>9}  {:>6}  {:>8.1}  {:>9}  {:>7}  {:>12}  {:>9}  {:>8}  {:>8.0}%",
+            n,
+            passes,
+            elapsed,
+            stats.requests,
+            stats.faults_injected,
+            counts >> 32,
+            counts & 0xffff_ffff,
+            checked,
+            100.0 * bound / elapsed,
+        );
+    });
+}
+
+/// Maintenance windows opened (high half) and token revocations (low half) so far.
+static COUNTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// CPU time (user + system) this process has used so far, all threads.
 fn cpu_time() -> Duration {

@@ -35,17 +35,6 @@ pub struct Existing {
     pub manager: Option<ManagerDecision>,
 }
 
-/// A new record's candidate, built before the commit's transaction (on the task that fetched
-/// its detail, in parallel with the other projects of the page), with the policy that decided
-/// it. The transaction uses it only if the record is still new and the same policy is in force
-/// on the commit's day: a new record has no actions and no manager, so these are all its
-/// candidate depends on besides the draft.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub candidate: Candidate,
-    pub policy_sha256: String,
-}
-
 /// The mapping and the rules in force: everything a rebuild needs beside its inputs.
 #[derive(Clone)]
 pub struct Rebuilder {
@@ -87,36 +76,6 @@ impl Rebuilder {
         self.assemble(&body, document_sha256, today)
     }
 
-    /// Prepares the candidate of a record that is not stored yet, as [`Rebuilder::candidate`]
-    /// would build it `now`; `None` when no policy is in force (the commit then says why).
-    pub fn prepare(&self, draft: &Draft, now: DateTime<Utc>) -> Option<Prepared> {
-        let policy = self.rules.policies.for_date(crate::worktime::date_of(now)).ok()?;
-        Some(Prepared {
-            candidate: draft.decide_new(policy, &self.rules.calendar),
-            policy_sha256: policy.sha256.clone(),
-        })
-    }
-
-    /// The candidate a sync commit writes, inside its transaction: the prepared one when the
-    /// record is still new (no stored version, no actions) and the policy in force `now` is
-    /// the one that prepared it; otherwise rebuilt from the draft here.
-    pub fn commit_candidate(
-        &self,
-        draft: Draft,
-        prepared: Option<Prepared>,
-        existing: Option<&Existing>,
-        actions: &[OperatorAction],
-        now: DateTime<Utc>,
-    ) -> Result<Candidate, PolicyError> {
-        if let (None, [], Some(p)) = (existing, actions, prepared) {
-            let policy = self.rules.policies.for_date(crate::worktime::date_of(now))?;
-            if policy.sha256 == p.policy_sha256 {
-                return Ok(p.candidate);
-            }
-        }
-        self.candidate(draft, existing, actions, now)
-    }
-
     /// The record a draft and its actions give. `existing` is `None` for a record not stored
     /// yet, which is then decided by the policy in force `now`.
     pub fn candidate(
@@ -130,63 +89,5 @@ impl Rebuilder {
         let policy = self.rules.policies.for_date(crate::worktime::date_of(created))?;
         let manager = existing.and_then(|e| e.manager.clone());
         Ok(draft.decide(policy, manager, actions, &self.rules.calendar))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::Assembled;
-
-    fn draft() -> (Rebuilder, Draft) {
-        let text = include_str!("../fixtures/approval/contract-example.json");
-        let body = serde_json::json!({"data": serde_json::from_str::<serde_json::Value>(text).unwrap()});
-        let mapping = crate::mapping::MappingSet::load(None)
-            .unwrap()
-            .get(crate::app::PROJECT_MAPPING)
-            .unwrap();
-        let rebuilder = Rebuilder::new(mapping, Arc::new(Rules::load(None).unwrap()));
-        let today = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
-        let Assembled::Record(draft) = rebuilder.assemble(&body, "d", today).unwrap() else {
-            panic!("skipped")
-        };
-        (rebuilder, *draft)
-    }
-
-    /// A candidate prepared ahead is exactly the one the transaction would build for a new
-    /// record, and is not used for a record that exists by the time of the commit.
-    #[test]
-    fn a_prepared_candidate_is_the_rebuilt_one_and_only_for_a_new_record() {
-        let (rebuilder, draft) = draft();
-        let now = Utc::now();
-        let prepared = rebuilder.prepare(&draft, now).unwrap();
-        let built = rebuilder.candidate(draft.clone(), None, &[], now).unwrap();
-        assert_eq!(prepared.candidate.content_json, built.content_json);
-        assert_eq!(prepared.candidate.content_sha256, built.content_sha256);
-        assert_eq!(prepared.candidate.lineage_json, built.lineage_json);
-
-        // The record exists (created long ago, with a manager): the prepared candidate is not
-        // the one to write; the rebuild keeps the stored manager.
-        let mut marked = prepared.clone();
-        marked.candidate.content_sha256 = "prepared".into();
-        let manager = crate::policy::ManagerDecision {
-            company: "qingyuan".into(),
-            company_name: "清源公司".into(),
-            manager: "QY-99 stored manager".into(),
-        };
-        let existing = Existing {
-            created: now - chrono::Duration::days(30),
-            manager: Some(manager),
-        };
-        let written = rebuilder
-            .commit_candidate(draft.clone(), Some(marked.clone()), Some(&existing), &[], now)
-            .unwrap();
-        assert_ne!(written.content_sha256, "prepared");
-        assert!(written.content_json.contains("QY-99 stored manager"));
-        // Still new: the prepared one is written as it is.
-        let written = rebuilder
-            .commit_candidate(draft, Some(marked), None, &[], now)
-            .unwrap();
-        assert_eq!(written.content_sha256, "prepared");
     }
 }

@@ -233,21 +233,6 @@ impl Draft {
             calendar,
         )
     }
-
-    /// [`Draft::decide`] for a record not stored yet (no manager, no actions), keeping the
-    /// draft: the sync prepares a new record's candidate outside the commit's transaction and
-    /// falls back to the draft if the record turns out to exist by then.
-    pub fn decide_new(&self, policy: &Policy, calendar: &Calendar) -> Candidate {
-        seal(
-            self.id.clone(),
-            self.record.clone(),
-            &self.lineage,
-            policy,
-            None,
-            &[],
-            calendar,
-        )
-    }
 }
 
 /// Applies the actions and the policy to a record's facts and seals it (see [`Draft::decide`]).

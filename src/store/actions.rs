@@ -32,7 +32,7 @@ impl Store {
         let now_text = ts(now);
         let applied = match replay {
             Some((key, document, draft, rebuilder)) => {
-                match apply_record(&tx, key, document, draft, None, rebuilder, None, now)? {
+                match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
                     Ok(applied) => Some(applied),
                     Err(e) => return Err(StoreError::Rebuild(e.to_string())),
                 }

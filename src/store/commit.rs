@@ -265,22 +265,11 @@ fn apply_item(
             key,
             document_sha256,
             draft,
-            prepared,
         } => {
             if already_processed(tx, &key)? {
                 return Ok(Applied::Duplicate);
             }
-            let (draft, prepared) = (*draft, prepared.map(|p| *p));
-            match apply_record(
-                tx,
-                &key,
-                &document_sha256,
-                draft,
-                prepared,
-                rebuilder,
-                run_id,
-                now_at,
-            )? {
+            match apply_record(tx, &key, &document_sha256, *draft, rebuilder, run_id, now_at)? {
                 Ok(applied) => Ok(applied),
                 Err(e) => {
                     // No policy for the record's day: held, like any version that cannot be
@@ -334,13 +323,11 @@ fn hold_item(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, n
 /// stored now, and gets a new version when its content changed; the source version is marked
 /// processed (replacing an earlier outcome, as a replay of a held version does). The inner
 /// error is a record that cannot be decided (no policy for its day); nothing was written then.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn apply_record(
     tx: &rusqlite::Transaction<'_>,
     key: &SourceKey,
     document_sha256: &str,
     draft: Draft,
-    prepared: Option<crate::rebuild::Prepared>,
     rebuilder: &Rebuilder,
     run_id: Option<i64>,
     now_at: DateTime<Utc>,
@@ -354,7 +341,7 @@ pub(super) fn apply_record(
         Vec::new()
     };
     let existing = stored.as_ref().map(|c| &c.existing);
-    let candidate = match rebuilder.commit_candidate(draft, prepared, existing, &actions, now_at) {
+    let candidate = match rebuilder.candidate(draft, existing, &actions, now_at) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };

@@ -84,8 +84,6 @@ pub enum Item {
         key: SourceKey,
         document_sha256: String,
         draft: Box<Draft>,
-        /// Its candidate if it is new, built ahead (see [`crate::rebuild::Prepared`]).
-        prepared: Option<Box<crate::rebuild::Prepared>>,
     },
     Skipped {
         key: SourceKey,

@@ -172,7 +172,6 @@ impl Syncer {
                 key,
                 document_sha256: sha,
                 draft,
-                prepared: None,
             },
             Ok(Assembled::Skip(reason)) => Item::Skipped {
                 key,

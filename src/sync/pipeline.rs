@@ -20,8 +20,8 @@ use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
 use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
 
 /// A detail request's outcome; `None` when shutdown cancelled it.
-/// A detail request and what its answer became (mapped, and decided if the record is new),
-/// on a task of its own; `None` when shutdown dropped it.
+/// A detail request and what its answer became (an item to commit, or why not), on a task of
+/// its own; `None` when shutdown dropped it.
 type DetailTask = JoinHandle<Option<Result<Handled, Stop>>>;
 
 /// One listed page on its way to the store.
@@ -171,9 +171,9 @@ impl Syncer {
     }
 
     /// Fetches one project's detail in a task of its own, within the shared concurrency limit,
-    /// and turns the answer into an item there: the projects of a page are mapped (and new
-    /// records decided) in parallel, and the commit only writes. Shutdown drops the request,
-    /// its retries and their waits.
+    /// and turns the answer into an item there: the projects of a page are mapped in parallel
+    /// rather than one after the other on the pass's task. Shutdown drops the request, its
+    /// retries and their waits.
     fn spawn_detail(&self, summary: &Summary, state: &PassState) -> DetailTask {
         let this = self.clone();
         let permits = state.permits.clone();
@@ -189,13 +189,7 @@ impl Syncer {
                     this.client.project(&summary.xmdm).await
                 } => Some(r),
             }?;
-            let mut handled = this.handle(&summary, fetched).await;
-            if let Ok(Handled::Item(item, _)) = &mut handled
-                && let Item::Record { draft, prepared, .. } = item.as_mut()
-            {
-                *prepared = this.rebuilder.prepare(draft, this.clock.now()).map(Box::new);
-            }
-            Some(handled)
+            Some(this.handle(&summary, fetched).await)
         })
     }
 

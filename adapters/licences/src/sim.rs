@@ -49,6 +49,9 @@ pub struct LicenceSimConfig {
     pub app_secret: String,
     pub seed: u64,
     pub token_ttl_secs: i64,
+    /// Per-mille of requests answered with a random transient fault (a busy server's SOAP
+    /// fault, result code 9999 or a rate-limit fault), besides the injected ones.
+    pub random_fault_per_mille: u64,
     /// Licences served for these holders instead of generated ones.
     pub fixtures: HashMap<String, Vec<Licence>>,
 }
@@ -87,6 +90,7 @@ impl Default for LicenceSimConfig {
             app_secret: "licence-sim-secret".into(),
             seed: 1,
             token_ttl_secs: 7200,
+            random_fault_per_mille: 0,
             fixtures,
         }
     }
@@ -147,6 +151,8 @@ struct SimState {
     /// What the next requests get: a fault, or `None` for a normal answer.
     faults: VecDeque<Option<LicenceFault>>,
     counter: u64,
+    /// Every request before this instant gets the maintenance page.
+    maintenance_until: Option<DateTime<Utc>>,
     stats: LicenceSimStats,
 }
 
@@ -186,6 +192,7 @@ impl LicenceSim {
                 tokens: HashMap::new(),
                 faults: VecDeque::new(),
                 counter: 0,
+                maintenance_until: None,
                 stats: LicenceSimStats::default(),
             }),
         }))
@@ -237,6 +244,16 @@ impl LicenceSim {
 
     pub fn stats(&self) -> LicenceSimStats {
         self.lock().stats.clone()
+    }
+
+    /// Puts the platform under maintenance (the HTML page for every request) until `until`.
+    pub fn maintenance_until(&self, until: DateTime<Utc>) {
+        self.lock().maintenance_until = Some(until);
+    }
+
+    /// Revokes every token at once, as a restart of the platform does.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
     }
 
     /// The licences the platform holds for a holder: fixtures, else generated from the code.
@@ -316,7 +333,22 @@ async fn handle(State(sim): State<LicenceSim>, headers: HeaderMap, body: Bytes) 
         let mut st = sim.lock();
         st.stats.requests += 1;
         st.counter += 1;
-        let fault = st.faults.pop_front().flatten();
+        let mut fault = st.faults.pop_front().flatten();
+        if fault.is_none() && st.maintenance_until.is_some_and(|until| now < until) {
+            fault = Some(LicenceFault::MaintenancePage);
+        }
+        let per_mille = sim.0.cfg.random_fault_per_mille;
+        if fault.is_none() && per_mille > 0 {
+            let draw = mix(st.counter ^ sim.0.cfg.seed.rotate_left(17));
+            if draw % 1000 < per_mille {
+                let quick = [
+                    LicenceFault::ServerFault,
+                    LicenceFault::Internal,
+                    LicenceFault::RateLimit,
+                ];
+                fault = Some(quick[(mix(draw) % 3) as usize]);
+            }
+        }
         if fault.is_some() {
             st.stats.faults_injected += 1;
         }
