@@ -43,7 +43,7 @@ use gateway::store::Store;
 use gateway::sync::Syncer;
 use shuiwu_approval::sim::{SimConfig, Simulator};
 use shuiwu_approval::{ApprovalClient, ClientConfig, RetryPolicy, SignMethod};
-use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig};
+use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig, LicenceSimServer};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
@@ -198,29 +198,12 @@ fn limited(n: u64, licences: bool) {
             .serve("127.0.0.1:0".parse().expect("address"))
             .await
             .expect("serve licences");
-        let licence_section = if licences {
-            format!(
-                "[licences]\nbase_url = \"{}\"\napp_id = \"{}\"\n",
-                licence_server.base_url(),
-                licence_server.sim.config().app_id
-            )
-        } else {
-            String::new()
-        };
-        // The embedded defaults (rate 8/s, concurrency 4, …) but for the addresses.
-        let text = format!(
-            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{}\"\napp_id = \"kmsw-sim\"\n{licence_section}[sync]\nstart = \"{}\"\n",
-            dir.path().join("bench.db").display(),
-            server.base_url(),
-            format_beijing(now - chrono::Duration::days(DAYS + 1)),
+        let cfg = config(
+            dir.path(),
+            &server.base_url(),
+            licences.then_some(&licence_server),
+            now,
         );
-        let licence_secret = licence_server.sim.config().app_secret.clone();
-        let cfg = Config::parse("bench.toml", &text, |name| match name {
-            "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
-            "GATEWAY_LICENCES_APP_SECRET" => Some(licence_secret.clone()),
-            _ => None,
-        })
-        .expect("configuration");
         let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock)).expect("gateway");
         let started = Instant::now();
         let report = gateway
@@ -363,6 +346,35 @@ fn one(n: u64) {
     );
 }
 
+/// The embedded defaults (rate 8/s, concurrency 4, …) but for the addresses, the database in
+/// `dir` and a start before the simulators' first project; the licence library if given.
+fn config(
+    dir: &std::path::Path,
+    approval: &str,
+    licences: Option<&LicenceSimServer>,
+    now: chrono::DateTime<Utc>,
+) -> Config {
+    let licence_section = licences.map_or(String::new(), |l| {
+        format!(
+            "[licences]\nbase_url = \"{}\"\napp_id = \"{}\"\n",
+            l.base_url(),
+            l.sim.config().app_id
+        )
+    });
+    let text = format!(
+        "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{approval}\"\napp_id = \"kmsw-sim\"\n{licence_section}[sync]\nstart = \"{}\"\n",
+        dir.join("bench.db").display(),
+        format_beijing(now - chrono::Duration::days(DAYS + 1)),
+    );
+    let licence_secret = licences.map(|l| l.sim.config().app_secret.clone());
+    Config::parse("bench.toml", &text, |name| match name {
+        "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
+        "GATEWAY_LICENCES_APP_SECRET" => licence_secret.clone(),
+        _ => None,
+    })
+    .expect("configuration")
+}
+
 /// Backfills with the zero-materials check while the licence library is in trouble, pass after
 /// pass until every record is checked.
 fn heavy(n: u64) {
@@ -418,21 +430,7 @@ fn heavy(n: u64) {
                 }
             })
         };
-        let text = format!(
-            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{}\"\napp_id = \"kmsw-sim\"\n[licences]\nbase_url = \"{}\"\napp_id = \"{}\"\n[sync]\nstart = \"{}\"\n",
-            dir.path().join("bench.db").display(),
-            server.base_url(),
-            licence_server.base_url(),
-            licence_server.sim.config().app_id,
-            format_beijing(now - chrono::Duration::days(DAYS + 1)),
-        );
-        let licence_secret = licence_server.sim.config().app_secret.clone();
-        let cfg = Config::parse("bench.toml", &text, |name| match name {
-            "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
-            "GATEWAY_LICENCES_APP_SECRET" => Some(licence_secret.clone()),
-            _ => None,
-        })
-        .expect("configuration");
+        let cfg = config(dir.path(), &server.base_url(), Some(&licence_server), now);
         let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock)).expect("gateway");
         let started = Instant::now();
         let (mut passes, mut checked) = (0u64, 0u64);

@@ -117,7 +117,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     // Upstream activity between two passes: builders revise some projects, withdraw others.
-    let active = gateway.store.records(Some("active"), 16)?;
+    // From async code the store is reached on the blocking pool, as everywhere else.
+    let store = crate::store::AsyncStore::new(gateway.store.clone());
+    let active = store.call(|s| s.records(Some("active"), 16)).await?;
     for (i, r) in active.iter().enumerate() {
         if i < 12 {
             server.sim.change(&r.source_key, |doc| {
@@ -135,10 +137,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     let elapsed = started.elapsed();
-    let outcomes = gateway.store.outcomes(&[first.run_id, second.run_id])?;
+    let runs = [first.run_id, second.run_id];
+    let outcomes = store.call(move |s| s.outcomes(&runs)).await?;
     print_summary(&outcomes);
-    let zero = gateway.store.zero_materials_counts()?;
-    let categories = gateway.store.category_counts()?;
+    let zero = store.call(|s| s.zero_materials_counts()).await?;
+    let categories = store.call(|s| s.category_counts()).await?;
     outln!();
     table::print(
         &[
@@ -169,8 +172,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         stats.rate_limited
     );
 
-    let example = gateway.store.records(Some("active"), 1)?.into_iter().next();
-    let failure = gateway.store.failures(Some("held"), 1)?.into_iter().next();
+    let example = store
+        .call(|s| s.records(Some("active"), 1))
+        .await?
+        .into_iter()
+        .next();
+    let failure = store
+        .call(|s| s.failures(Some("held"), 1))
+        .await?
+        .into_iter()
+        .next();
     let db = db.display();
     outln!("\ndata: {db} (SQLite; open a copy read-only with any SQLite tool)");
     outln!("try:");

@@ -441,8 +441,12 @@ pub fn notice(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCode> {
 /// again, as a pass would, and commits the record it now gives (audited).
 pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::Result<ExitCode> {
     let gateway = crate::app::Gateway::open(cfg, std::sync::Arc::new(shuiwu_wire::SystemClock))?;
-    let store = &gateway.store;
-    let failure = store.failure(id)?.with_context(|| format!("no failure {id}"))?;
+    // From async code the store is reached on the blocking pool, as everywhere else.
+    let store = crate::store::AsyncStore::new(gateway.store.clone());
+    let failure = store
+        .call(move |s| s.failure(id))
+        .await?
+        .with_context(|| format!("no failure {id}"))?;
     if failure.state != "held" {
         bail!("failure {id} is {}, not held", failure.state);
     }
@@ -466,14 +470,19 @@ pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::
             ..
         } => {
             let record_id = draft.id.clone();
-            let applied = store.resolve_failure(
-                id,
-                by,
-                "refetched from the platform",
-                Some((&key, &document_sha256, *draft, gateway.syncer.rebuilder())),
-                &documents,
-                Utc::now(),
-            )?;
+            let (by, rebuilder, replayed) = (by.to_string(), gateway.syncer.rebuilder().clone(), key.clone());
+            let applied = store
+                .call(move |s| {
+                    s.resolve_failure(
+                        id,
+                        &by,
+                        "refetched from the platform",
+                        Some((&replayed, &document_sha256, *draft, &rebuilder)),
+                        &documents,
+                        Utc::now(),
+                    )
+                })
+                .await?;
             outln!(
                 "failure {id} replayed: {} {} (BBH {})",
                 applied.map_or("?", |a| a.as_str()),

@@ -75,15 +75,7 @@ impl Store {
         run_id: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        let now_text = ts(now);
-        for (sha, doc) in documents {
-            insert_document(&tx, sha, doc, run_id, &now_text)?;
-        }
-        insert_failure(&tx, held, run_id, &now_text)?;
-        tx.commit()?;
-        Ok(())
+        self.land_with(documents, Some(held), run_id, now)
     }
 
     /// Stores raw documents as read, with their fetch metadata, before anything is made of
@@ -94,11 +86,25 @@ impl Store {
         run_id: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.land_with(documents, None, run_id, now)
+    }
+
+    /// Stores documents, and a failure that concerns them if there is one, in one transaction.
+    fn land_with(
+        &self,
+        documents: &[(String, RawDocument)],
+        held: Option<&Held>,
+        run_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let mut conn = self.lock();
         let tx = write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, run_id, &now_text)?;
+        }
+        if let Some(held) = held {
+            insert_failure(&tx, held, run_id, &now_text)?;
         }
         tx.commit()?;
         Ok(())
