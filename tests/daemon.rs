@@ -407,4 +407,32 @@ async fn the_failure_queue_says_how_much_is_shown_and_notice_refuses_an_unchecke
         "a notice of an unchecked record is not a success"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("not checked yet"));
+
+    // A malformed project fetched again is still malformed: the replay says so, exits
+    // non-zero and leaves the failure held.
+    let store = gateway::store::Store::open(&db).unwrap();
+    let held = store
+        .failures(Some("held"), 1000)
+        .unwrap()
+        .into_iter()
+        .find(|f| f.step == "map")
+        .expect("the generator malforms a few projects");
+    let out = gateway(
+        &config,
+        &[
+            "failures",
+            "replay",
+            &held.id.to_string(),
+            "--by",
+            "tester",
+            "--refetch",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("still failing"), "{}", stderr(&out));
+    let again = store.failure(held.id).unwrap().unwrap();
+    assert_eq!(again.state, "held");
 }
