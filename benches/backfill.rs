@@ -42,7 +42,7 @@ use gateway::config::{Config, SyncConfig};
 use gateway::mapping::MappingSet;
 use gateway::store::Store;
 use gateway::sync::Syncer;
-use shuiwu_approval::sim::{SimConfig, Simulator};
+use shuiwu_approval::sim::{SimConfig, SimServer, Simulator};
 use shuiwu_approval::{ApprovalClient, ClientConfig, RetryPolicy, SignMethod};
 use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig, LicenceSimServer};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
@@ -175,28 +175,37 @@ fn main() {
     );
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The approval simulator at the contract's rate limit (no quota, no visibility lag), with
+/// moderate faults if asked: 2 % quick transient faults and 0.2 % requests hanging for 30 s.
+async fn contract_simulator(n: u64, now: chrono::DateTime<Utc>, moderate_faults: bool) -> SimServer {
+    let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
+    sim.lag = chrono::Duration::zero();
+    sim.daily_quota = None;
+    if moderate_faults {
+        sim.random_fault_per_mille = 20;
+        sim.random_hang_per_mille = 2;
+    }
+    Simulator::new(sim, Arc::new(SystemClock))
+        .expect("simulator")
+        .serve("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("serve")
+}
+
 /// A backfill against the contract's rate limit: with moderate faults (`rate`) or with the
 /// licence library and the zero-materials check (`licences`).
 fn limited(n: u64, licences: bool) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let now = Utc::now();
-        let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
-        sim.lag = chrono::Duration::zero();
-        sim.daily_quota = None;
-        if !licences {
-            sim.random_fault_per_mille = 20;
-            sim.random_hang_per_mille = 2;
-        }
-        let server = Simulator::new(sim, Arc::new(SystemClock))
-            .expect("simulator")
-            .serve("127.0.0.1:0".parse().expect("address"))
-            .await
-            .expect("serve");
+        let server = contract_simulator(n, now, !licences).await;
         let licence_server = LicenceSim::new(LicenceSimConfig::default(), Arc::new(SystemClock))
             .serve("127.0.0.1:0".parse().expect("address"))
             .await
@@ -291,12 +300,8 @@ fn one(n: u64) {
         .expect("simulator URL");
     let base_url = line.trim().to_string();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (elapsed, cpu, report) = runtime.block_on(async {
+    let (elapsed, cpu, report) = runtime().block_on(async {
         let store = Arc::new(Store::open(&dir.path().join("bench.db")).expect("store"));
         let client = ClientConfig {
             base_url,
@@ -384,21 +389,10 @@ fn heavy(n: u64) {
     const MAINTENANCE_EVERY: Duration = Duration::from_secs(180);
     const MAINTENANCE_FOR: i64 = 30;
     const REVOKE_EVERY: Duration = Duration::from_secs(120);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let dir = tempfile::tempdir().expect("temp dir");
-    runtime.block_on(async {
+    runtime().block_on(async {
         let now = Utc::now();
-        let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
-        sim.lag = chrono::Duration::zero();
-        sim.daily_quota = None;
-        let server = Simulator::new(sim, Arc::new(SystemClock))
-            .expect("simulator")
-            .serve("127.0.0.1:0".parse().expect("address"))
-            .await
-            .expect("serve");
+        let server = contract_simulator(n, now, false).await;
         let licence_cfg = LicenceSimConfig {
             random_fault_per_mille: 30,
             ..LicenceSimConfig::default()
