@@ -47,7 +47,8 @@ fn events_reevaluate_the_record_and_nonsense_is_refused() {
         v["content"].pointer(field).cloned().unwrap_or_default()
     };
     // Low-risk with 120 m of pipe: 2 working days from Monday 09:00, plus the paused day.
-    assert_eq!(show("/progress/stages/0/due_at"), "2026-11-27 00:00:00");
+    // Scripts read the content's times in RFC 3339, with the offset.
+    assert_eq!(show("/progress/stages/0/due_at"), "2026-11-27T00:00:00+08:00");
     assert_eq!(show("/decisions/mode_11000/value"), false);
 
     // The survey measures no external pipe at all: external works none → the "11000" mode.

@@ -186,6 +186,7 @@ pub fn replay(
         let mut content: serde_json::Value = serde_json::from_str(&candidate.content_json)?;
         let (lineage, _) = crate::mapping::lineage::from_json(&candidate.lineage_json)?;
         crate::mask::record_json(&mut content, &lineage);
+        super::times::with_offsets(&mut content, super::times::For::People);
         outln!("dry run: failure {id} now maps; replaying it {change}:");
         outln!("{}", serde_json::to_string_pretty(&content)?);
         return Ok(ExitCode::SUCCESS);

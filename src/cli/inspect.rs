@@ -76,8 +76,9 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
     let Some(current) = versions.last() else {
         unreachable!("versions() refuses an empty list")
     };
-    let content = masked_content(current)?;
+    let mut content = masked_content(current)?;
     if json {
+        super::times::with_offsets(&mut content, super::times::For::Scripts);
         let history: Vec<_> = versions
             .iter()
             .map(|v| {
@@ -96,6 +97,7 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     outln!("record {id}, version {} ({})", current.version, current.change);
+    super::times::with_offsets(&mut content, super::times::For::People);
     outln!("{}", serde_json::to_string_pretty(&content)?);
     outln!();
     table::print(
@@ -115,6 +117,7 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
             .collect::<Vec<_>>(),
     );
     if let Some((v, at, c)) = store.latest_materials(id)? {
+        let at = shuiwu_wire::human_from_stored(&at);
         let missing: Vec<&str> = c.missing().map(|i| i.item.as_str()).collect();
         if c.zero_materials {
             outln!("\nmaterials: zero materials reached (checked {at}, version {v})");

@@ -16,6 +16,7 @@ mod inspect;
 #[cfg(feature = "simulators")]
 mod simulate;
 mod table;
+mod times;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
