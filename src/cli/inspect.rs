@@ -170,6 +170,12 @@ pub fn trace(
     let (lineage, decision_traces) = full_lineage(row)?;
     let mut content = row.content.clone();
     mask::record_json(&mut content, &lineage);
+    let audience = if json {
+        super::times::For::Scripts
+    } else {
+        super::times::For::People
+    };
+    super::times::with_offsets(&mut content, audience);
     let wanted = |name: &str| {
         field.is_none_or(|f| {
             name == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))
