@@ -20,7 +20,8 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Starts `gateway run` and waits until it holds the writer lock.
+/// Starts `gateway run` and waits until it holds the writer lock and has created the database
+/// (it takes the lock first, so for a moment a new database does not exist yet).
 fn start_daemon(config: &Path, db: &Path) -> Child {
     let child = gateway(config, &["run"]).spawn().unwrap();
     let lock = gateway::store::lock::WriterLock::path_for(db);
@@ -28,6 +29,11 @@ fn start_daemon(config: &Path, db: &Path) -> Child {
     wait_for("the daemon to take the lock", Duration::from_secs(30), || {
         std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid))
     });
+    wait_for(
+        "the daemon to create the database",
+        Duration::from_secs(30),
+        || db.exists(),
+    );
     child
 }
 
