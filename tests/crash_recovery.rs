@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::daemon::{gateway, simulator, write_config};
+use common::daemon::{exit_within, gateway, rows, simulator, wait_for, write_config};
 use gateway::store::Store;
 use rand::Rng;
 
@@ -59,11 +59,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let crashed_db = dir.path().join("crashed.db");
     let total = 5_000u64;
     let (fewest, most) = (total / 200, total / 50);
-    let processed = |db: &Path| -> u64 {
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .and_then(|c| c.query_row("SELECT count(*) FROM source_versions", [], |r| r.get::<_, i64>(0)))
-            .map_or(0, |n| n as u64)
-    };
+    let processed = |db: &Path| rows(db, "source_versions");
     let mut rng = rand::rng();
     let mut kills_mid_sync = 0;
     while kills_mid_sync < 20 {
@@ -75,20 +71,13 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let target = before + rng.random_range(fewest..=most);
         assert!(target < total, "the kills would let the sync finish");
         let mut child: Child = gateway(&crashed, &["sync", "--once"]).spawn().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the sync ended ({status}) before {target} versions were committed");
-            }
-            if crashed_db.exists() && processed(&crashed_db) >= target {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "no progress towards {target}"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let what = format!("{target} versions committed");
+        // Polling blocks: the simulator's tasks move to the other worker meanwhile.
+        tokio::task::block_in_place(|| {
+            wait_for(&what, Duration::from_secs(120), Some(&mut child), || {
+                processed(&crashed_db) >= target
+            })
+        });
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         kills_mid_sync += 1;
@@ -132,36 +121,21 @@ async fn sigterm_finishes_the_unit_in_hand_and_exits_zero() {
     let mut child = gateway(&config, &["run"]).spawn().unwrap();
     // The signal comes once the first records are committed, whatever the machine's speed.
     let db = dir.path().join("daemon.db");
-    let started = Instant::now();
-    while !db.exists()
-        || rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0)))
-            .map_or(true, |n| n == 0)
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the daemon must still be running"
-        );
-        assert!(started.elapsed() < Duration::from_secs(60), "no record committed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the first records",
+            Duration::from_secs(60),
+            Some(&mut child),
+            || rows(&db, "records") > 0,
+        )
+    });
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .unwrap();
     assert!(status.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the daemon did not stop"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
     assert_eq!(status.code(), Some(0));
     // What it committed is consistent: a later sync completes it to the full result.
     let partial = Store::open(&dir.path().join("daemon.db"))

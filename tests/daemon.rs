@@ -6,32 +6,26 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shuiwu_approval::sim::{Fault, Injection, Target};
 
-use common::daemon::{gateway, simulator, write_config};
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use common::daemon::{exit_within, gateway, simulator, wait_for, write_config};
 
 /// Starts `gateway run` and waits until it holds the writer lock and has created the database
 /// (it takes the lock first, so for a moment a new database does not exist yet).
 fn start_daemon(config: &Path, db: &Path) -> Child {
-    let child = gateway(config, &["run"]).spawn().unwrap();
+    let mut child = gateway(config, &["run"]).spawn().unwrap();
     let lock = gateway::store::lock::WriterLock::path_for(db);
     let pid = format!("pid={}", child.id());
-    wait_for("the daemon to take the lock", Duration::from_secs(30), || {
+    let timeout = Duration::from_secs(30);
+    wait_for("the daemon to take the lock", timeout, Some(&mut child), || {
         std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&pid))
     });
     wait_for(
         "the daemon to create the database",
-        Duration::from_secs(30),
+        timeout,
+        Some(&mut child),
         || db.exists(),
     );
     child
@@ -100,7 +94,7 @@ async fn a_pass_ended_by_a_kill_shows_as_interrupted() {
             .and_then(|s| s.record_count())
             .is_ok_and(|n| n > 0)
     };
-    wait_for("the first records", Duration::from_secs(30), store_seen);
+    wait_for("the first records", Duration::from_secs(30), None, store_seen);
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     let runs = |config: &Path| -> serde_json::Value {
@@ -222,7 +216,7 @@ async fn daemon_with_hanging_details(
 ) -> Child {
     let daemon = start_daemon(config, db);
     let db = db.to_path_buf();
-    wait_for("the first records", Duration::from_secs(30), || {
+    wait_for("the first records", Duration::from_secs(30), None, || {
         gateway::store::Store::open(&db)
             .and_then(|s| s.record_count())
             .is_ok_and(|n| n > 0)
@@ -234,7 +228,7 @@ async fn daemon_with_hanging_details(
     });
     // Requests now hang in flight (the client's read timeout is 20 s).
     let hung = server.sim.stats().faults_injected;
-    wait_for("hanging requests", Duration::from_secs(30), || {
+    wait_for("hanging requests", Duration::from_secs(30), None, || {
         server.sim.stats().faults_injected > hung
     });
     daemon
@@ -247,20 +241,6 @@ fn signal(child: &Child, name: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the daemon did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,7 +291,7 @@ async fn a_second_signal_exits_at_once_while_a_commit_waits() {
     let db = dir.path().join("g.db");
     let mut daemon = start_daemon(&config, &db);
     let db2 = db.clone();
-    wait_for("the first records", Duration::from_secs(30), || {
+    wait_for("the first records", Duration::from_secs(30), None, || {
         gateway::store::Store::open(&db2)
             .and_then(|s| s.record_count())
             .is_ok_and(|n| n > 0)

@@ -1,8 +1,9 @@
 //! The real binary as a daemon: a simulator in this process, a configuration file, commands.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shuiwu_approval::sim::{SimConfig, SimServer, Simulator};
@@ -62,4 +63,50 @@ pub fn gateway(config: &Path, args: &[&str]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// Polls `ready` every few milliseconds until it holds; fails after `timeout`, or at once if
+/// `running` (the process expected to make it true) has exited.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut running: Option<&mut Child>,
+    mut ready: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !ready() {
+        if let Some(child) = running.as_deref_mut()
+            && let Some(status) = child.try_wait().unwrap()
+        {
+            panic!("the process ended ({status}) before {what}");
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How many rows `table` of the database at `db` has (0 while it cannot be read yet).
+pub fn rows(db: &Path, table: &str) -> u64 {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_or(0, |n| n as u64)
+}
+
+/// Waits for `child` to exit; kills it and fails after `limit`.
+pub fn exit_within(child: &mut Child, limit: Duration) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
