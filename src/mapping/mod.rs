@@ -219,12 +219,16 @@ pub fn apply(
                 None => Some(doc),
             };
             for field in &mapping.fields {
-                let path = format!("{}{}", mapping.root, field.path);
                 let found = root.and_then(|r| xml_find(r, &xml_steps(mapping, &field.path)));
-                m.field(field, field.name.clone(), path, found.map(Node::Xml));
+                m.field(
+                    field,
+                    field.name.clone(),
+                    field.full_path.clone(),
+                    found.map(Node::Xml),
+                );
             }
             for list in &mapping.lists {
-                let list_path = format!("{}{}", mapping.root, list.path);
+                let list_path = &list.full_path;
                 let steps = xml_steps(mapping, &list.path);
                 let items: Vec<&Element> = match (root, steps.split_last()) {
                     (Some(r), Some((item, parent))) => xml_find(r, parent)

@@ -79,7 +79,8 @@ pub struct Field {
     /// `path`'s reference tokens, unescaped (JSON mappings), so that mapping a document does
     /// not parse the pointer again for every field of every document.
     pub tokens: Vec<String>,
-    /// The document root's pointer followed by `path`: what a top-level fact's lineage names.
+    /// The document root's path followed by `path`: what a top-level fact's lineage names.
+    /// Empty for a list's item fields, whose full path depends on the item's position.
     pub full_path: String,
     pub required: bool,
     /// `present`: the value is whether the path exists at all.
