@@ -223,61 +223,41 @@ impl Draft {
         actions: &[OperatorAction],
         calendar: &Calendar,
     ) -> Candidate {
-        seal(
-            self.id,
-            self.record,
-            &self.lineage,
-            policy,
-            manager,
-            actions,
-            calendar,
-        )
-    }
-}
-
-/// Applies the actions and the policy to a record's facts and seals it (see [`Draft::decide`]).
-fn seal(
-    id: String,
-    mut record: PreEngagementRecord,
-    lineage: &BTreeMap<String, Lineage>,
-    policy: &Policy,
-    manager: Option<ManagerDecision>,
-    actions: &[OperatorAction],
-    calendar: &Calendar,
-) -> Candidate {
-    record.survey = stages::survey(actions);
-    let draft_inputs = inputs_of(&record);
-    let manager = match (stages::reassigned_manager(actions), manager) {
-        (Some(name), Some(m)) => Some(ManagerDecision { manager: name, ..m }),
-        (_, m) => m,
-    };
-    let (decisions, mut traces): (Decisions, BTreeMap<String, DecisionTrace>) =
-        crate::policy::decide(policy, &draft_inputs, &id, manager);
-    if let Some(s) = &record.survey {
-        traces.insert(
-            "survey".to_string(),
-            DecisionTrace {
-                policy_version: policy.version.clone(),
-                policy_file: policy.file.clone(),
-                policy_sha256: policy.sha256.clone(),
-                rule: format!(
-                    "measured on site: operator action {} by {} at {}",
-                    s.action_id, s.by, s.at
-                ),
-                inputs: BTreeMap::from([("external_pipe_m".to_string(), s.external_pipe_m.to_string())]),
-            },
-        );
-    }
-    record.progress = Some(stages::progress(actions, &decisions.stages, calendar));
-    record.decisions = Some(decisions);
-    let (content_json, content_sha256) = serialise(&record);
-    let lineage_json = crate::mapping::lineage::to_json(lineage, &traces);
-    Candidate {
-        id,
-        record,
-        content_json,
-        lineage_json,
-        content_sha256,
+        let mut record = self.record;
+        record.survey = stages::survey(actions);
+        let draft_inputs = inputs_of(&record);
+        let manager = match (stages::reassigned_manager(actions), manager) {
+            (Some(name), Some(m)) => Some(ManagerDecision { manager: name, ..m }),
+            (_, m) => m,
+        };
+        let (decisions, mut traces): (Decisions, BTreeMap<String, DecisionTrace>) =
+            crate::policy::decide(policy, &draft_inputs, &self.id, manager);
+        if let Some(s) = &record.survey {
+            traces.insert(
+                "survey".to_string(),
+                DecisionTrace {
+                    policy_version: policy.version.clone(),
+                    policy_file: policy.file.clone(),
+                    policy_sha256: policy.sha256.clone(),
+                    rule: format!(
+                        "measured on site: operator action {} by {} at {}",
+                        s.action_id, s.by, s.at
+                    ),
+                    inputs: BTreeMap::from([("external_pipe_m".to_string(), s.external_pipe_m.to_string())]),
+                },
+            );
+        }
+        record.progress = Some(stages::progress(actions, &decisions.stages, calendar));
+        record.decisions = Some(decisions);
+        let (content_json, content_sha256) = serialise(&record);
+        let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &traces);
+        Candidate {
+            id: self.id,
+            record,
+            content_json,
+            lineage_json,
+            content_sha256,
+        }
     }
 }
 
