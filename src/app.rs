@@ -67,7 +67,7 @@ impl Gateway {
             .get(PROJECT_MAPPING)
             .with_context(|| format!("no mapping file defines {PROJECT_MAPPING:?}"))?;
         let calendar = Calendar::load(cfg.mappings.dir.as_deref()).context("loading holiday calendars")?;
-        let today = clock.now().with_timezone(&shuiwu_wire::beijing()).date_naive();
+        let today = crate::worktime::date_of(clock.now());
         if let Some(warning) = calendar.coverage_warning(today) {
             tracing::warn!("{warning}");
         }

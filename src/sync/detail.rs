@@ -155,11 +155,7 @@ impl Syncer {
                 listed.version
             )));
         }
-        let today = self
-            .clock
-            .now()
-            .with_timezone(&shuiwu_wire::beijing())
-            .date_naive();
+        let today = crate::worktime::date_of(self.clock.now());
         let key = SourceKey {
             source: SOURCE.into(),
             key: summary.xmdm.clone(),

@@ -1,6 +1,7 @@
 //! One holder's licences for the zero-materials check: read once per pass from the licence
 //! library, stored as soon as they are read, mapped into facts, or held when unusable.
 
+use chrono::NaiveDate;
 use shuiwu_licences::LicenceError;
 
 use super::Round;
@@ -31,12 +32,14 @@ pub(super) enum HolderError {
 impl Syncer {
     /// The licences of a holder, read once per pass: the first record of the holder queries
     /// and the others in flight wait for its answer. The raw answer is stored as soon as it
-    /// is read, so every record that uses it can name it.
+    /// is read, so every record that uses it can name it. `today` is the check's day, which
+    /// the licence facts are mapped on (validity and the checklist agree).
     pub(super) async fn holder_answer(
         &self,
         round: &Round,
         holder: &str,
         code: &str,
+        today: NaiveDate,
     ) -> Result<HolderAnswer, HolderError> {
         let cell = round
             .holders
@@ -45,7 +48,7 @@ impl Syncer {
             .entry(holder.to_string())
             .or_default()
             .clone();
-        cell.get_or_try_init(|| self.read_holder(round, holder, code))
+        cell.get_or_try_init(|| self.read_holder(round, holder, code, today))
             .await
             .cloned()
     }
@@ -55,6 +58,7 @@ impl Syncer {
         round: &Round,
         holder: &str,
         code: &str,
+        today: NaiveDate,
     ) -> Result<HolderAnswer, HolderError> {
         let fatal = |e: StoreError| HolderError::Fatal(e.into());
         let answer = tokio::select! {
@@ -77,11 +81,6 @@ impl Syncer {
             Err(e) => return Err(HolderError::Fatal(SyncError::Licences(e))),
         };
         let sha = sha256_hex(&answer.raw.bytes);
-        let today = self
-            .clock
-            .now()
-            .with_timezone(&shuiwu_wire::beijing())
-            .date_naive();
         let facts = shuiwu_licences::xml::decode(&answer.raw.bytes, answer.raw.meta.content_type.as_deref())
             .map_err(|e| e.to_string())
             .and_then(|t| shuiwu_licences::xml::parse(&t).map_err(|e| e.to_string()))

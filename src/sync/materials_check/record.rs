@@ -63,11 +63,7 @@ impl Syncer {
             v => v["value"].as_bool(),
         };
         // One day for the whole check: licence validity and the checklist's date agree.
-        let today = self
-            .clock
-            .now()
-            .with_timezone(&shuiwu_wire::beijing())
-            .date_naive();
+        let today = crate::worktime::date_of(self.clock.now());
         let code = content["project"]["code"]
             .as_str()
             .unwrap_or_default()
@@ -85,7 +81,7 @@ impl Syncer {
             )
         });
         let (licences, licence_sha, licence_lineage) = if needs_licences {
-            match self.holder_answer(round, &holder, &code).await {
+            match self.holder_answer(round, &holder, &code, today).await {
                 Ok(HolderAnswer::Read {
                     licences,
                     sha256,
