@@ -77,8 +77,8 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
         unreachable!("versions() refuses an empty list")
     };
     let mut content = masked_content(current)?;
+    super::times::with_offsets(&mut content, super::times::For::json(json));
     if json {
-        super::times::with_offsets(&mut content, super::times::For::Scripts);
         let history: Vec<_> = versions
             .iter()
             .map(|v| {
@@ -97,7 +97,6 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
         return Ok(ExitCode::SUCCESS);
     }
     outln!("record {id}, version {} ({})", current.version, current.change);
-    super::times::with_offsets(&mut content, super::times::For::People);
     outln!("{}", serde_json::to_string_pretty(&content)?);
     outln!();
     table::print(
@@ -170,12 +169,7 @@ pub fn trace(
     let (lineage, decision_traces) = full_lineage(row)?;
     let mut content = row.content.clone();
     mask::record_json(&mut content, &lineage);
-    let audience = if json {
-        super::times::For::Scripts
-    } else {
-        super::times::For::People
-    };
-    super::times::with_offsets(&mut content, audience);
+    super::times::with_offsets(&mut content, super::times::For::json(json));
     let wanted = |name: &str| {
         field.is_none_or(|f| {
             name == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))

@@ -14,6 +14,13 @@ pub enum For {
     Scripts,
 }
 
+impl For {
+    /// Scripts when the command writes JSON, else people.
+    pub fn json(json: bool) -> For {
+        if json { For::Scripts } else { For::People }
+    }
+}
+
 /// Rewrites every time of a record's content (a field named `at`, `from`, `to` or `…_at`
 /// holding Beijing wall-clock text) with its offset. Other values are left as they are.
 pub fn with_offsets(content: &mut Value, audience: For) {
