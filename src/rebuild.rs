@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::mapping::{self, MapError, Mapping};
 use crate::policy::{ManagerDecision, PolicyError, Rules};
-use crate::record::{Assembled, Candidate, Draft, MissingFact, assemble};
+use crate::record::{Assembled, Candidate, Draft, MissingFact, RecordState, assemble};
 use crate::stages::OperatorAction;
 
 /// Why a project document gives no draft.
@@ -33,6 +33,29 @@ pub enum DraftError {
 pub struct Existing {
     pub created: DateTime<Utc>,
     pub manager: Option<ManagerDecision>,
+}
+
+/// A new record's version, decided before the commit's transaction: on the task that fetched
+/// its detail, in parallel with the other projects of the page, instead of one after the other
+/// on the commit's thread. The transaction writes it only if the record is still not stored
+/// and the policy in force on the commit's day is the one that decided it: a record not stored
+/// has no actions and no customer manager yet, so these are all its content depends on
+/// besides the document. Otherwise the transaction maps the stored document again (on the day
+/// it was first mapped) and rebuilds the record there, as for any other version.
+///
+/// Only the serialised forms are kept, not the draft: they are a third of its size, and a
+/// backfill holds several pages of them at once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub id: String,
+    pub state: RecordState,
+    pub content_json: String,
+    pub content_sha256: String,
+    pub lineage_json: String,
+    /// The policy file that decided it.
+    pub policy_sha256: String,
+    /// The day the document was mapped, for mapping it again the same way.
+    pub mapped_on: NaiveDate,
 }
 
 /// The mapping and the rules in force: everything a rebuild needs beside its inputs.
@@ -74,6 +97,37 @@ impl Rebuilder {
         let body: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| DraftError::NotJson(e.to_string()))?;
         self.assemble(&body, document_sha256, today)
+    }
+
+    /// Decides a draft as a new record would be decided `now` (see [`Prepared`]); gives the
+    /// draft back when no policy is in force then (the commit holds it and says why).
+    pub fn prepare(
+        &self,
+        draft: Draft,
+        mapped_on: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Prepared, Box<Draft>> {
+        let Ok(policy) = self.rules.policies.for_date(crate::worktime::date_of(now)) else {
+            return Err(Box::new(draft));
+        };
+        let c = draft.decide(policy, None, &[], &self.rules.calendar);
+        Ok(Prepared {
+            state: c.record.project.status,
+            id: c.id,
+            content_json: c.content_json,
+            content_sha256: c.content_sha256,
+            lineage_json: c.lineage_json,
+            policy_sha256: policy.sha256.clone(),
+            mapped_on,
+        })
+    }
+
+    /// Whether a prepared version is still the one to write `now` for a record not stored.
+    pub fn still_current(&self, prepared: &Prepared, now: DateTime<Utc>) -> bool {
+        self.rules
+            .policies
+            .for_date(crate::worktime::date_of(now))
+            .is_ok_and(|p| p.sha256 == prepared.policy_sha256)
     }
 
     /// The record a draft and its actions give. `existing` is `None` for a record not stored

@@ -495,6 +495,10 @@ pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::
             bail!("the project is now skipped ({reason}); dismiss the failure instead")
         }
         crate::store::Item::Held(h) => bail!("still failing: {}", h.reason),
+        // A refetch gives drafts: versions are decided ahead only by the sync's pipeline.
+        crate::store::Item::Prepared { .. } => {
+            bail!("the refetched version came decided ahead; replay it again")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -71,6 +71,13 @@ impl AsyncStore {
 /// A store call running on the blocking pool.
 pub struct Pending<T>(tokio::task::JoinHandle<Result<T>>);
 
+impl<T> Pending<T> {
+    /// The call has returned (its result is ready without waiting).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
 impl<T> std::future::Future for Pending<T> {
     type Output = Result<Result<T>>;
 

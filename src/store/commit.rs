@@ -271,29 +271,49 @@ fn apply_item(
             key,
             document_sha256,
             draft,
-        } => {
-            if already_processed(tx, &key)? {
-                return Ok(Applied::Duplicate);
-            }
-            match apply_record(tx, &key, &document_sha256, *draft, rebuilder, run_id, now_at)? {
-                Ok(applied) => Ok(applied),
-                Err(e) => {
-                    // No policy for the record's day: held, like any version that cannot be
-                    // decided, with the document to replay once the policy file is there.
-                    let held = Held {
-                        source: key.source.clone(),
-                        key: Some(key.key.clone()),
-                        version: Some(key.version),
-                        step: "decide".into(),
-                        field: None,
-                        category: "decide: no policy".into(),
-                        reason: e.to_string(),
-                        detail: None,
-                        document_sha256: Some(document_sha256.clone()),
-                    };
-                    hold_item(tx, &held, run_id, now)
-                }
-            }
+        } => commit_record(tx, key, document_sha256, Ok(draft), rebuilder, run_id, now_at),
+        Item::Prepared {
+            key,
+            document_sha256,
+            prepared,
+        } => commit_record(tx, key, document_sha256, Err(prepared), rebuilder, run_id, now_at),
+    }
+}
+
+/// Commits a record version given as a draft (`Ok`) or decided ahead (`Err`), once.
+fn commit_record(
+    tx: &rusqlite::Transaction<'_>,
+    key: SourceKey,
+    document_sha256: String,
+    built: std::result::Result<Box<Draft>, Box<Prepared>>,
+    rebuilder: &Rebuilder,
+    run_id: Option<i64>,
+    now_at: DateTime<Utc>,
+) -> Result<Applied> {
+    if already_processed(tx, &key)? {
+        return Ok(Applied::Duplicate);
+    }
+    let applied = match built {
+        Ok(draft) => apply_record(tx, &key, &document_sha256, *draft, rebuilder, run_id, now_at)?,
+        Err(prepared) => apply_prepared(tx, &key, &document_sha256, *prepared, rebuilder, run_id, now_at)?,
+    };
+    match applied {
+        Ok(applied) => Ok(applied),
+        Err(e) => {
+            // No policy for the record's day: held, like any version that cannot be
+            // decided, with the document to replay once the policy file is there.
+            let held = Held {
+                source: key.source.clone(),
+                key: Some(key.key.clone()),
+                version: Some(key.version),
+                step: "decide".into(),
+                field: None,
+                category: "decide: no policy".into(),
+                reason: e.to_string(),
+                detail: None,
+                document_sha256: Some(document_sha256),
+            };
+            hold_item(tx, &held, run_id, &ts(now_at))
         }
     }
 }
@@ -338,8 +358,6 @@ pub(super) fn apply_record(
     run_id: Option<i64>,
     now_at: DateTime<Utc>,
 ) -> Result<std::result::Result<Applied, crate::policy::PolicyError>> {
-    let now_text = ts(now_at);
-    let now = now_text.as_str();
     let stored = current_of(tx, &draft.id)?;
     let actions = if stored.is_some() {
         actions_of(tx, &draft.id)?
@@ -351,11 +369,85 @@ pub(super) fn apply_record(
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
+    let sealed = Sealed {
+        id: &candidate.id,
+        state: candidate.record.project.status,
+        content_json: &candidate.content_json,
+        content_sha256: &candidate.content_sha256,
+        lineage_json: &candidate.lineage_json,
+    };
+    write_version(tx, key, document_sha256, &sealed, stored, run_id, now_at).map(Ok)
+}
+
+/// Commits a new record's version decided ahead ([`Prepared`]): written as it is while the
+/// record is still not stored under the same policy; otherwise the stored document is mapped
+/// again, as on the day it was first mapped, and the record rebuilt here like any other.
+pub(super) fn apply_prepared(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    document_sha256: &str,
+    prepared: Prepared,
+    rebuilder: &Rebuilder,
+    run_id: Option<i64>,
+    now_at: DateTime<Utc>,
+) -> Result<std::result::Result<Applied, crate::policy::PolicyError>> {
+    if rebuilder.still_current(&prepared, now_at) && current_of(tx, &prepared.id)?.is_none() {
+        let sealed = Sealed {
+            id: &prepared.id,
+            state: prepared.state,
+            content_json: &prepared.content_json,
+            content_sha256: &prepared.content_sha256,
+            lineage_json: &prepared.lineage_json,
+        };
+        return write_version(tx, key, document_sha256, &sealed, None, run_id, now_at).map(Ok);
+    }
+    // The unit's documents are inserted before its items: the document is here.
+    let bytes: Vec<u8> = tx
+        .prepare_cached("SELECT bytes FROM raw_documents WHERE sha256 = ?1")?
+        .query_row([document_sha256], |r| r.get(0))?;
+    match rebuilder.assemble_bytes(&bytes, document_sha256, prepared.mapped_on) {
+        Ok(Assembled::Record(draft)) => {
+            apply_record(tx, key, document_sha256, *draft, rebuilder, run_id, now_at)
+        }
+        // The same bytes, mapping and day gave a record before; mapping is deterministic.
+        Ok(Assembled::Skip(why)) => Err(StoreError::Rebuild(format!(
+            "{}: the document mapped again is skipped ({why})",
+            prepared.id
+        ))),
+        Err(e) => Err(StoreError::Rebuild(format!(
+            "{}: the document no longer maps: {e}",
+            prepared.id
+        ))),
+    }
+}
+
+/// A record version ready to write, however it was built.
+struct Sealed<'a> {
+    id: &'a str,
+    state: RecordState,
+    content_json: &'a str,
+    content_sha256: &'a str,
+    lineage_json: &'a str,
+}
+
+/// Writes a record's new version (or notes an unchanged or stale one) against what is stored,
+/// and marks the source version processed.
+fn write_version(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    document_sha256: &str,
+    candidate: &Sealed<'_>,
+    stored: Option<Current>,
+    run_id: Option<i64>,
+    now_at: DateTime<Utc>,
+) -> Result<Applied> {
+    let now_text = ts(now_at);
+    let now = now_text.as_str();
     let current = stored.map(|c| (c.version, c.source_version, c.content_sha256, c.state));
-    let state = candidate.record.project.status;
+    let state = candidate.state;
     let outcome = match &current {
         Some((_, source_version, _, _)) if *source_version > key.version => Applied::Stale,
-        Some((_, _, sha, _)) if *sha == candidate.content_sha256 => Applied::Unchanged,
+        Some((_, _, sha, _)) if sha == candidate.content_sha256 => Applied::Unchanged,
         Some((_, _, _, old_state)) if state == RecordState::Withdrawn && old_state != "withdrawn" => {
             Applied::Withdrawn
         }
@@ -411,7 +503,7 @@ pub(super) fn apply_record(
         outcome,
         None,
         Some(document_sha256),
-        Some((&candidate.id, record_version)),
+        Some((candidate.id, record_version)),
         run_id,
         now,
     )?;
@@ -421,7 +513,7 @@ pub(super) fn apply_record(
                  WHERE source = ?1 AND key = ?2 AND version < ?3 AND state = 'held'",
     )?
     .execute(params![key.source, key.key, key.version])?;
-    Ok(Ok(outcome))
+    Ok(outcome)
 }
 
 /// A record's current version as a rebuild needs it.

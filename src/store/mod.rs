@@ -32,8 +32,8 @@ use shuiwu_wire::{FetchMeta, RawDocument};
 
 use crate::mapping::MappingSet;
 use crate::policy::PolicySet;
-use crate::rebuild::{Existing, Rebuilder};
-use crate::record::{Draft, RecordState};
+use crate::rebuild::{Existing, Prepared, Rebuilder};
+use crate::record::{Assembled, Draft, RecordState};
 
 /// A store operation failed. Every variant is fatal for the unit at hand (it is not
 /// committed) but never for the daemon.
@@ -85,6 +85,13 @@ pub enum Item {
         document_sha256: String,
         draft: Box<Draft>,
     },
+    /// A new project's record version decided ahead ([`Prepared`]); rebuilt in the
+    /// transaction instead if the record is stored by then.
+    Prepared {
+        key: SourceKey,
+        document_sha256: String,
+        prepared: Box<Prepared>,
+    },
     Skipped {
         key: SourceKey,
         document_sha256: Option<String>,
@@ -124,6 +131,22 @@ pub struct UnitOfWork {
     pub documents: Vec<(String, RawDocument)>,
     pub items: Vec<Item>,
     pub cursor: Option<CursorMove>,
+}
+
+impl UnitOfWork {
+    /// Appends a later unit of the same run: its documents and items after these, and its
+    /// cursor move, if it has one, in place of this one's (a later move is never behind an
+    /// earlier one). Committing the joined unit is committing both, in order, at once.
+    pub fn append(&mut self, later: UnitOfWork) {
+        self.documents.extend(later.documents);
+        self.items.extend(later.items);
+        if later.cursor.is_some() {
+            self.cursor = later.cursor;
+        }
+        if self.run_id.is_none() {
+            self.run_id = later.run_id;
+        }
+    }
 }
 
 /// What committing one item did.

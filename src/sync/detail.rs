@@ -1,7 +1,7 @@
 //! Turning one listed project's detail answer into an item to commit: a record draft, a skip
 //! with its reason, a held failure with the raw document, or "not done yet".
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use shuiwu_approval::{ApprovalError, Fetched, Summary};
 use shuiwu_wire::{RawDocument, format_beijing};
 
@@ -25,7 +25,7 @@ impl Syncer {
             zt: String::new(),
         };
         let result = self.client.project(xmdm).await;
-        match self.handle(&summary, result).await {
+        match self.handle(&summary, result, self.clock.now()).await {
             Ok(Handled::Item(item, raw)) => Ok((*item, raw)),
             Ok(Handled::Pending(reason)) => Err(reason),
             Err(Stop::Transient { reason, .. }) => Err(reason),
@@ -38,6 +38,7 @@ impl Syncer {
         &self,
         summary: &Summary,
         result: Result<Fetched, ApprovalError>,
+        now: DateTime<Utc>,
     ) -> Result<Handled, Stop> {
         let listed = SourceKey {
             source: SOURCE.into(),
@@ -155,7 +156,7 @@ impl Syncer {
                 listed.version
             )));
         }
-        let today = crate::worktime::date_of(self.clock.now());
+        let today = crate::worktime::date_of(now);
         let key = SourceKey {
             source: SOURCE.into(),
             key: summary.xmdm.clone(),

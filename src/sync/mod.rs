@@ -248,7 +248,7 @@ impl Syncer {
             pipeline: pipeline::Pipeline::new(),
             permits: pipeline::permits(self.cfg.concurrency),
             progress,
-            coverage: coverage::Coverage::default(),
+            coverage: Arc::default(),
         };
         // Where the next window starts: windows are read one after the other while earlier
         // ones are still committing; the cursor itself moves only as they commit complete.
@@ -328,7 +328,11 @@ impl Syncer {
             end
         };
         state.progress.send_modify(|p| p.done = true);
-        let mapping_warnings = state.coverage.warnings(&self.rebuilder.mapping);
+        let mapping_warnings = state
+            .coverage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .warnings(&self.rebuilder.mapping);
         for w in &mapping_warnings {
             tracing::warn!("{w}");
         }
@@ -400,6 +404,6 @@ struct PassState {
     permits: Arc<tokio::sync::Semaphore>,
     /// Commits so far, for the zero-materials check that runs beside the sync.
     progress: tokio::sync::watch::Sender<SyncProgress>,
-    /// Which mapped paths found anything in this pass.
-    coverage: coverage::Coverage,
+    /// Which mapped paths found anything in this pass (observed on the detail tasks).
+    coverage: Arc<std::sync::Mutex<coverage::Coverage>>,
 }

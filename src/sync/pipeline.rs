@@ -49,10 +49,22 @@ pub(super) struct PendingCommit {
     claims: Vec<(String, i64)>,
 }
 
+/// Pages whose answers are all in, waiting for the commit before them to finish: they go to
+/// the store together, as one transaction. While the store is the slower side, each commit
+/// takes every page that became ready meanwhile, so the index pages that every project
+/// touches are written to the WAL once per group rather than once per page.
+#[derive(Default)]
+struct Staged {
+    unit: UnitOfWork,
+    pages: usize,
+    claims: Vec<(String, i64)>,
+}
+
 /// The committing side's state within one pass.
 #[derive(Default)]
 pub(super) struct Pipeline {
     jobs: std::collections::VecDeque<PageJob>,
+    staged: Staged,
     pending: Option<PendingCommit>,
     /// Project versions listed and being fetched or committed: done as far as a later page's
     /// listing is concerned, though not yet visible in the store.
@@ -179,6 +191,7 @@ impl Syncer {
         let permits = state.permits.clone();
         let cancel = state.cancel.clone();
         let summary = summary.clone();
+        let coverage = state.coverage.clone();
         tokio::spawn(async move {
             let fetched = tokio::select! {
                 biased;
@@ -189,14 +202,62 @@ impl Syncer {
                     this.client.project(&summary.xmdm).await
                 } => Some(r),
             }?;
-            Some(this.handle(&summary, fetched).await)
+            // One instant for mapping and deciding: the day a prepared version was mapped on
+            // is the day it is mapped on again if it must be rebuilt.
+            let now = this.clock.now();
+            Some(
+                this.handle(&summary, fetched, now)
+                    .await
+                    .map(|handled| match handled {
+                        Handled::Item(item, doc) => Handled::Item(this.prepare(*item, now, &coverage), doc),
+                        other => other,
+                    }),
+            )
         })
+    }
+
+    /// Counts a mapped document's paths for the pass's coverage and decides it as a new
+    /// record here, on the detail's task (see [`crate::rebuild::Prepared`]).
+    fn prepare(
+        &self,
+        item: Item,
+        now: DateTime<Utc>,
+        coverage: &std::sync::Mutex<super::coverage::Coverage>,
+    ) -> Box<Item> {
+        let Item::Record {
+            key,
+            document_sha256,
+            draft,
+        } = item
+        else {
+            return Box::new(item);
+        };
+        coverage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&draft.lineage);
+        Box::new(
+            match self.rebuilder.prepare(*draft, crate::worktime::date_of(now), now) {
+                Ok(prepared) => Item::Prepared {
+                    key,
+                    document_sha256,
+                    prepared: Box::new(prepared),
+                },
+                Err(draft) => Item::Record {
+                    key,
+                    document_sha256,
+                    draft,
+                },
+            },
+        )
     }
 
     /// Commits the ready jobs at the front, then the front one while the pipeline is full.
     async fn advance(&self, state: &mut PassState) -> Result<(), Stop> {
         while let Some(front) = state.pipeline.jobs.front() {
-            let full = state.pipeline.jobs.len() >= self.cfg.pages_in_flight;
+            // Staged pages still hold their items: they count against the pages in flight.
+            let p = &state.pipeline;
+            let full = p.jobs.len() + p.staged.pages >= self.cfg.pages_in_flight;
             if !(full || front.ready()) {
                 break;
             }
@@ -260,9 +321,6 @@ impl Syncer {
             };
             match handled {
                 Ok(Handled::Item(item, doc)) => {
-                    if let Item::Record { draft, .. } = item.as_ref() {
-                        state.coverage.observe(&draft.lineage);
-                    }
                     if let Some(doc) = doc {
                         unit.documents.push((sha256_hex(&doc.bytes), doc));
                     }
@@ -308,13 +366,41 @@ impl Syncer {
         stop.map_or(Ok(()), Err)
     }
 
+    /// Stages a page's unit; hands the staged units to the store at once unless the previous
+    /// commit is still running (then they join the next one). A stage never grows past half
+    /// the pages in flight.
     async fn commit(
         &self,
         unit: UnitOfWork,
         claims: Vec<(String, i64)>,
         state: &mut PassState,
     ) -> Result<(), Stop> {
-        self.settle(state).await?;
+        let staged = &mut state.pipeline.staged;
+        if staged.pages == 0 {
+            staged.unit = unit;
+        } else {
+            staged.unit.append(unit);
+        }
+        staged.pages += 1;
+        staged.claims.extend(claims);
+        let busy = state
+            .pipeline
+            .pending
+            .as_ref()
+            .is_some_and(|p| !p.handle.is_finished());
+        if busy && state.pipeline.staged.pages < self.cfg.pages_in_flight.max(2) / 2 {
+            return Ok(());
+        }
+        self.flush(state).await
+    }
+
+    /// Waits for the commit running, then hands the staged pages to the store as one unit.
+    async fn flush(&self, state: &mut PassState) -> Result<(), Stop> {
+        self.settle_pending(state).await?;
+        let Staged { unit, pages, claims } = std::mem::take(&mut state.pipeline.staged);
+        if pages == 0 {
+            return Ok(());
+        }
         let now = self.clock.now();
         let cursor = unit.cursor.as_ref().map(|c| c.watermark);
         let items = unit.items.len();
@@ -329,8 +415,14 @@ impl Syncer {
         Ok(())
     }
 
-    /// Waits for the unit being committed, if any, counts its outcomes and releases its claims.
+    /// Commits what is staged and waits until the store has it all.
     pub(super) async fn settle(&self, state: &mut PassState) -> Result<(), Stop> {
+        self.flush(state).await?;
+        self.settle_pending(state).await
+    }
+
+    /// Waits for the unit being committed, if any, counts its outcomes and releases its claims.
+    async fn settle_pending(&self, state: &mut PassState) -> Result<(), Stop> {
         let Some(p) = state.pipeline.pending.take() else {
             return Ok(());
         };
