@@ -388,6 +388,107 @@ mod tests {
         assert_eq!((open.len(), total, open[0].1), (1, 1, 1));
     }
 
+    /// A version decided ahead on a detail task is written as it is only for a record still
+    /// not stored under the policy that decided it; otherwise the transaction maps the stored
+    /// document again and rebuilds the record, as for any version.
+    #[test]
+    fn a_version_decided_ahead_is_rebuilt_when_its_assumptions_no_longer_hold() {
+        let (_dir, store) = new_store();
+        let rebuilder = Rebuilder::new(
+            crate::mapping::MappingSet::load(None)
+                .unwrap()
+                .get(crate::app::PROJECT_MAPPING)
+                .unwrap(),
+            std::sync::Arc::new(crate::policy::Rules::load(None).unwrap()),
+        );
+        let text = include_str!("../../fixtures/approval/contract-example.json");
+        let body = format!("{{\"data\": {text}}}");
+        let now = at("2026-11-20T05:00:00Z");
+        let sha = sha256_hex(body.as_bytes());
+        let doc = RawDocument {
+            bytes: body.as_bytes().into(),
+            meta: FetchMeta {
+                source: "approval".into(),
+                method: "POST".into(),
+                url: "http://127.0.0.1/detail".into(),
+                status: 200,
+                request_id: None,
+                content_type: Some("application/json".into()),
+                fetched_at: now,
+            },
+        };
+        let today = crate::worktime::date_of(now);
+        let draft = || match rebuilder.assemble_bytes(body.as_bytes(), &sha, today).unwrap() {
+            Assembled::Record(d) => d,
+            Assembled::Skip(why) => panic!("skipped: {why}"),
+        };
+        let id = draft().id.clone();
+        // Marked, so that the test sees whether the prepared form was written.
+        let marked = || {
+            let mut p = rebuilder.prepare(*draft(), today, now).unwrap();
+            p.content_sha256 = "decided-ahead".into();
+            p
+        };
+        let key = |version| SourceKey {
+            source: "approval".into(),
+            key: format!("K-{version}"),
+            version,
+        };
+        let unit = |version, prepared: Prepared| UnitOfWork {
+            run_id: None,
+            documents: vec![(sha.clone(), doc.clone())],
+            items: vec![Item::Prepared {
+                key: key(version),
+                document_sha256: sha.clone(),
+                prepared: Box::new(prepared),
+            }],
+            cursor: None,
+        };
+        let stored_sha = |s: &Store| -> String {
+            s.lock()
+                .query_row(
+                    "SELECT v.content_sha256 FROM records r JOIN record_versions v
+                     ON v.record_id = r.id AND v.version = r.current_version WHERE r.id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+
+        // Decided under another policy than the one in force at the commit: rebuilt.
+        let mut other_policy = marked();
+        other_policy.policy_sha256 = "another policy".into();
+        assert_eq!(
+            store.commit(unit(1, other_policy), now, &rebuilder).unwrap(),
+            [Applied::Created]
+        );
+        let built = stored_sha(&store);
+        assert_ne!(built, "decided-ahead");
+        assert_eq!(
+            built,
+            rebuilder.prepare(*draft(), today, now).unwrap().content_sha256
+        );
+
+        // The record is stored by now: the version is rebuilt against it (same document,
+        // same content: unchanged), never written as a new record's.
+        assert_eq!(
+            store.commit(unit(2, marked()), now, &rebuilder).unwrap(),
+            [Applied::Unchanged]
+        );
+        assert_eq!(stored_sha(&store), built);
+
+        // Still new and the same policy: written as decided (the marked hash shows it).
+        store
+            .lock()
+            .execute_batch("DELETE FROM source_versions; DELETE FROM record_versions; DELETE FROM records;")
+            .unwrap();
+        assert_eq!(
+            store.commit(unit(3, marked()), now, &rebuilder).unwrap(),
+            [Applied::Created]
+        );
+        assert_eq!(stored_sha(&store), "decided-ahead");
+    }
+
     #[test]
     fn passes_left_running_are_closed_as_interrupted() {
         let (_dir, store) = new_store();
