@@ -68,7 +68,17 @@ struct GroupRef<'a> {
     document: &'a str,
     mapping: &'a str,
     mapping_sha256: &'a str,
-    fields: BTreeMap<&'a str, FieldLineageRef<'a>>,
+    fields: SortedMap<'a, FieldLineageRef<'a>>,
+}
+
+/// Entries already in key order, written as a JSON object (as a `BTreeMap` of them would be,
+/// without building one).
+struct SortedMap<'a, V>(Vec<(&'a str, V)>);
+
+impl<V: Serialize> Serialize for SortedMap<'_, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 #[derive(Serialize)]
@@ -99,28 +109,42 @@ struct RuleTraceRef<'a> {
 /// The stored JSON of a record's lineage.
 pub fn to_json(lineage: &BTreeMap<String, Lineage>, decisions: &BTreeMap<String, DecisionTrace>) -> String {
     type Key<'a> = (&'a str, &'a str, &'a str);
-    let mut groups: BTreeMap<Key<'_>, BTreeMap<&str, FieldLineageRef<'_>>> = BTreeMap::new();
+    // Nearly every field of a record shares one document and one mapping, whose names are the
+    // same `Arc`s: a group is found by pointer first, and there are one or two of them. The
+    // fields come in name order and stay in it within their group.
+    let mut groups: Vec<(&Lineage, Vec<(&str, FieldLineageRef<'_>)>)> = Vec::with_capacity(2);
     for (name, l) in lineage {
-        groups
-            .entry((&*l.document, &*l.mapping, &*l.mapping_sha256))
-            .or_default()
-            .insert(
-                name,
-                FieldLineageRef {
-                    path: &l.path,
-                    raw: l.raw.as_deref(),
-                    transforms: &l.transforms,
-                    personal: l.personal,
-                },
-            );
+        let same = |g: &Lineage| {
+            (Arc::ptr_eq(&g.document, &l.document) || g.document == l.document)
+                && (Arc::ptr_eq(&g.mapping, &l.mapping) || g.mapping == l.mapping)
+                && (Arc::ptr_eq(&g.mapping_sha256, &l.mapping_sha256) || g.mapping_sha256 == l.mapping_sha256)
+        };
+        let field = FieldLineageRef {
+            path: &l.path,
+            raw: l.raw.as_deref(),
+            transforms: &l.transforms,
+            personal: l.personal,
+        };
+        match groups.iter_mut().find(|(g, _)| same(g)) {
+            Some((_, fields)) => fields.push((name, field)),
+            None => {
+                let mut fields = Vec::with_capacity(lineage.len());
+                fields.push((name.as_str(), field));
+                groups.push((l, fields));
+            }
+        }
     }
+    let key = |l: &Lineage| -> (Arc<str>, Arc<str>, Arc<str>) {
+        (l.document.clone(), l.mapping.clone(), l.mapping_sha256.clone())
+    };
+    groups.sort_by_cached_key(|(l, _)| key(l));
     let sources = groups
         .into_iter()
-        .map(|((document, mapping, mapping_sha256), fields)| GroupRef {
-            document,
-            mapping,
-            mapping_sha256,
-            fields,
+        .map(|(l, fields)| GroupRef {
+            document: &l.document,
+            mapping: &l.mapping,
+            mapping_sha256: &l.mapping_sha256,
+            fields: SortedMap(fields),
         })
         .collect();
     let mut by_policy: BTreeMap<Key<'_>, BTreeMap<&str, RuleTraceRef<'_>>> = BTreeMap::new();
