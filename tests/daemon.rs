@@ -330,13 +330,14 @@ async fn a_damaged_database_stops_the_sync_and_fails_the_health_check() {
     let db = dir.path().join("g.db");
     let out = gateway(&config, &["sync", "--once"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    {
+    let page: usize = {
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
-    }
+        conn.pragma_query_value(None, "page_size", |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    };
     // Garbage over a few b-tree pages in the middle of the file, as a failing disk leaves it.
     let mut bytes = std::fs::read(&db).unwrap();
-    let page = 4096;
     let pages = bytes.len() / page;
     assert!(pages > 20, "{pages} pages");
     for p in [pages / 2, pages / 2 + 1, pages / 3] {
