@@ -363,7 +363,7 @@ fn one(n: u64) {
     );
 }
 
-/// The embedded defaults (rate 8/s, concurrency 4, …) but for the addresses, the database in
+/// The embedded defaults (rate 8/s, concurrency 8, …) but for the addresses, the database in
 /// `dir` and a start before the simulators' first project; the licence library if given.
 fn config(
     dir: &std::path::Path,
