@@ -299,6 +299,17 @@ mod tests {
         (dir, store)
     }
 
+    /// The embedded project mapping and rules.
+    fn embedded_rebuilder() -> Rebuilder {
+        Rebuilder::new(
+            crate::mapping::MappingSet::load(None)
+                .unwrap()
+                .get(crate::app::PROJECT_MAPPING)
+                .unwrap(),
+            std::sync::Arc::new(crate::policy::Rules::load(None).unwrap()),
+        )
+    }
+
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
@@ -341,13 +352,7 @@ mod tests {
     #[test]
     fn a_unit_replayed_changes_nothing_and_a_held_item_is_held_once() {
         let (_dir, store) = new_store();
-        let rebuilder = Rebuilder::new(
-            crate::mapping::MappingSet::load(None)
-                .unwrap()
-                .get(crate::app::PROJECT_MAPPING)
-                .unwrap(),
-            std::sync::Arc::new(crate::policy::Rules::load(None).unwrap()),
-        );
+        let rebuilder = embedded_rebuilder();
         let held = |version| Held {
             source: "approval".into(),
             key: Some("P-1".into()),
@@ -394,13 +399,7 @@ mod tests {
     #[test]
     fn a_version_decided_ahead_is_rebuilt_when_its_assumptions_no_longer_hold() {
         let (_dir, store) = new_store();
-        let rebuilder = Rebuilder::new(
-            crate::mapping::MappingSet::load(None)
-                .unwrap()
-                .get(crate::app::PROJECT_MAPPING)
-                .unwrap(),
-            std::sync::Arc::new(crate::policy::Rules::load(None).unwrap()),
-        );
+        let rebuilder = embedded_rebuilder();
         let text = include_str!("../../fixtures/approval/contract-example.json");
         let body = format!("{{\"data\": {text}}}");
         let now = at("2026-11-20T05:00:00Z");
