@@ -1,7 +1,8 @@
 //! Operator actions and what follows from them: stage events and reassignments judged and
 //! written in one transaction, replays and dismissals of held failures, deadline alerts.
 
-use super::commit::{apply_record, current_of, insert_document};
+use super::commit::insert_document;
+use super::versions::{apply_record, current_of};
 use super::*;
 
 impl Store {

@@ -7,7 +7,8 @@
 //! (source, key, version): a unit replayed after a crash changes nothing that is already there.
 //!
 //! Along the flow: `open.rs` (creating, checking and migrating the database), `commit.rs` (what
-//! the sync commits), `actions.rs` (operator actions, replays, alerts), `materials.rs` (the
+//! the sync commits), `versions.rs` (record versions rebuilt or decided ahead, written against
+//! the one stored), `actions.rs` (operator actions, replays, alerts), `materials.rs` (the
 //! zero-materials check's state), `queries.rs` (reads), `audit.rs` (the hash-chained log),
 //! `lock.rs` (one writer per database), `blocking.rs` (the way in from async code).
 
@@ -20,6 +21,7 @@ mod materials;
 mod open;
 mod queries;
 mod schema;
+mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
