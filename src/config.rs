@@ -89,11 +89,13 @@ pub struct SyncConfig {
     /// call. On loopback, where latency is all there is, 8 backfills about a tenth faster
     /// than 4.
     pub concurrency: usize,
-    /// Listing pages whose details may be in flight or waiting to commit at once. Pages commit
-    /// in order, so a hung request holds back the commits behind it, not the requests: with
-    /// the default, one request hanging for the whole read timeout leaves three pages (300
-    /// projects, 37 s at 8 requests/s) to go on with. Each page holds its mapped projects
-    /// until it commits: 8 pages took the 100,000-project backfill over its memory budget.
+    /// Full listing pages' worth of new versions (`pages_in_flight × page_size`) that may be
+    /// fetched, mapped or waiting to commit at once (and at most four times as many pages).
+    /// Pages commit in order, so a hung request holds back the commits behind it, not the
+    /// requests: with the default (300 versions), one request hanging for the whole read timeout
+    /// leaves about 37 s of work at 8 requests/s to go on with. Each version is held mapped
+    /// until its page commits: 4 took `sync --once` to 34 MiB at 100,000 projects, 8 to 37,
+    /// over the memory budget; 3 peaked at 30–31.
     pub pages_in_flight: usize,
     /// Records whose zero-materials checklist one pass evaluates at most; a larger backlog is
     /// worked off over the next passes, oldest first.
@@ -118,7 +120,7 @@ impl Default for SyncConfig {
             settle_secs: 60,
             page_size: 100,
             concurrency: 8,
-            pages_in_flight: 4,
+            pages_in_flight: 3,
             materials_per_pass: 2_000,
             outage_wait_secs: 180,
             not_found_limit: 5,

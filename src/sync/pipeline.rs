@@ -17,6 +17,7 @@ use shuiwu_wire::RawDocument;
 use tokio::task::JoinHandle;
 
 use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
+use crate::config::SyncConfig;
 use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
 
 /// A detail request's outcome; `None` when shutdown cancelled it.
@@ -77,7 +78,23 @@ pub(super) struct Pipeline {
     pub(super) cursor: Option<DateTime<Utc>>,
 }
 
+/// Listing pages in the pipeline at most, as a multiple of `pages_in_flight`, however few new
+/// versions they list (a page of versions already processed holds only its raw listing).
+const MAX_PAGES_FACTOR: usize = 4;
+
 impl Pipeline {
+    /// Whether the pipeline holds all it may: `pages_in_flight` full pages' worth of listed
+    /// versions being fetched, mapped or waiting to commit (staged ones included), or four
+    /// times as many pages. Counted in versions rather than pages: a backfill spread thin
+    /// lists windows of a few dozen projects, and four of them did not keep the requests going
+    /// while one request hung for the whole read timeout (the rate benchmark idled 5 %).
+    fn full(&self, cfg: &SyncConfig) -> bool {
+        let versions: usize =
+            self.jobs.iter().map(|j| j.details.len()).sum::<usize>() + self.staged.unit.items.len();
+        versions >= cfg.pages_in_flight * cfg.page_size as usize
+            || self.jobs.len() + self.staged.pages >= MAX_PAGES_FACTOR * cfg.pages_in_flight
+    }
+
     pub(super) fn new() -> Self {
         Pipeline {
             window_complete: true,
@@ -255,9 +272,7 @@ impl Syncer {
     /// Commits the ready jobs at the front, then the front one while the pipeline is full.
     async fn advance(&self, state: &mut PassState) -> Result<(), Stop> {
         while let Some(front) = state.pipeline.jobs.front() {
-            // Staged pages still hold their items: they count against the pages in flight.
-            let p = &state.pipeline;
-            let full = p.jobs.len() + p.staged.pages >= self.cfg.pages_in_flight;
+            let full = state.pipeline.full(&self.cfg);
             if !(full || front.ready()) {
                 break;
             }
@@ -367,8 +382,8 @@ impl Syncer {
     }
 
     /// Stages a page's unit; hands the staged units to the store at once unless the previous
-    /// commit is still running (then they join the next one). A stage never grows past half
-    /// the pages in flight.
+    /// commit is still running (then they join the next one). A stage holds at most half the
+    /// pages in flight, and two pages whatever the setting (with one, nothing would group).
     async fn commit(
         &self,
         unit: UnitOfWork,
@@ -388,7 +403,7 @@ impl Syncer {
             .pending
             .as_ref()
             .is_some_and(|p| !p.handle.is_finished());
-        if busy && state.pipeline.staged.pages < self.cfg.pages_in_flight.max(2) / 2 {
+        if busy && state.pipeline.staged.pages < (self.cfg.pages_in_flight / 2).max(2) {
             return Ok(());
         }
         self.flush(state).await
