@@ -495,9 +495,10 @@ pub async fn refetch(cfg: &crate::config::Config, id: i64, by: &str) -> anyhow::
             bail!("the project is now skipped ({reason}); dismiss the failure instead")
         }
         crate::store::Item::Held(h) => bail!("still failing: {}", h.reason),
-        // A refetch gives drafts: versions are decided ahead only by the sync's pipeline.
+        // `refetch` returns what `handle` gives, a draft; only the sync's pipeline turns drafts
+        // into versions decided ahead. Said plainly rather than assumed.
         crate::store::Item::Prepared { .. } => {
-            bail!("the refetched version came decided ahead; replay it again")
+            bail!("the refetch gave a version decided ahead instead of a draft; nothing was changed")
         }
     }
     Ok(ExitCode::SUCCESS)

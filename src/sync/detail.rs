@@ -33,7 +33,8 @@ impl Syncer {
         }
     }
 
-    /// Turns one detail answer into an item to commit, or says why it is not done.
+    /// Turns one detail answer into an item to commit, or says why it is not done. `now` dates
+    /// the mapping (the project-code check reads its year).
     pub(super) async fn handle(
         &self,
         summary: &Summary,
