@@ -466,3 +466,73 @@ impl Syncer {
 pub(super) fn permits(concurrency: usize) -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(concurrency))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(versions: usize) -> PageJob {
+        let details = (0..versions)
+            .map(|i| {
+                let summary = Summary {
+                    xmdm: format!("P-{i}"),
+                    bbh: 1,
+                    gxsj: String::new(),
+                    zt: String::new(),
+                };
+                let task: DetailTask = tokio::spawn(async { None });
+                (summary, task)
+            })
+            .collect();
+        PageJob {
+            unit: UnitOfWork::default(),
+            details,
+            claims: Vec::new(),
+            closes: None,
+        }
+    }
+
+    /// The bound counts listed versions, not pages: small pages (a backfill spread thin lists
+    /// windows of a few dozen projects) keep coming until full pages' worth are held, and pages
+    /// with nothing new are capped by count.
+    #[tokio::test]
+    async fn the_pipeline_is_full_by_versions_held_or_by_a_page_cap() {
+        let cfg = SyncConfig {
+            pages_in_flight: 3,
+            page_size: 100,
+            ..SyncConfig::default()
+        };
+        let mut p = Pipeline::new();
+        for _ in 0..9 {
+            p.jobs.push_back(job(30));
+        }
+        assert!(!p.full(&cfg), "270 versions in 9 small pages leave room");
+        p.jobs.push_back(job(30));
+        assert!(p.full(&cfg), "300 versions fill it");
+
+        // Staged pages still hold their versions.
+        let mut p = Pipeline::new();
+        p.jobs.push_back(job(100));
+        p.staged.pages = 2;
+        p.staged.unit.items = (0..200)
+            .map(|i| Item::Skipped {
+                key: crate::store::SourceKey {
+                    source: SOURCE.into(),
+                    key: format!("S-{i}"),
+                    version: 1,
+                },
+                document_sha256: None,
+                reason: "test".into(),
+            })
+            .collect();
+        assert!(p.full(&cfg));
+
+        let mut p = Pipeline::new();
+        for _ in 0..11 {
+            p.jobs.push_back(job(0));
+        }
+        assert!(!p.full(&cfg));
+        p.jobs.push_back(job(0));
+        assert!(p.full(&cfg), "at most four times pages_in_flight pages");
+    }
+}
