@@ -46,8 +46,7 @@ impl Store {
         conn.pragma_update(None, "page_size", 8192).map_err(open_err)?;
         // WAL: readers (CLI commands) never block the daemon's writer, and a commit survives a
         // killed process. synchronous=FULL: it survives a power cut too.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        enable_wal(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
@@ -213,5 +212,23 @@ pub fn readable_by_others(path: &Path) -> bool {
     {
         let _ = path;
         false
+    }
+}
+
+/// Switches the database to WAL. Processes opening a new database at the same moment race to
+/// write its first page, and SQLite answers the losers `SQLITE_BUSY` at once (the busy handler
+/// is not consulted for this switch); the switch is retried for as long as the busy timeout
+/// would have waited.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
