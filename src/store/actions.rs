@@ -2,7 +2,7 @@
 //! written in one transaction, replays and dismissals of held failures, deadline alerts.
 
 use super::commit::insert_document;
-use super::versions::{apply_record, current_of};
+use super::versions::{apply_record, current_of, stored_draft};
 use super::*;
 
 impl Store {
@@ -100,19 +100,8 @@ impl Store {
                 "no record {record_id} (see `gateway records list`)"
             )));
         };
-        let bytes: Vec<u8> = tx.query_row(
-            "SELECT bytes FROM raw_documents WHERE sha256 = ?1",
-            [&current.document_sha256],
-            |r| r.get(0),
-        )?;
         let today = crate::worktime::date_of(now);
-        let draft = match rebuilder.assemble_bytes(&bytes, &current.document_sha256, today) {
-            Ok(crate::record::Assembled::Record(d)) => *d,
-            Ok(crate::record::Assembled::Skip(why)) => {
-                return Err(StoreError::Rebuild(format!("its document is now skipped: {why}")));
-            }
-            Err(e) => return Err(StoreError::Rebuild(format!("its document no longer maps: {e}"))),
-        };
+        let draft = stored_draft(&tx, rebuilder, &current.document_sha256, today)?;
         let mut actions = actions_of(&tx, record_id)?;
         let before = rebuilder
             .candidate(draft.clone(), Some(&current.existing), &actions, now)

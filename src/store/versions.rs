@@ -6,6 +6,7 @@
 use super::actions::actions_of;
 use super::commit::mark_processed;
 use super::*;
+use chrono::NaiveDate;
 
 /// Commits a source version of a record: the record is rebuilt from the draft and the actions
 /// stored now, and gets a new version when its content changed; the source version is marked
@@ -64,22 +65,29 @@ pub(super) fn apply_prepared(
         return write_version(tx, key, document_sha256, &sealed, None, run_id, now_at).map(Ok);
     }
     // The unit's documents are inserted before its items: the document is here.
-    let bytes: Vec<u8> = tx
+    let draft = stored_draft(tx, rebuilder, document_sha256, prepared.mapped_on).map_err(|e| match e {
+        StoreError::Rebuild(why) => StoreError::Rebuild(format!("{}: {why}", prepared.id)),
+        other => other,
+    })?;
+    apply_record(tx, key, document_sha256, draft, rebuilder, run_id, now_at)
+}
+
+/// Maps a stored raw document into a draft again, on `day`, inside the caller's transaction.
+/// It gave a record when it was first mapped (mapping is deterministic), so a skip or a
+/// mapping error now is a rebuild error, not a held failure.
+pub(super) fn stored_draft(
+    conn: &Connection,
+    rebuilder: &Rebuilder,
+    document_sha256: &str,
+    day: NaiveDate,
+) -> Result<Draft> {
+    let bytes: Vec<u8> = conn
         .prepare_cached("SELECT bytes FROM raw_documents WHERE sha256 = ?1")?
         .query_row([document_sha256], |r| r.get(0))?;
-    match rebuilder.assemble_bytes(&bytes, document_sha256, prepared.mapped_on) {
-        Ok(Assembled::Record(draft)) => {
-            apply_record(tx, key, document_sha256, *draft, rebuilder, run_id, now_at)
-        }
-        // The same bytes, mapping and day gave a record before; mapping is deterministic.
-        Ok(Assembled::Skip(why)) => Err(StoreError::Rebuild(format!(
-            "{}: the document mapped again is skipped ({why})",
-            prepared.id
-        ))),
-        Err(e) => Err(StoreError::Rebuild(format!(
-            "{}: the document no longer maps: {e}",
-            prepared.id
-        ))),
+    match rebuilder.assemble_bytes(&bytes, document_sha256, day) {
+        Ok(Assembled::Record(d)) => Ok(*d),
+        Ok(Assembled::Skip(why)) => Err(StoreError::Rebuild(format!("its document is now skipped: {why}"))),
+        Err(e) => Err(StoreError::Rebuild(format!("its document no longer maps: {e}"))),
     }
 }
 
