@@ -35,8 +35,7 @@ impl Store {
             Err(e) => return Err(io_err(e)),
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         stable_plans(&conn).map_err(open_err)?;
         check_application(&conn, path)?;
         // 8 KiB pages for a new database (an existing one keeps its size; this only takes
@@ -93,9 +92,7 @@ impl Store {
         let reader = Connection::open(path).map_err(open_err)?;
         reader.pragma_update(None, "query_only", "ON").map_err(open_err)?;
         stable_plans(&reader).map_err(open_err)?;
-        reader
-            .busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(open_err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
@@ -215,12 +212,15 @@ pub fn readable_by_others(path: &Path) -> bool {
     }
 }
 
+/// How long a connection waits for another one's lock before it gives up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Switches the database to WAL. Processes opening a new database at the same moment race to
 /// write its first page, and SQLite answers the losers `SQLITE_BUSY` at once (the busy handler
 /// is not consulted for this switch); the switch is retried for as long as the busy timeout
 /// would have waited.
 fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
     loop {
         match conn.pragma_update(None, "journal_mode", "WAL") {
             Err(rusqlite::Error::SqliteFailure(e, _))
