@@ -20,7 +20,6 @@ use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
 use crate::config::SyncConfig;
 use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
 
-/// A detail request's outcome; `None` when shutdown cancelled it.
 /// A detail request and what its answer became (an item to commit, or why not), on a task of
 /// its own; `None` when shutdown dropped it.
 type DetailTask = JoinHandle<Option<Result<Handled, Stop>>>;
@@ -226,7 +225,7 @@ impl Syncer {
                 this.handle(&summary, fetched, now)
                     .await
                     .map(|handled| match handled {
-                        Handled::Item(item, doc) => Handled::Item(this.prepare(*item, now, &coverage), doc),
+                        Handled::Item(item, doc) => Handled::Item(this.prepare(item, now, &coverage), doc),
                         other => other,
                     }),
             )
@@ -237,7 +236,7 @@ impl Syncer {
     /// record here, on the detail's task (see [`crate::rebuild::Prepared`]).
     fn prepare(
         &self,
-        item: Item,
+        item: Box<Item>,
         now: DateTime<Utc>,
         coverage: &std::sync::Mutex<super::coverage::Coverage>,
     ) -> Box<Item> {
@@ -245,9 +244,9 @@ impl Syncer {
             key,
             document_sha256,
             draft,
-        } = item
+        } = *item
         else {
-            return Box::new(item);
+            return item;
         };
         coverage
             .lock()
@@ -391,11 +390,7 @@ impl Syncer {
         state: &mut PassState,
     ) -> Result<(), Stop> {
         let staged = &mut state.pipeline.staged;
-        if staged.pages == 0 {
-            staged.unit = unit;
-        } else {
-            staged.unit.append(unit);
-        }
+        staged.unit.append(unit);
         staged.pages += 1;
         staged.claims.extend(claims);
         let busy = state
