@@ -48,14 +48,9 @@ use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig, LicenceSimServer};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
-/// The allocator and settings of the `gateway` binary (`src/main.rs`), so that the backfill
-/// measured here allocates as the shipped daemon does.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[unsafe(export_name = "_rjem_malloc_conf")]
-#[allow(non_upper_case_globals)]
-pub static malloc_conf: &[u8; 10] = b"narenas:1\0";
+// The `gateway` binary's allocator and settings: the backfill measured here allocates as the
+// shipped daemon does.
+gateway::use_jemalloc!();
 
 const DAYS: i64 = 30;
 

@@ -5,6 +5,7 @@
 //! pre-engagement records, and [`sync`] drives the approval platform's incremental sync, one
 //! atomic unit of work at a time.
 
+pub mod allocator;
 pub mod app;
 pub mod calendar;
 pub mod cli;

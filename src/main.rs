@@ -5,21 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use gateway::cli::{self, Cli};
 
-/// jemalloc instead of the C library's allocator: a backfill allocates and frees some fifty
-/// small values per project on several threads, and glibc's malloc spent about a sixth of the
-/// gateway's CPU doing so (`README.md`, Performance). jemalloc's thread caches cut the whole
-/// pass's CPU by about a quarter.
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings, read once at its start (the `malloc_conf` symbol of its API, prefixed
-/// as the crate builds it). One arena: the gateway has a handful of threads, and one arena
-/// keeps the memory of a long backfill flat (the default is four per core); the thread caches
-/// still serve nearly every allocation without a lock. `_RJEM_MALLOC_CONF` in the environment
-/// overrides it.
-#[unsafe(export_name = "_rjem_malloc_conf")]
-#[allow(non_upper_case_globals)]
-pub static malloc_conf: &[u8; 10] = b"narenas:1\0";
+gateway::use_jemalloc!();
 
 fn main() -> ExitCode {
     let args = Cli::parse();
