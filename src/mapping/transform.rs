@@ -126,16 +126,26 @@ impl Transform {
 
     /// Applies the transform. An `Err` names what is wrong with the value.
     pub fn apply(&self, value: Value, ctx: &Context) -> Result<Value, String> {
-        let text = |v: &Value| -> Result<String, String> {
+        // Every transform but one takes text: the value is moved, not copied, through the
+        // chain (a project has some fifty fields, each with one to three transforms).
+        let text = |v: Value| -> Result<String, String> {
             match v {
-                Value::Text(s) => Ok(s.clone()),
+                Value::Text(s) => Ok(s),
                 other => Err(format!("expected text, found {}", other.display())),
             }
         };
         match self {
-            Transform::Trim => Ok(Value::Text(text(&value)?.trim().to_string())),
+            Transform::Trim => {
+                let t = text(value)?;
+                let trimmed = t.trim();
+                Ok(Value::Text(if trimmed.len() == t.len() {
+                    t
+                } else {
+                    trimmed.to_string()
+                }))
+            }
             Transform::Decimal => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 Decimal::from_str(&t)
                     .map(Value::Decimal)
                     .map_err(|_| format!("{t:?} is not a decimal number"))
@@ -146,19 +156,19 @@ impl Transform {
                 other => Err(format!("expected a decimal, found {}", other.display())),
             },
             Transform::Integer => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 t.parse::<i64>()
                     .map(Value::Integer)
                     .map_err(|_| format!("{t:?} is not an integer"))
             }
-            Transform::Diameter => diameter(&text(&value)?).map(Value::Integer),
-            Transform::Flag => match text(&value)?.as_str() {
+            Transform::Diameter => diameter(&text(value)?).map(Value::Integer),
+            Transform::Flag => match text(value)?.as_str() {
                 "1" => Ok(Value::Bool(true)),
                 "0" => Ok(Value::Bool(false)),
                 other => Err(format!("{other:?} is not a flag (1 or 0)")),
             },
             Transform::Code { table, entries } => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 match entries.get(&t) {
                     Some(label) => Ok(Value::Code {
                         code: t,
@@ -168,40 +178,43 @@ impl Transform {
                 }
             }
             Transform::Date => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 NaiveDate::parse_from_str(&t, "%Y-%m-%d")
                     .map(Value::Date)
                     .map_err(|_| format!("{t:?} is not a date yyyy-MM-dd"))
             }
             Transform::BeijingTime => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 shuiwu_wire::parse_beijing(&t)
                     .map(Value::Time)
                     .ok_or_else(|| format!("{t:?} is not a time yyyy-MM-dd HH:mm:ss"))
             }
             Transform::ProjectCode => {
-                let t = text(&value)?;
-                ids::validate_project_code(&t, ids::year_of(ctx.today))
-                    .map(|()| Value::Text(t.clone()))
-                    .map_err(|e| format!("project code {t:?}: {e}"))
+                let t = text(value)?;
+                match ids::validate_project_code(&t, ids::year_of(ctx.today)) {
+                    Ok(()) => Ok(Value::Text(t)),
+                    Err(e) => Err(format!("project code {t:?}: {e}")),
+                }
             }
             Transform::CreditCode => {
-                let t = text(&value)?;
-                ids::validate_credit_code(&t)
-                    .map(|()| Value::Text(t.clone()))
-                    .map_err(|e| format!("credit code {t:?}: {e}"))
+                let t = text(value)?;
+                match ids::validate_credit_code(&t) {
+                    Ok(()) => Ok(Value::Text(t)),
+                    Err(e) => Err(format!("credit code {t:?}: {e}")),
+                }
             }
             Transform::IdCard => {
-                let t = text(&value)?;
+                let t = text(value)?;
                 // The number itself stays out of the message: it is personal data.
                 ids::validate_id_card(&t)
-                    .map(|()| Value::Text(t.clone()))
+                    .map(|()| Value::Text(t))
                     .map_err(|e| format!("identity number: {e}"))
             }
             Transform::Sha256Hex => {
-                let t = text(&value)?;
+                let mut t = text(value)?;
                 if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    Ok(Value::Text(t.to_ascii_lowercase()))
+                    t.make_ascii_lowercase();
+                    Ok(Value::Text(t))
                 } else {
                     Err(format!("{t:?} is not a SHA-256 in hex"))
                 }
