@@ -7,6 +7,7 @@
 //! | `GATEWAY_APPROVAL_APP_ID` | `approval.app_id` |
 //! | `GATEWAY_APPROVAL_BASE_URL` | `approval.base_url` |
 //! | `GATEWAY_LICENCES_APP_SECRET` | `licences.app_secret` |
+//! | `GATEWAY_POWER_CLIENT_SECRET` | `power.client_secret` |
 //! | `GATEWAY_STORE_PATH` | `store.path` |
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,10 @@ pub struct Config {
     /// The licence library, for the zero-materials check; without it no check runs.
     #[serde(default)]
     pub licences: Option<shuiwu_licences::LicenceConfig>,
+    /// The power utility's joint-application interface; without it nothing is sent to the
+    /// power side or polled from it.
+    #[serde(default)]
+    pub power: Option<shuiwu_power::PowerConfig>,
     #[serde(default)]
     pub sync: SyncConfig,
     #[serde(default)]
@@ -205,19 +210,23 @@ impl Config {
             message: e.message().to_string(),
         })?;
         // Secrets never sit in a file that is copied, backed up and shown to people.
-        let written = |section: &str| ConfigError::Invalid {
+        let written = |section: &str, key: &str| ConfigError::Invalid {
             path: name.to_string(),
-            line: line_of_key(text, section, "app_secret"),
+            line: line_of_key(text, section, key),
             message: format!(
-                "{section}.app_secret is written in the file: secrets are not kept in files; remove it and set GATEWAY_{}_APP_SECRET",
-                section.to_uppercase()
+                "{section}.{key} is written in the file: secrets are not kept in files; remove it and set GATEWAY_{}_{}",
+                section.to_uppercase(),
+                key.to_uppercase()
             ),
         };
         if !cfg.approval.app_secret.is_empty() {
-            return Err(written("approval"));
+            return Err(written("approval", "app_secret"));
         }
         if cfg.licences.as_ref().is_some_and(|l| !l.app_secret.is_empty()) {
-            return Err(written("licences"));
+            return Err(written("licences", "app_secret"));
+        }
+        if cfg.power.as_ref().is_some_and(|p| !p.client_secret.is_empty()) {
+            return Err(written("power", "client_secret"));
         }
         if let Some(v) = env("GATEWAY_APPROVAL_APP_SECRET") {
             cfg.approval.app_secret = Secret::new(v);
@@ -230,6 +239,9 @@ impl Config {
         }
         if let (Some(v), Some(l)) = (env("GATEWAY_LICENCES_APP_SECRET"), cfg.licences.as_mut()) {
             l.app_secret = Secret::new(v);
+        }
+        if let (Some(v), Some(p)) = (env("GATEWAY_POWER_CLIENT_SECRET"), cfg.power.as_mut()) {
+            p.client_secret = Secret::new(v);
         }
         if let Some(v) = env("GATEWAY_STORE_PATH") {
             cfg.store.path = PathBuf::from(v);
@@ -244,6 +256,11 @@ impl Config {
                 "[licences] is configured but its app_secret is not set: put it in GATEWAY_LICENCES_APP_SECRET".into(),
             ));
         }
+        if cfg.power.as_ref().is_some_and(|p| p.client_secret.is_empty()) {
+            return Err(ConfigError::Setting(
+                "[power] is configured but its client_secret is not set: put it in GATEWAY_POWER_CLIENT_SECRET".into(),
+            ));
+        }
         let url_error = |section: &str, message: String| ConfigError::Invalid {
             path: name.to_string(),
             line: line_of_key(text, section, "base_url"),
@@ -254,6 +271,9 @@ impl Config {
         if let Some(l) = &cfg.licences {
             check_base_url(&l.base_url)
                 .map_err(|m| url_error("licences", format!("licences.base_url: {m}")))?;
+        }
+        if let Some(p) = &cfg.power {
+            check_base_url(&p.base_url).map_err(|m| url_error("power", format!("power.base_url: {m}")))?;
         }
         cfg.sync.validate()?;
         Ok(cfg)
@@ -359,6 +379,23 @@ start = "2026-10-01 00:00:00"
         .unwrap_err();
         assert!(err.to_string().contains("GATEWAY_LICENCES_APP_SECRET"), "{err}");
         assert!(Config::parse("c.toml", &with_licences, env).is_ok());
+        // [power]: its secret from the environment only, its address checked.
+        let with_power = format!("{TEXT}\n[power]\nbase_url = \"https://power.example\"\nclient_id = \"kmsw\"\n");
+        let err = Config::parse("c.toml", &with_power, env).unwrap_err();
+        assert!(err.to_string().contains("GATEWAY_POWER_CLIENT_SECRET"), "{err}");
+        let all = |n: &str| n.ends_with("SECRET").then(|| "s".to_string());
+        let cfg = Config::parse("c.toml", &with_power, all).unwrap();
+        assert_eq!(cfg.power.map(|p| p.client_secret.expose().to_string()), Some("s".into()));
+        let written = Config::parse("c.toml", &format!("{with_power}client_secret = \"hunter2\"\n"), all)
+            .unwrap_err()
+            .to_string();
+        assert!(written.contains("power.client_secret is written in the file"), "{written}");
+        assert!(!written.contains("hunter2"), "{written}");
+        let bad_url = Config::parse("c.toml", &with_power.replace("https://power.example", "power.example"), all)
+            .unwrap_err()
+            .to_string();
+        assert!(bad_url.contains("power.base_url"), "{bad_url}");
+        assert!(Config::parse("c.toml", TEXT, env).unwrap().power.is_none(), "no [power]: nothing sent");
         // A start in the future.
         let err = Config::parse(
             "c.toml",

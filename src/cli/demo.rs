@@ -90,6 +90,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_retries: 4,
             min_delay_ms: 100,
         }),
+        // The joint exchange with the power side joins the demo with its delivery worker.
+        power: None,
         sync: SyncConfig {
             start: format_beijing(now - Duration::days(31)),
             concurrency: 8,

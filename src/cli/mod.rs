@@ -458,6 +458,10 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         Some(l) => outln!("  licence library {} as {}", l.base_url, l.app_id),
         None => outln!("  licence library: not configured (no zero-materials check)"),
     }
+    match &cfg.power {
+        Some(p) => outln!("  power utility {} as {}", p.base_url, p.client_id),
+        None => outln!("  power utility: not configured (nothing sent to or polled from the power side)"),
+    }
     outln!("  database {}", cfg.store.path.display());
     outln!(
         "  {} mapping files, policy versions {}, holiday calendars {}",

@@ -61,6 +61,11 @@ pub struct SimulateArgs {
     /// licence-sim-secret); its URL is the second line of stdout.
     #[arg(long)]
     pub licences_listen: Option<SocketAddr>,
+    /// Also serve the power utility's simulator here (client kmsw-gateway, secret
+    /// power-sim-secret, the interface's 5 calls per second); its URL is the next line of
+    /// stdout.
+    #[arg(long)]
+    pub power_listen: Option<SocketAddr>,
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -94,11 +99,27 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let power_server = match args.power_listen {
+        Some(addr) => {
+            let p = shuiwu_power::sim::PowerSim::new(
+                shuiwu_power::sim::PowerSimConfig::contract_defaults(args.seed),
+                Arc::new(SystemClock),
+            )
+            .serve(addr)
+            .await?;
+            outln!("{}", p.base_url());
+            Some(p)
+        }
+        None => None,
+    };
     tracing::info!(url = %server.base_url(), projects = args.projects, "approval simulator listening");
     let token = CancellationToken::new();
     super::daemon::shutdown_on_signals(token.clone());
     token.cancelled().await;
     drop(licence_server);
+    if let Some(p) = power_server {
+        tracing::info!(stats = ?p.sim.stats(), "power simulator stopped");
+    }
     let stats = server.sim.stats();
     tracing::info!(?stats, "approval simulator stopped");
     Ok(ExitCode::SUCCESS)

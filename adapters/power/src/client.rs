@@ -36,8 +36,8 @@ pub struct PowerConfig {
     /// Scheme, host and port (and a path prefix, if the partner puts one in front).
     pub base_url: String,
     pub client_id: String,
-    /// From `GATEWAY_POWER_CLIENT_SECRET`, never from a file.
-    #[serde(default, skip)]
+    /// From `GATEWAY_POWER_CLIENT_SECRET`; the gateway refuses one written in a file.
+    #[serde(default)]
     pub client_secret: Secret,
     #[serde(default)]
     pub client_auth: ClientAuth,
