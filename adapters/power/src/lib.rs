@@ -1,7 +1,7 @@
 //! The Kunming power utility (南方电网昆明供电局): the joint water+power application
 //! interface (用水用电联合报装), its wire types, a client, and a simulator.
 //!
-//! The client ([`PowerClient`]) speaks the interface as `docs/platforms/power-utility.md`
+//! The client ([`PowerClient`]) speaks the interface as `docs/power-utility.md`
 //! describes it: OAuth 2.0 client credentials, idempotent creates, `If-Match` on every change,
 //! a paged change listing, the partner's rate limit and its faults. Every answer comes back
 //! with its raw bytes, so that power-side data has lineage like every other document. It knows
