@@ -8,10 +8,11 @@ use shuiwu_wire::Clock;
 
 use crate::calendar::Calendar;
 use crate::config::Config;
+use crate::joint::deliver::Deliverer;
 use crate::mapping::MappingSet;
 use crate::policy::{PolicySet, Rules};
-use crate::store::Store;
 use crate::store::lock::WriterLock;
+use crate::store::{AsyncStore, Store};
 use crate::sync::Syncer;
 
 /// The name of the mapping that turns an approval-platform project detail into facts.
@@ -19,6 +20,10 @@ pub const PROJECT_MAPPING: &str = "approval.project";
 
 /// The name of the mapping that reads the licence library's QueryLicence answer.
 pub const LICENCE_MAPPING: &str = "licences.query";
+
+/// Calls to the power side in flight at once (of different records); the client's limiter
+/// paces them.
+const DELIVERY_CONCURRENCY: usize = 4;
 
 /// A gateway ready to sync.
 pub struct Gateway {
@@ -30,6 +35,8 @@ pub struct Gateway {
     pub calendar: Calendar,
     pub rules: Arc<Rules>,
     pub syncer: Syncer,
+    /// The delivery of calls to the power side, when `[power]` is configured.
+    pub deliverer: Option<Arc<Deliverer>>,
 }
 
 impl Gateway {
@@ -55,6 +62,16 @@ impl Gateway {
                 runs = closed,
                 "passes left unfinished by a stopped gateway are marked interrupted"
             );
+        }
+        if gateway.deliverer.is_some() {
+            // Records stored before the power side was configured get their calls now.
+            let planned = gateway.store.plan_missing_joint_calls(clock.now())?;
+            if planned > 0 {
+                tracing::info!(
+                    records = planned,
+                    "joint applications planned for records stored before [power]"
+                );
+            }
         }
         gateway.writer = Some(lock);
         Ok(gateway)
@@ -98,9 +115,22 @@ impl Gateway {
             let licence_mapping = mappings
                 .get(LICENCE_MAPPING)
                 .with_context(|| format!("no mapping file defines {LICENCE_MAPPING:?}"))?;
-            let client = shuiwu_licences::LicenceClient::new(l.clone(), clock)?;
+            let client = shuiwu_licences::LicenceClient::new(l.clone(), clock.clone())?;
             syncer = syncer.with_licences(Arc::new(client), licence_mapping);
         }
+        let deliverer = match &cfg.power {
+            Some(p) => {
+                store.set_joint(true);
+                let client = Arc::new(shuiwu_power::PowerClient::new(p.clone(), clock.clone())?);
+                Some(Arc::new(Deliverer::new(
+                    client,
+                    AsyncStore::new(store.clone()),
+                    clock,
+                    DELIVERY_CONCURRENCY,
+                )))
+            }
+            None => None,
+        };
         Ok(Gateway {
             writer: None,
             store,
@@ -108,6 +138,7 @@ impl Gateway {
             calendar,
             rules,
             syncer,
+            deliverer,
         })
     }
 }

@@ -380,22 +380,40 @@ start = "2026-10-01 00:00:00"
         assert!(err.to_string().contains("GATEWAY_LICENCES_APP_SECRET"), "{err}");
         assert!(Config::parse("c.toml", &with_licences, env).is_ok());
         // [power]: its secret from the environment only, its address checked.
-        let with_power = format!("{TEXT}\n[power]\nbase_url = \"https://power.example\"\nclient_id = \"kmsw\"\n");
+        let with_power =
+            format!("{TEXT}\n[power]\nbase_url = \"https://power.example\"\nclient_id = \"kmsw\"\n");
         let err = Config::parse("c.toml", &with_power, env).unwrap_err();
         assert!(err.to_string().contains("GATEWAY_POWER_CLIENT_SECRET"), "{err}");
         let all = |n: &str| n.ends_with("SECRET").then(|| "s".to_string());
         let cfg = Config::parse("c.toml", &with_power, all).unwrap();
-        assert_eq!(cfg.power.map(|p| p.client_secret.expose().to_string()), Some("s".into()));
-        let written = Config::parse("c.toml", &format!("{with_power}client_secret = \"hunter2\"\n"), all)
-            .unwrap_err()
-            .to_string();
-        assert!(written.contains("power.client_secret is written in the file"), "{written}");
+        assert_eq!(
+            cfg.power.map(|p| p.client_secret.expose().to_string()),
+            Some("s".into())
+        );
+        let written = Config::parse(
+            "c.toml",
+            &format!("{with_power}client_secret = \"hunter2\"\n"),
+            all,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            written.contains("power.client_secret is written in the file"),
+            "{written}"
+        );
         assert!(!written.contains("hunter2"), "{written}");
-        let bad_url = Config::parse("c.toml", &with_power.replace("https://power.example", "power.example"), all)
-            .unwrap_err()
-            .to_string();
+        let bad_url = Config::parse(
+            "c.toml",
+            &with_power.replace("https://power.example", "power.example"),
+            all,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(bad_url.contains("power.base_url"), "{bad_url}");
-        assert!(Config::parse("c.toml", TEXT, env).unwrap().power.is_none(), "no [power]: nothing sent");
+        assert!(
+            Config::parse("c.toml", TEXT, env).unwrap().power.is_none(),
+            "no [power]: nothing sent"
+        );
         // A start in the future.
         let err = Config::parse(
             "c.toml",

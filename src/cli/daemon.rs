@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Gateway;
 use crate::config::Config;
+use crate::joint::deliver::Deliverer;
 use crate::store::AsyncStore;
 use crate::sync::{PassEnd, PassReport, Progress, Syncer};
 
@@ -204,6 +205,20 @@ fn print_report(r: &PassReport) {
     for w in &r.mapping_warnings {
         outln!("  warning: {w}");
     }
+    if let Some(j) = &r.joint {
+        outln!(
+            "  power side: {} calls: {} created, {} replayed, {} adopted, {} linked, {} statuses applied, {} no-op, {} to retry, {} held",
+            j.attempted,
+            j.created,
+            j.replayed,
+            j.adopted,
+            j.linked,
+            j.applied,
+            j.no_op,
+            j.retried,
+            j.held
+        );
+    }
     if r.materials_checked > 0 || r.materials_unchecked > 0 || r.materials_stopped.is_some() {
         outln!(
             "  zero materials: {} checked, {} notices issued, {} still unchecked",
@@ -222,9 +237,12 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let (syncer, bar) = with_progress(gateway.syncer);
-    let report = syncer.pass(&token).await?;
+    let mut report = syncer.pass(&token).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(d) = &gateway.deliverer {
+        report.joint = Some(d.round(&token).await?);
     }
     log_report(&report);
     if json {
@@ -249,6 +267,11 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!(db = %gateway.store.path().display(), interval_secs = interval.as_secs(), "gateway running");
     let syncer = gateway.syncer;
     let store = AsyncStore::new(gateway.store.clone());
+    // Calls to the power side go out beside the sync, on their own schedule.
+    let delivery = gateway
+        .deliverer
+        .clone()
+        .map(|d| tokio::spawn(deliver_until_cancelled(d, store.clone(), token.clone())));
     while !token.is_cancelled() {
         let wait = match syncer.pass(&token).await {
             Ok(report) => {
@@ -282,6 +305,46 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    if let Some(d) = delivery
+        && let Err(e) = d.await
+    {
+        tracing::error!("the delivery worker ended abnormally: {e}");
+    }
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Delivery rounds until `token` fires: a round whenever a call is due, and at least every
+/// few seconds to see calls the sync and operators planned meanwhile.
+async fn deliver_until_cancelled(deliverer: Arc<Deliverer>, store: AsyncStore, token: CancellationToken) {
+    const LOOK_EVERY: Duration = Duration::from_secs(5);
+    while !token.is_cancelled() {
+        match deliverer.round(&token).await {
+            Ok(r) if r.attempted > 0 => tracing::info!(
+                attempted = r.attempted,
+                created = r.created,
+                replayed = r.replayed,
+                adopted = r.adopted,
+                linked = r.linked,
+                applied = r.applied,
+                no_op = r.no_op,
+                retried = r.retried,
+                held = r.held,
+                "joint-application calls delivered"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!("delivering calls to the power side failed: {e}"),
+        }
+        let wait = match store.call(|s| s.next_call_due()).await {
+            Ok(Some(t)) => (t - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(LOOK_EVERY),
+            _ => LOOK_EVERY,
+        };
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(200))) => {}
+        }
+    }
 }

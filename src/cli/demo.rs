@@ -12,6 +12,7 @@ use shuiwu_approval::sim::{SimConfig, Simulator, fixtures_at};
 use shuiwu_approval::{ClientConfig, RetryPolicy, SignMethod};
 use shuiwu_licences::LicenceConfig;
 use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig};
+use shuiwu_power::sim::{PowerSim, PowerSimConfig};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +61,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .serve("127.0.0.1:0".parse()?)
         .await?;
     let licence_cfg = licence_server.sim.config().clone();
+    // The power utility: its rate limit raised so that the demo takes seconds, and one call in
+    // twenty losing its answer after the change was made, to show that a repeat is harmless.
+    let power_server = PowerSim::new(
+        PowerSimConfig {
+            rate_limit_per_sec: Some(200),
+            random_after_fault_per_mille: 50,
+            ..PowerSimConfig::contract_defaults(args.seed)
+        },
+        Arc::new(SystemClock),
+    )
+    .serve("127.0.0.1:0".parse()?)
+    .await?;
+    let mut power = power_server.client_config();
+    power.rate_per_second = 150;
+    power.min_delay_ms = 50;
 
     let cfg = Config {
         store: StoreConfig { path: db.clone() },
@@ -90,8 +106,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             max_retries: 4,
             min_delay_ms: 100,
         }),
-        // The joint exchange with the power side joins the demo with its delivery worker.
-        power: None,
+        power: Some(power),
         sync: SyncConfig {
             start: format_beijing(now - Duration::days(31)),
             concurrency: 8,
@@ -163,6 +178,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<Vec<_>>(),
     );
+    // The joint applications the backfill's records asked for, delivered to the power side.
+    if let Some(d) = &gateway.deliverer {
+        let j = d.round(&token).await?;
+        let p = power_server.sim.stats();
+        outln!(
+            "\njoint water+power applications: {} created on the power side ({} answers lost after the change and repeated as replays), {} linked, {} held; the power side holds {} applications",
+            j.created + j.replayed,
+            j.replayed,
+            j.linked,
+            j.held,
+            p.created
+        );
+    }
     let notices: u64 = first.notices_issued + second.notices_issued;
     outln!("{notices} one-time notices issued (gateway notice ID prints one)");
     let stats = server.sim.stats();
@@ -193,6 +221,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         outln!("  cargo run --release -- --db {db} trace {} --field water", r.id);
     }
     outln!("  cargo run --release -- --db {db} failures list");
+    outln!("  cargo run --release -- --db {db} power list");
+    outln!("  cargo run --release -- --db {db} outbox list");
     if let Some(f) = &failure {
         outln!("  cargo run --release -- --db {db} failures show {}", f.id);
     }

@@ -13,6 +13,7 @@ mod daemon;
 mod demo;
 mod events;
 mod inspect;
+mod joint;
 #[cfg(feature = "simulators")]
 mod simulate;
 mod table;
@@ -104,6 +105,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Calls to the power utility: planned with the record changes that cause them, delivered
+    /// in order per record; list them, show one, release a held one.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+    /// Joint water+power applications with the power utility, both statuses.
+    Power {
+        #[command(subcommand)]
+        command: PowerCommand,
+    },
     /// The failure queue: project versions held for an operator.
     Failures {
         #[command(subcommand)]
@@ -180,6 +192,48 @@ pub enum AuditCommand {
     List {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Newest first.
+    List {
+        #[arg(long, value_parser = ["pending", "done", "held"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One call: its key, body (personal data masked), attempts, answer.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a held call for another delivery (after the cause was fixed), audited.
+    Retry {
+        id: i64,
+        #[arg(long)]
+        by: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PowerCommand {
+    /// Joint applications, newest change first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One application (by its id or its record's id), with the calls made for it.
+    Show {
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -340,6 +394,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             inspect::trace(&store, &id, field.as_deref(), version, json)
+        }
+        Command::Outbox { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            match command {
+                OutboxCommand::List { state, limit, json } => {
+                    joint::outbox_list(&store, state.as_deref(), limit, json)
+                }
+                OutboxCommand::Show { id, json } => joint::outbox_show(&store, id, json),
+                OutboxCommand::Retry { id, by } => joint::outbox_retry(&store, id, &by),
+            }
+        }
+        Command::Power { command } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            match command {
+                PowerCommand::List { limit, json } => joint::power_list(&store, limit, json),
+                PowerCommand::Show { id, json } => joint::power_show(&store, &id, json),
+            }
         }
         Command::Failures { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;

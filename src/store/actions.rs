@@ -33,8 +33,14 @@ impl Store {
         let now_text = ts(now);
         let applied = match replay {
             Some((key, document, draft, rebuilder)) => {
+                let record = draft.id.clone();
                 match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
-                    Ok(applied) => Some(applied),
+                    Ok(applied) => {
+                        if self.joint() && changed(applied) {
+                            super::outbox::plan_for_record(&tx, &record, now)?;
+                        }
+                        Some(applied)
+                    }
                     Err(e) => return Err(StoreError::Rebuild(e.to_string())),
                 }
             }
@@ -164,6 +170,9 @@ impl Store {
                 params![record_id, version, now_text],
             )?;
         }
+        // A record with a joint application (or one on its way) reports the event to the power
+        // side, whichever process records it: the outbox says so, not this process's settings.
+        super::outbox::plan_for_action(&tx, record_id, action, at, now)?;
         let detail = serde_json::json!({
             "action": action, "at": ts(at), "override_reason": override_reason,
             "action_id": action_id, "record_version": version,

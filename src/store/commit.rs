@@ -149,8 +149,16 @@ impl Store {
             insert_document(&tx, sha, doc, unit.run_id, &now_text)?;
         }
         let mut applied = Vec::with_capacity(unit.items.len());
+        let joint = self.joint();
         for item in unit.items {
-            applied.push(apply_item(&tx, item, rebuilder, unit.run_id, now)?);
+            let record = joint.then(|| record_of(&item).map(str::to_string)).flatten();
+            let a = apply_item(&tx, item, rebuilder, unit.run_id, now)?;
+            if let Some(id) = record
+                && changed(a)
+            {
+                super::outbox::plan_for_record(&tx, &id, now)?;
+            }
+            applied.push(a);
         }
         if let Some(c) = &unit.cursor {
             tx.execute(

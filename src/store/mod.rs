@@ -19,6 +19,7 @@ mod commit;
 pub mod lock;
 mod materials;
 mod open;
+mod outbox;
 mod queries;
 mod schema;
 mod versions;
@@ -68,6 +69,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub use blocking::{AsyncStore, Pending};
 pub use open::{APPLICATION_ID, readable_by_others};
 pub(crate) use open::{private_dir, private_file_options};
+pub use outbox::{CallKind, DeliveryResult, JointApplication, OutboxCall};
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -267,6 +269,36 @@ pub struct Store {
     /// being committed on the first (WAL lets readers run beside the writer).
     reader: Mutex<Connection>,
     path: PathBuf,
+    /// The joint exchange with the power side is configured: record changes plan their calls
+    /// into the outbox.
+    joint: std::sync::atomic::AtomicBool,
+}
+
+impl Store {
+    /// Turns on the planning of calls to the power side (a `[power]` section is configured).
+    /// Off, nothing is written to the outbox and nothing is ever sent.
+    pub fn set_joint(&self, on: bool) {
+        self.joint.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn joint(&self) -> bool {
+        self.joint.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether an item is a record's version, and which record's.
+fn record_of(item: &Item) -> Option<&str> {
+    match item {
+        Item::Record { draft, .. } => Some(&draft.id),
+        Item::Prepared { prepared, .. } => Some(&prepared.id),
+        Item::Skipped { .. } | Item::Held(_) => None,
+    }
+}
+
+/// A record has a new version: what it means for the power side is planned in the same
+/// transaction.
+fn changed(applied: Applied) -> bool {
+    matches!(applied, Applied::Created | Applied::Updated | Applied::Withdrawn)
 }
 
 fn ts(t: DateTime<Utc>) -> String {

@@ -97,6 +97,7 @@ impl Store {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
             path: path.to_path_buf(),
+            joint: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -202,4 +202,48 @@ CREATE TABLE audit_head (
 ) STRICT;
 INSERT INTO audit_head (one, seq, hash) SELECT 1, seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1;
 "#,
+    // 7: joint applications with the power utility, and the outbox of calls to it.
+    r#"
+-- Each joint application as the gateway last saw it (never at an older version than stored).
+CREATE TABLE power_applications (
+    application_id   TEXT PRIMARY KEY,
+    external_id      TEXT,
+    origin           TEXT NOT NULL CHECK (origin IN ('WATER', 'POWER')),
+    status           TEXT NOT NULL,
+    water_status     TEXT,
+    version          INTEGER NOT NULL,
+    project_code     TEXT,
+    -- The water record it belongs to, once created or linked by the gateway.
+    record_id        TEXT REFERENCES records(id),
+    -- The answer it was last read from.
+    document_sha256  TEXT REFERENCES raw_documents(sha256),
+    submitted_at     TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    seen_at          TEXT NOT NULL
+) STRICT;
+CREATE INDEX power_applications_by_project ON power_applications(project_code);
+CREATE INDEX power_applications_by_record ON power_applications(record_id);
+
+-- Every call the gateway means to make to the power side, written in the transaction of the
+-- record change that causes it; delivered in order per record, at least once, with a key
+-- that makes a repeat harmless.
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    record_id        TEXT NOT NULL REFERENCES records(id),
+    kind             TEXT NOT NULL CHECK (kind IN ('create', 'link', 'water_status')),
+    idempotency_key  TEXT NOT NULL UNIQUE,
+    application_id   TEXT,
+    body             TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('pending', 'done', 'held')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  TEXT NOT NULL,
+    last_error       TEXT,
+    outcome          TEXT,
+    answer_sha256    TEXT REFERENCES raw_documents(sha256),
+    created_at       TEXT NOT NULL,
+    done_at          TEXT
+) STRICT;
+CREATE INDEX outbox_by_record ON outbox(record_id, id);
+CREATE INDEX outbox_by_state ON outbox(state, next_attempt_at);
+"#,
 ];

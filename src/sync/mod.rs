@@ -97,6 +97,9 @@ pub struct PassReport {
     /// Mapping paths that matched nothing in any project document of the pass (file:line).
     pub mapping_warnings: Vec<String>,
     pub end: PassEnd,
+    /// The calls delivered to the power side after the pass (`sync --once` with `[power]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joint: Option<crate::joint::deliver::DeliveryReport>,
 }
 
 /// What the sync reports as it goes, for a progress display.
@@ -376,6 +379,7 @@ impl Syncer {
             materials_stopped: materials.stopped,
             mapping_warnings,
             end,
+            joint: None,
         })
     }
 

@@ -219,16 +219,20 @@ impl PowerClient {
     ) -> Result<Answer<ListPage>, PowerError> {
         // form_urlencoded sends the `+` of the offset as `%2B`, as the interface requires (a
         // bare `+` would be read as a space).
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        query.append_pair("updatedAfter", &format_time(updated_after));
-        query.append_pair("limit", &limit.clamp(1, 100).to_string());
-        if let Some(c) = cursor {
-            query.append_pair("cursor", c);
-        }
+        // (The serializer is not `Send`: it is gone before the first await.)
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("updatedAfter", &format_time(updated_after));
+            q.append_pair("limit", &limit.clamp(1, 100).to_string());
+            if let Some(c) = cursor {
+                q.append_pair("cursor", c);
+            }
+            q.finish()
+        };
         self.call(Request {
             method: reqwest::Method::GET,
             path: APPLICATIONS.to_string(),
-            query: Some(query.finish()),
+            query: Some(query),
             body: None,
             if_match: None,
             idempotency_key: None,
@@ -348,14 +352,18 @@ impl PowerClient {
             l.until_ready().await;
         }
         let url = format!("{}/oauth2/token", self.cfg.base_url.trim_end_matches('/'));
-        let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "client_credentials");
+        let form = {
+            let mut f = form_urlencoded::Serializer::new(String::new());
+            f.append_pair("grant_type", "client_credentials");
+            if self.cfg.client_auth == ClientAuth::ClientSecretPost {
+                f.append_pair("client_id", &self.cfg.client_id);
+                f.append_pair("client_secret", self.cfg.client_secret.expose());
+            }
+            f.finish()
+        };
         let mut request = self.http.post(&url);
         match self.cfg.client_auth {
-            ClientAuth::ClientSecretPost => {
-                form.append_pair("client_id", &self.cfg.client_id);
-                form.append_pair("client_secret", self.cfg.client_secret.expose());
-            }
+            ClientAuth::ClientSecretPost => {}
             ClientAuth::ClientSecretBasic => {
                 // RFC 6749 §2.3.1: id and secret are form-encoded before Basic encoding.
                 let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
@@ -368,7 +376,7 @@ impl PowerClient {
         let response = request
             .header("Content-Type", "application/x-www-form-urlencoded")
             .header("Accept", "application/json")
-            .body(form.finish())
+            .body(form)
             .send()
             .await
             .map_err(transport)?;

@@ -27,12 +27,7 @@ fn unlimited() -> PowerSimConfig {
 }
 
 fn config(server: &PowerSimServer) -> PowerConfig {
-    let sim = server.sim.config();
-    let mut cfg = PowerConfig::new(
-        server.base_url(),
-        sim.client_id.clone(),
-        Secret::new(sim.client_secret.clone()),
-    );
+    let mut cfg = server.client_config();
     cfg.rate_per_second = 0;
     cfg.timeout_secs = 1;
     cfg.min_delay_ms = 10;
@@ -109,7 +104,10 @@ async fn both_client_authentication_methods_get_a_token_and_wrong_credentials_ar
     for auth in [ClientAuth::ClientSecretPost, ClientAuth::ClientSecretBasic] {
         let mut cfg = config(&server);
         cfg.client_auth = auth;
-        let created = client(cfg).create(&format!("k-{auth:?}"), &body(&format!("wj-{auth:?}"))).await.unwrap();
+        let created = client(cfg)
+            .create(&format!("k-{auth:?}"), &body(&format!("wj-{auth:?}")))
+            .await
+            .unwrap();
         assert_eq!(created.application.version, 1, "{auth:?}");
     }
     let mut cfg = config(&server);
@@ -117,7 +115,10 @@ async fn both_client_authentication_methods_get_a_token_and_wrong_credentials_ar
     let err = client(cfg).get("KMGD2024030500001").await.unwrap_err();
     assert!(matches!(err, PowerError::InvalidClient { .. }), "{err:?}");
     assert_eq!(err.class(), FaultClass::Permanent);
-    assert!(!err.to_string().contains("wrong"), "the secret in an error: {err}");
+    assert!(
+        !err.to_string().contains("wrong"),
+        "the secret in an error: {err}"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +133,9 @@ async fn a_create_is_idempotent_and_its_answers_are_kept_raw() {
     assert_eq!(parsed["applicationId"], first.application.application_id.as_str());
 
     // The power side moves on; a replay answers the resource as it is now.
-    server.sim.set_status(&first.application.application_id, PowerStatus::Accepted);
+    server
+        .sim
+        .set_status(&first.application.application_id, PowerStatus::Accepted);
     let again = c.create("key-1", &body("wj-1")).await;
     // `submittedAt` differs (a new body): the key was used with another body.
     assert!(matches!(again, Err(PowerError::KeyReused { .. })), "{again:?}");
@@ -158,26 +161,45 @@ async fn a_create_is_idempotent_and_its_answers_are_kept_raw() {
 async fn a_create_whose_answer_was_lost_is_repeated_and_answered_as_a_replay() {
     let server = start(unlimited()).await;
     let c = client(config(&server));
-    for (n, fault) in [Fault::Reset, Fault::GatewayTimeout, Fault::Hang { secs: 3 }].into_iter().enumerate() {
+    for (n, fault) in [Fault::Reset, Fault::GatewayTimeout, Fault::Hang { secs: 3 }]
+        .into_iter()
+        .enumerate()
+    {
         server.sim.inject(Injection {
             fault,
             target: Target::Create,
             when: When::After,
             times: 1,
         });
-        let created = c.create(&format!("lost-{n}"), &body(&format!("wj-lost-{n}"))).await.unwrap();
-        assert!(created.replayed, "{fault:?}: the retry found the application made by the lost call");
+        let created = c
+            .create(&format!("lost-{n}"), &body(&format!("wj-lost-{n}")))
+            .await
+            .unwrap();
+        assert!(
+            created.replayed,
+            "{fault:?}: the retry found the application made by the lost call"
+        );
     }
     let stats = server.sim.stats();
     assert_eq!((stats.created, stats.replayed, stats.faults_after), (3, 3, 3));
-    assert_eq!(server.sim.applications().len(), 3, "exactly one application per create");
+    assert_eq!(
+        server.sim.applications().len(),
+        3,
+        "exactly one application per create"
+    );
 }
 
 #[tokio::test]
 async fn transient_faults_before_a_change_are_retried() {
     let server = start(unlimited()).await;
     let c = client(config(&server));
-    for fault in [Fault::Internal, Fault::Unavailable, Fault::GatewayTimeout, Fault::Reset, Fault::Hang { secs: 3 }] {
+    for fault in [
+        Fault::Internal,
+        Fault::Unavailable,
+        Fault::GatewayTimeout,
+        Fault::Reset,
+        Fault::Hang { secs: 3 },
+    ] {
         server.sim.inject(Injection {
             fault,
             target: Target::Any,
@@ -204,7 +226,12 @@ async fn transient_faults_before_a_change_are_retried() {
 async fn a_revoked_token_is_renewed_and_the_call_repeated_once() {
     let server = start(unlimited()).await;
     let c = client(config(&server));
-    let id = c.create("k", &body("wj-1")).await.unwrap().application.application_id;
+    let id = c
+        .create("k", &body("wj-1"))
+        .await
+        .unwrap()
+        .application
+        .application_id;
     server.sim.revoke_tokens();
     assert_eq!(c.get(&id).await.unwrap().value.application_id, id);
     server.sim.inject(Injection {
@@ -246,19 +273,37 @@ async fn water_status_answers_no_op_conflict_and_invalid_transition() {
     let c = client(config(&server));
     let app = c.create("k", &body("wj-1")).await.unwrap().application;
     let id = app.application_id.as_str();
-    let moved = c.water_status(id, &report(WaterStatus::Surveyed), 1).await.unwrap().value;
-    assert_eq!((moved.version, moved.water_status), (2, Some(WaterStatus::Surveyed)));
+    let moved = c
+        .water_status(id, &report(WaterStatus::Surveyed), 1)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(
+        (moved.version, moved.water_status),
+        (2, Some(WaterStatus::Surveyed))
+    );
     // The status it already has, with a stale version: a no-op.
-    let same = c.water_status(id, &report(WaterStatus::Surveyed), 1).await.unwrap().value;
+    let same = c
+        .water_status(id, &report(WaterStatus::Surveyed), 1)
+        .await
+        .unwrap()
+        .value;
     assert_eq!(same.version, 2);
-    match c.water_status(id, &report(WaterStatus::Connected), 1).await.unwrap_err() {
+    match c
+        .water_status(id, &report(WaterStatus::Connected), 1)
+        .await
+        .unwrap_err()
+    {
         PowerError::VersionMismatch { current, raw } => {
             assert_eq!(current.version, 2);
             assert_eq!(raw.meta.status, 412);
         }
         other => panic!("{other:?}"),
     }
-    let back = c.water_status(id, &report(WaterStatus::Accepted), 2).await.unwrap_err();
+    let back = c
+        .water_status(id, &report(WaterStatus::Accepted), 2)
+        .await
+        .unwrap_err();
     assert_eq!(back.code(), Some("invalid_transition"));
     assert_eq!(back.class(), FaultClass::Permanent);
     assert!(back.raw().is_some(), "the refusal is kept raw");
@@ -270,7 +315,12 @@ async fn water_status_answers_no_op_conflict_and_invalid_transition() {
 async fn a_status_report_whose_answer_was_lost_is_applied_once() {
     let server = start(unlimited()).await;
     let c = client(config(&server));
-    let id = c.create("k", &body("wj-1")).await.unwrap().application.application_id;
+    let id = c
+        .create("k", &body("wj-1"))
+        .await
+        .unwrap()
+        .application
+        .application_id;
     server.sim.inject(Injection {
         fault: Fault::Reset,
         target: Target::WaterStatus,
@@ -278,7 +328,11 @@ async fn a_status_report_whose_answer_was_lost_is_applied_once() {
         times: 1,
     });
     // The retry carries the old version, but the status is the one the application now has.
-    let app = c.water_status(&id, &report(WaterStatus::Accepted), 1).await.unwrap().value;
+    let app = c
+        .water_status(&id, &report(WaterStatus::Accepted), 1)
+        .await
+        .unwrap()
+        .value;
     assert_eq!((app.version, app.water_status), (2, Some(WaterStatus::Accepted)));
     let stats = server.sim.stats();
     assert_eq!((stats.water_status_applied, stats.water_status_no_op), (1, 1));
@@ -291,7 +345,11 @@ async fn linking_a_power_origin_application() {
     let pid = server.sim.insert(power_origin(Some("2022-530112-47-01-587143")));
     let linked = c.link(&pid, "wj-7", 1).await.unwrap().value;
     assert_eq!((linked.external_id.as_deref(), linked.version), (Some("wj-7"), 2));
-    assert_eq!(c.link(&pid, "wj-7", 1).await.unwrap().value.version, 2, "the same link: a no-op");
+    assert_eq!(
+        c.link(&pid, "wj-7", 1).await.unwrap().value.version,
+        2,
+        "the same link: a no-op"
+    );
     let other = c.link(&pid, "wj-8", 2).await.unwrap_err();
     assert_eq!(other.code(), Some("already_linked"));
 }
@@ -301,7 +359,9 @@ async fn the_listing_pages_through_a_batch_that_shares_a_millisecond() {
     let server = start(unlimited()).await;
     let c = client(config(&server));
     let before = Utc::now() - chrono::Duration::seconds(1);
-    let ids = server.sim.insert_batch((0..23).map(|_| power_origin(None)).collect());
+    let ids = server
+        .sim
+        .insert_batch((0..23).map(|_| power_origin(None)).collect());
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -335,7 +395,9 @@ async fn the_client_limiter_keeps_under_the_partners_rate() {
     cfg.rate_per_second = 4;
     let c = client(cfg);
     for i in 0..10 {
-        c.create(&format!("k{i}"), &body(&format!("wj-{i}"))).await.unwrap();
+        c.create(&format!("k{i}"), &body(&format!("wj-{i}")))
+            .await
+            .unwrap();
     }
     let stats = server.sim.stats();
     // Eleven calls (a token and ten creates) in well under two seconds without the limiter:

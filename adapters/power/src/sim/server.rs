@@ -123,6 +123,17 @@ impl PowerSimServer {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// A client configuration for this simulator: its address and credentials, every other
+    /// setting at its default.
+    pub fn client_config(&self) -> crate::PowerConfig {
+        let cfg = self.sim.config();
+        crate::PowerConfig::new(
+            self.base_url(),
+            cfg.client_id.clone(),
+            shuiwu_wire::Secret::new(cfg.client_secret.clone()),
+        )
+    }
 }
 
 impl PowerSim {

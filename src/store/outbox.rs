@@ -1,0 +1,726 @@
+//! The outbox of calls to the power side, and the joint applications as last seen.
+//!
+//! Calls are planned inside the transaction of the change that causes them (a record version,
+//! an operator's stage event), keyed by what they mean (`joint::create_key` and the others):
+//! planning the same call twice, as a unit replayed after a crash does, writes nothing new.
+//! The delivery worker reads what is due and writes each answer back in a transaction of its
+//! own: the answer's raw bytes, the application as the answer shows it, and the call's state.
+
+use serde::Serialize;
+use shuiwu_power::{Application, WaterStatus, WaterStatusReport};
+
+use super::commit::{insert_document, insert_failure};
+use super::*;
+use crate::joint;
+
+/// What a call does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    Create,
+    Link,
+    WaterStatus,
+}
+
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Create => "create",
+            CallKind::Link => "link",
+            CallKind::WaterStatus => "water_status",
+        }
+    }
+
+    fn parse(s: &str) -> Result<CallKind> {
+        match s {
+            "create" => Ok(CallKind::Create),
+            "link" => Ok(CallKind::Link),
+            "water_status" => Ok(CallKind::WaterStatus),
+            other => Err(StoreError::Corrupt(format!("outbox kind {other:?}"))),
+        }
+    }
+}
+
+/// One call of the outbox.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxCall {
+    pub id: i64,
+    pub record_id: String,
+    pub kind: CallKind,
+    pub idempotency_key: String,
+    /// The application it is about (none for a create until it is answered).
+    pub application_id: Option<String>,
+    /// The request body, exactly as sent every time.
+    pub body: String,
+    /// `pending`, `done` or `held`.
+    pub state: String,
+    pub attempts: i64,
+    #[serde(serialize_with = "rfc3339")]
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// How it ended: `created`, `replayed`, `adopted`, `linked`, `applied`, `no_op`.
+    pub outcome: Option<String>,
+    pub answer_sha256: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+/// JSON times carry Beijing time's offset, as everywhere in the gateway's output.
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&shuiwu_wire::format_rfc3339(*t))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A joint application as the gateway last saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JointApplication {
+    pub application_id: String,
+    pub external_id: Option<String>,
+    pub origin: String,
+    pub status: String,
+    pub water_status: Option<String>,
+    pub version: i64,
+    pub project_code: Option<String>,
+    pub record_id: Option<String>,
+    pub document_sha256: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub submitted_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl JointApplication {
+    pub fn water_status(&self) -> Option<WaterStatus> {
+        self.water_status.as_deref().and_then(WaterStatus::parse)
+    }
+}
+
+const CALL_COLUMNS: &str = "id, record_id, kind, idempotency_key, application_id, body, state, attempts,
+     next_attempt_at, last_error, outcome, answer_sha256, created_at, done_at";
+
+fn call_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<[Option<String>; 14]> {
+    let mut out: [Option<String>; 14] = Default::default();
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = match r.get_ref(i)? {
+            rusqlite::types::ValueRef::Null => None,
+            rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
+            v => Some(v.as_str()?.to_string()),
+        };
+    }
+    Ok(out)
+}
+
+fn to_call(c: [Option<String>; 14]) -> Result<OutboxCall> {
+    let [
+        id,
+        record_id,
+        kind,
+        key,
+        app,
+        body,
+        state,
+        attempts,
+        next,
+        error,
+        outcome,
+        answer,
+        created,
+        done,
+    ] = c;
+    let need = |v: Option<String>, what: &str| {
+        v.ok_or_else(|| StoreError::Corrupt(format!("outbox {what} missing")))
+    };
+    let int = |v: Option<String>, what: &str| -> Result<i64> {
+        need(v, what)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("outbox {what}")))
+    };
+    Ok(OutboxCall {
+        id: int(id, "id")?,
+        record_id: need(record_id, "record_id")?,
+        kind: CallKind::parse(&need(kind, "kind")?)?,
+        idempotency_key: need(key, "key")?,
+        application_id: app,
+        body: need(body, "body")?,
+        state: need(state, "state")?,
+        attempts: int(attempts, "attempts")?,
+        next_attempt_at: parse_ts(&need(next, "next_attempt_at")?)?,
+        last_error: error,
+        outcome,
+        answer_sha256: answer,
+        created_at: parse_ts(&need(created, "created_at")?)?,
+        done_at: done.as_deref().map(parse_ts).transpose()?,
+    })
+}
+
+const APP_COLUMNS: &str = "application_id, external_id, origin, status, water_status, version, project_code,
+     record_id, document_sha256, submitted_at, updated_at";
+
+fn app_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JointApplication, String, String)> {
+    Ok((
+        JointApplication {
+            application_id: r.get(0)?,
+            external_id: r.get(1)?,
+            origin: r.get(2)?,
+            status: r.get(3)?,
+            water_status: r.get(4)?,
+            version: r.get(5)?,
+            project_code: r.get(6)?,
+            record_id: r.get(7)?,
+            document_sha256: r.get(8)?,
+            submitted_at: DateTime::<Utc>::MIN_UTC,
+            updated_at: DateTime::<Utc>::MIN_UTC,
+        },
+        r.get(9)?,
+        r.get(10)?,
+    ))
+}
+
+fn finish_app((mut a, submitted, updated): (JointApplication, String, String)) -> Result<JointApplication> {
+    a.submitted_at = parse_ts(&submitted)?;
+    a.updated_at = parse_ts(&updated)?;
+    Ok(a)
+}
+
+/// Plans the calls a new version of `record_id` means: the one create of a record that asks
+/// for power (or the link of a power-origin application that already names its project), and
+/// a `WITHDRAWN` report when the record was withdrawn after its application was made. Called
+/// in the transaction that wrote the version.
+pub(super) fn plan_for_record(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some((state, created_at, content)) = tx
+        .prepare_cached(
+            "SELECT r.state, r.created_at, v.content FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.id = ?1",
+        )?
+        .query_row([record_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let joined = tx
+        .prepare_cached("SELECT 1 FROM outbox WHERE record_id = ?1 AND kind IN ('create', 'link') LIMIT 1")?
+        .exists([record_id])?
+        || tx
+            .prepare_cached("SELECT 1 FROM power_applications WHERE record_id = ?1 LIMIT 1")?
+            .exists([record_id])?;
+    if joined {
+        if state == "withdrawn" {
+            let report = WaterStatusReport {
+                water_status: WaterStatus::Withdrawn,
+                at: now,
+                note: Some("项目已撤回".into()),
+            };
+            enqueue_status(tx, record_id, &report, now)?;
+        }
+        return Ok(());
+    }
+    if state != "active" {
+        return Ok(());
+    }
+    let content: serde_json::Value = serde_json::from_str(&content)
+        .map_err(|e| StoreError::Corrupt(format!("record {record_id}: {e}")))?;
+    if content["power"].is_null() {
+        return Ok(());
+    }
+    // A power-origin application already naming the project is linked instead of creating a
+    // second one; where several do, the earliest submitted.
+    let project = content["project"]["code"].as_str().unwrap_or_default();
+    let existing: Option<String> = tx
+        .prepare_cached(
+            "SELECT application_id FROM power_applications
+             WHERE origin = 'POWER' AND project_code = ?1 AND record_id IS NULL AND project_code <> ''
+             ORDER BY submitted_at, application_id LIMIT 1",
+        )?
+        .query_row([project], |r| r.get(0))
+        .optional()?;
+    let now_text = ts(now);
+    match existing {
+        Some(app) => {
+            let body = serde_json::json!({ "externalId": record_id }).to_string();
+            enqueue(
+                tx,
+                record_id,
+                CallKind::Link,
+                &joint::link_key(&app, record_id),
+                Some(&app),
+                &body,
+                &now_text,
+            )
+        }
+        None => {
+            let submitted = parse_ts(&created_at)?;
+            let body = match joint::create_body(record_id, &content, submitted) {
+                Ok(b) => b,
+                Err(why) => {
+                    // Nothing the power side would accept: held for an operator, not sent.
+                    let held = Held {
+                        source: "power".into(),
+                        key: Some(record_id.to_string()),
+                        version: None,
+                        step: "plan:create".into(),
+                        field: None,
+                        reason: format!("no joint application can be created: {why}"),
+                        category: "power: create not possible".into(),
+                        detail: None,
+                        document_sha256: None,
+                    };
+                    return insert_failure(tx, &held, None, &now_text);
+                }
+            };
+            let body = serde_json::to_string(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            enqueue(
+                tx,
+                record_id,
+                CallKind::Create,
+                &joint::create_key(record_id),
+                None,
+                &body,
+                &now_text,
+            )
+        }
+    }
+}
+
+/// Plans the water-status report an operator's stage event means, when the record has a joint
+/// application (or one on its way). Called in the transaction that recorded the action.
+pub(super) fn plan_for_action(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    action: &crate::stages::Action,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let Some(status) = joint::water_status_of(action) else {
+        return Ok(());
+    };
+    let joined = tx
+        .prepare_cached("SELECT 1 FROM outbox WHERE record_id = ?1 AND kind IN ('create', 'link') LIMIT 1")?
+        .exists([record_id])?;
+    if !joined {
+        return Ok(());
+    }
+    let report = WaterStatusReport {
+        water_status: status,
+        at,
+        note: None,
+    };
+    enqueue_status(tx, record_id, &report, now)
+}
+
+fn enqueue_status(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    report: &WaterStatusReport,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let body = serde_json::to_string(report).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    enqueue(
+        tx,
+        record_id,
+        CallKind::WaterStatus,
+        &joint::status_key(record_id, report.water_status),
+        None,
+        &body,
+        &ts(now),
+    )
+}
+
+fn enqueue(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    kind: CallKind,
+    key: &str,
+    application_id: Option<&str>,
+    body: &str,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (record_id, kind, idempotency_key, application_id, body, state, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+    )?
+    .execute(params![record_id, kind.as_str(), key, application_id, body, now])?;
+    Ok(())
+}
+
+/// Writes an application as an answer showed it, never over a newer version, and ties it to
+/// `record_id` when given.
+pub(super) fn upsert_application(
+    tx: &rusqlite::Transaction<'_>,
+    app: &Application,
+    document_sha256: Option<&str>,
+    record_id: Option<&str>,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO power_applications (application_id, external_id, origin, status, water_status, version,
+             project_code, record_id, document_sha256, submitted_at, updated_at, seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (application_id) DO UPDATE SET external_id = excluded.external_id, status = excluded.status,
+             water_status = excluded.water_status, version = excluded.version, project_code = excluded.project_code,
+             document_sha256 = COALESCE(excluded.document_sha256, power_applications.document_sha256),
+             updated_at = excluded.updated_at, seen_at = excluded.seen_at
+         WHERE excluded.version >= power_applications.version",
+    )?
+    .execute(params![
+        app.application_id,
+        app.external_id,
+        match app.origin {
+            shuiwu_power::Origin::Water => "WATER",
+            shuiwu_power::Origin::Power => "POWER",
+        },
+        app.status.as_str(),
+        app.water_status.map(WaterStatus::as_str),
+        app.version as i64,
+        app.project_code,
+        record_id,
+        document_sha256,
+        ts(app.submitted_at),
+        ts(app.updated_at),
+        now
+    ])?;
+    if let Some(r) = record_id {
+        tx.prepare_cached(
+            "UPDATE power_applications SET record_id = ?2 WHERE application_id = ?1 AND record_id IS NULL",
+        )?
+        .execute(params![app.application_id, r])?;
+    }
+    Ok(())
+}
+
+/// How a delivery attempt ended, to write back.
+#[derive(Debug)]
+pub enum DeliveryResult<'a> {
+    /// The call took effect (or had already): `outcome` names how; the application as the
+    /// answer showed it.
+    Done {
+        outcome: &'a str,
+        application: Option<&'a Application>,
+        answer: Option<&'a RawDocument>,
+    },
+    /// A transient failure: tried again at `next_attempt_at`.
+    Retry {
+        error: &'a str,
+        next_attempt_at: DateTime<Utc>,
+        application: Option<&'a Application>,
+        answer: Option<&'a RawDocument>,
+    },
+    /// A permanent answer: held for an operator with the reason and the raw answer.
+    Held {
+        reason: &'a str,
+        category: &'a str,
+        application: Option<&'a Application>,
+        answer: Option<&'a RawDocument>,
+    },
+    /// A create, not sent, that becomes the link of a power-origin application naming the
+    /// same project.
+    ReplacedByLink { application_id: &'a str },
+}
+
+impl Store {
+    /// Plans, for every active record that asks for power and has no joint application yet,
+    /// its create (or link): for records stored before the power side was configured. The
+    /// number of calls planned.
+    pub fn plan_missing_joint_calls(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let ids: Vec<String> = tx
+            .prepare(
+                "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                 WHERE r.state = 'active' AND json_extract(v.content, '$.power') IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.record_id = r.id AND o.kind IN ('create', 'link'))
+                   AND NOT EXISTS (SELECT 1 FROM power_applications p WHERE p.record_id = r.id)",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        for id in &ids {
+            plan_for_record(&tx, id, now)?;
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+
+    /// The calls due now: of each record, its oldest pending call (a later call of a record
+    /// waits for the earlier ones), oldest first.
+    pub fn due_calls(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxCall>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CALL_COLUMNS} FROM outbox o
+             WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.record_id = o.record_id AND p.state = 'pending' AND p.id < o.id)
+             ORDER BY o.id LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![ts(now), limit as i64], call_of)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        rows.into_iter().map(to_call).collect()
+    }
+
+    /// The earliest time a pending call is due, if any is pending.
+    pub fn next_call_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let conn = self.read();
+        let next: Option<String> = conn
+            .prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'")?
+            .query_row([], |r| r.get(0))?;
+        next.as_deref().map(parse_ts).transpose()
+    }
+
+    /// Writes back how a delivery attempt of call `id` ended.
+    pub fn call_result(&self, id: i64, result: DeliveryResult<'_>, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        let record_id: String = tx
+            .prepare_cached("SELECT record_id FROM outbox WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        let land = |answer: Option<&RawDocument>| -> Result<Option<String>> {
+            answer
+                .map(|doc| {
+                    let sha = sha256_hex(&doc.bytes);
+                    insert_document(&tx, &sha, doc, None, &now_text).map(|()| sha)
+                })
+                .transpose()
+        };
+        let tie = |app: Option<&Application>, sha: Option<&str>, tied: bool| -> Result<()> {
+            match app {
+                Some(a) => upsert_application(&tx, a, sha, tied.then_some(record_id.as_str()), &now_text),
+                None => Ok(()),
+            }
+        };
+        match result {
+            DeliveryResult::Done {
+                outcome,
+                application,
+                answer,
+            } => {
+                let sha = land(answer)?;
+                tie(application, sha.as_deref(), true)?;
+                tx.prepare_cached(
+                    "UPDATE outbox SET state = 'done', outcome = ?2, answer_sha256 = COALESCE(?3, answer_sha256),
+                         application_id = COALESCE(?4, application_id), attempts = attempts + 1, done_at = ?5, last_error = NULL
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, outcome, sha, application.map(|a| a.application_id.as_str()), now_text])?;
+                // The record's later calls about this application know which one it is.
+                if let Some(a) = application {
+                    tx.prepare_cached(
+                        "UPDATE outbox SET application_id = ?2 WHERE record_id = ?1 AND state = 'pending' AND application_id IS NULL",
+                    )?
+                    .execute(params![record_id, a.application_id])?;
+                }
+            }
+            DeliveryResult::Retry {
+                error,
+                next_attempt_at,
+                application,
+                answer,
+            } => {
+                let sha = land(answer)?;
+                tie(application, sha.as_deref(), false)?;
+                tx.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, error, ts(next_attempt_at)])?;
+            }
+            DeliveryResult::Held {
+                reason,
+                category,
+                application,
+                answer,
+            } => {
+                let sha = land(answer)?;
+                tie(application, sha.as_deref(), false)?;
+                let kind: String = tx
+                    .prepare_cached("SELECT kind FROM outbox WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))?;
+                tx.prepare_cached(
+                    "UPDATE outbox SET state = 'held', attempts = attempts + 1, last_error = ?2,
+                         answer_sha256 = COALESCE(?3, answer_sha256) WHERE id = ?1",
+                )?
+                .execute(params![id, reason, sha])?;
+                let held = Held {
+                    source: "power".into(),
+                    key: Some(record_id.clone()),
+                    version: None,
+                    step: format!("deliver:{kind}"),
+                    field: None,
+                    reason: reason.to_string(),
+                    category: category.to_string(),
+                    detail: Some(serde_json::json!({ "outbox_id": id }).to_string()),
+                    document_sha256: sha,
+                };
+                insert_failure(&tx, &held, None, &now_text)?;
+            }
+            DeliveryResult::ReplacedByLink { application_id } => {
+                // In place, so that the record's later calls still come after it. No create
+                // was sent under the old key: nothing on the power side knows it.
+                let body = serde_json::json!({ "externalId": record_id }).to_string();
+                tx.prepare_cached(
+                    "UPDATE outbox SET kind = 'link', idempotency_key = ?2, application_id = ?3, body = ?4,
+                         outcome = NULL, last_error = 'replaced by the link of a power-origin application', next_attempt_at = ?5
+                     WHERE id = ?1 AND kind = 'create'",
+                )?
+                .execute(params![id, joint::link_key(application_id, &record_id), application_id, body, now_text])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The joint application of a record (created or linked by the gateway), if it has one.
+    pub fn joint_application_of(&self, record_id: &str) -> Result<Option<JointApplication>> {
+        let conn = self.read();
+        conn.prepare_cached(&format!(
+            "SELECT {APP_COLUMNS} FROM power_applications WHERE record_id = ?1 ORDER BY submitted_at LIMIT 1"
+        ))?
+        .query_row([record_id], app_of)
+        .optional()?
+        .map(finish_app)
+        .transpose()
+    }
+
+    /// One joint application as last seen.
+    pub fn joint_application(&self, application_id: &str) -> Result<Option<JointApplication>> {
+        let conn = self.read();
+        conn.prepare_cached(&format!(
+            "SELECT {APP_COLUMNS} FROM power_applications WHERE application_id = ?1"
+        ))?
+        .query_row([application_id], app_of)
+        .optional()?
+        .map(finish_app)
+        .transpose()
+    }
+
+    /// A power-origin application not linked to any record that names `project_code`, the
+    /// earliest submitted.
+    pub fn unlinked_power_application(&self, project_code: &str) -> Result<Option<JointApplication>> {
+        let conn = self.read();
+        conn.prepare_cached(&format!(
+            "SELECT {APP_COLUMNS} FROM power_applications
+             WHERE origin = 'POWER' AND project_code = ?1 AND record_id IS NULL
+             ORDER BY submitted_at, application_id LIMIT 1"
+        ))?
+        .query_row([project_code], app_of)
+        .optional()?
+        .map(finish_app)
+        .transpose()
+    }
+
+    /// Every joint application, newest change first.
+    pub fn joint_applications(&self, limit: usize) -> Result<Vec<JointApplication>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {APP_COLUMNS} FROM power_applications ORDER BY updated_at DESC, application_id LIMIT ?1"
+        ))?;
+        let rows = stmt
+            .query_map([limit as i64], app_of)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        rows.into_iter().map(finish_app).collect()
+    }
+
+    /// Writes applications read from the power side (a listing, a re-read), not tied to a
+    /// record; the answer's raw bytes with them.
+    pub fn land_power_applications(
+        &self,
+        apps: &[Application],
+        answer: &RawDocument,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        let sha = sha256_hex(&answer.bytes);
+        insert_document(&tx, &sha, answer, None, &now_text)?;
+        for a in apps {
+            upsert_application(&tx, a, Some(&sha), None, &now_text)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The outbox, newest first; only calls in `state` when given.
+    pub fn outbox(&self, state: Option<&str>, limit: usize) -> Result<(Vec<OutboxCall>, i64)> {
+        let conn = self.read();
+        let total: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM outbox WHERE ?1 IS NULL OR state = ?1")?
+            .query_row([state], |r| r.get(0))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CALL_COLUMNS} FROM outbox WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt
+            .query_map(params![state, limit as i64], call_of)?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok((rows.into_iter().map(to_call).collect::<Result<_>>()?, total))
+    }
+
+    pub fn outbox_call(&self, id: i64) -> Result<Option<OutboxCall>> {
+        let conn = self.read();
+        let row = conn
+            .prepare_cached(&format!("SELECT {CALL_COLUMNS} FROM outbox WHERE id = ?1"))?
+            .query_row([id], call_of)
+            .optional()?;
+        row.map(to_call).transpose()
+    }
+
+    /// Releases a held call for another delivery, as `by`; its failure-queue entry is marked
+    /// replayed. Audited.
+    pub fn retry_call(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        let state: Option<String> = tx
+            .prepare_cached("SELECT state FROM outbox WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        match state.as_deref() {
+            None => return Err(StoreError::Refused(format!("no outbox call {id}"))),
+            Some("held") => {}
+            Some(other) => {
+                return Err(StoreError::Refused(format!(
+                    "outbox call {id} is {other}, not held"
+                )));
+            }
+        }
+        tx.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?2 WHERE id = ?1",
+            params![id, now_text],
+        )?;
+        tx.execute(
+            "UPDATE failures SET state = 'replayed', resolved_at = ?2, resolved_by = ?3, resolution = 'released for delivery'
+             WHERE source = 'power' AND state = 'held' AND json_extract(detail, '$.outbox_id') = ?1",
+            params![id, now_text, by],
+        )?;
+        let detail = serde_json::json!({ "outbox_id": id }).to_string();
+        audit::append(
+            &tx,
+            &now_text,
+            by,
+            "outbox_retry",
+            &format!("outbox {id}"),
+            &detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

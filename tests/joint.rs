@@ -1,0 +1,283 @@
+//! Joint water+power applications end to end: the approval simulator, the gateway, its outbox
+//! and delivery worker, and the power simulator, over loopback, faults after a change
+//! included.
+#![cfg(feature = "simulators")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Duration;
+use common::*;
+use gateway::joint::deliver::{Deliverer, DeliveryReport};
+use gateway::stages::Action;
+use gateway::store::{AsyncStore, NewAction};
+use shuiwu_power::sim::{Fault, Injection, PowerSim, PowerSimConfig, PowerSimServer, Target, When};
+use shuiwu_power::{Application, Origin, PowerClient, PowerStatus, WaterStatus};
+use tokio_util::sync::CancellationToken;
+
+async fn power(w: &World, cfg: PowerSimConfig) -> (PowerSimServer, Deliverer, Arc<PowerClient>) {
+    let server = PowerSim::new(cfg, Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client_cfg = server.client_config();
+    client_cfg.rate_per_second = 0;
+    client_cfg.timeout_secs = 2;
+    client_cfg.min_delay_ms = 5;
+    let client = Arc::new(PowerClient::new(client_cfg, Arc::new(w.clock.clone())).unwrap());
+    w.store.set_joint(true);
+    let deliverer = Deliverer::new(
+        client.clone(),
+        AsyncStore::new(w.store.clone()),
+        Arc::new(w.clock.clone()),
+        4,
+    );
+    (server, deliverer, client)
+}
+
+fn no_limit() -> PowerSimConfig {
+    PowerSimConfig {
+        rate_limit_per_sec: None,
+        ..PowerSimConfig::contract_defaults(5)
+    }
+}
+
+/// Delivery rounds until nothing is pending, moving the clock past every retry's wait.
+async fn deliver_all(w: &World, d: &Deliverer) -> DeliveryReport {
+    let mut total = DeliveryReport::default();
+    for _ in 0..50 {
+        let r = d.round(&CancellationToken::new()).await.unwrap();
+        total.attempted += r.attempted;
+        total.created += r.created;
+        total.replayed += r.replayed;
+        total.adopted += r.adopted;
+        total.linked += r.linked;
+        total.applied += r.applied;
+        total.no_op += r.no_op;
+        total.retried += r.retried;
+        total.held += r.held;
+        total.replaced_by_link += r.replaced_by_link;
+        match w.store.next_call_due().unwrap() {
+            Some(t) => w.clock.set(t.max(w.clock.now_utc()) + Duration::seconds(1)),
+            None => return total,
+        }
+    }
+    panic!("calls still pending after 50 rounds: {total:?}");
+}
+
+/// The records that ask for power, by id, with their project codes.
+fn asking_for_power(w: &World) -> BTreeMap<String, String> {
+    w.store
+        .records(None, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| {
+            let v = w.store.record_versions(&r.id).unwrap().pop()?;
+            (!v.content["power"].is_null() && r.state == "active").then(|| {
+                (
+                    r.id.clone(),
+                    v.content["project"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn by_external(apps: &[Application]) -> BTreeMap<String, Vec<&Application>> {
+    let mut out: BTreeMap<String, Vec<&Application>> = BTreeMap::new();
+    for a in apps {
+        if let Some(e) = &a.external_id {
+            out.entry(e.clone()).or_default().push(a);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_application_per_project_that_asks_for_power_despite_lost_answers() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(80, start, t0() - Duration::hours(1)), start).await;
+    // A fifth of the creates are applied on the power side and their answers lost.
+    let (server, d, _) = power(
+        &w,
+        PowerSimConfig {
+            random_after_fault_per_mille: 200,
+            random_fault_per_mille: 50,
+            hang_secs: 3,
+            ..no_limit()
+        },
+    )
+    .await;
+    w.pass().await;
+    let wanted = asking_for_power(&w);
+    assert!(
+        wanted.len() > 10,
+        "the generator asks for power in about 40 % of projects"
+    );
+    let report = deliver_all(&w, &d).await;
+    let apps = server.sim.applications();
+    let joined = by_external(&apps);
+    for id in wanted.keys() {
+        assert_eq!(
+            joined.get(id).map(Vec::len),
+            Some(1),
+            "{id}: exactly one application"
+        );
+    }
+    assert_eq!(
+        joined.len(),
+        wanted.len(),
+        "no application for a record that does not ask"
+    );
+    let stats = server.sim.stats();
+    assert_eq!(stats.key_reused, 0, "a key reused with another body");
+    assert_eq!(stats.created as usize, wanted.len());
+    assert!(stats.faults_after > 0, "the faults after a change were exercised");
+    assert_eq!(
+        report.created + report.replayed + report.adopted,
+        wanted.len() as u64,
+        "{report:?}"
+    );
+    // Every create is done, with the answer it was settled by kept.
+    let (calls, total) = w.store.outbox(None, 10_000).unwrap();
+    assert_eq!(total as usize, wanted.len());
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.state == "done" && c.answer_sha256.is_some()),
+        "{calls:?}"
+    );
+    // A second pass and round plan and send nothing new.
+    w.clock.advance(Duration::minutes(10));
+    w.pass().await;
+    let again = deliver_all(&w, &d).await;
+    assert_eq!(again.attempted, 0, "{again:?}");
+    assert_eq!(server.sim.applications().len(), apps.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_events_are_reported_as_water_statuses_once() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    w.pass().await;
+    deliver_all(&w, &d).await;
+    let id = asking_for_power(&w).into_keys().next().unwrap();
+    let act = |action: Action| {
+        w.store
+            .record_action(
+                &id,
+                NewAction {
+                    action: &action,
+                    at: w.clock.now_utc(),
+                    by: "王工",
+                    override_reason: None,
+                },
+                w.clock.now_utc(),
+                w.syncer.rebuilder(),
+                |_| Ok(()),
+            )
+            .unwrap()
+    };
+    act(Action::Accepted);
+    // The report's answer is lost after the power side applied it.
+    server.sim.inject(Injection {
+        fault: Fault::Reset,
+        target: Target::WaterStatus,
+        when: When::After,
+        times: 1,
+    });
+    let r = deliver_all(&w, &d).await;
+    assert_eq!(r.applied + r.no_op, 1, "{r:?}");
+    // The power side moves on meanwhile: the next report meets a newer version (412) and
+    // goes through after re-reading.
+    let app = w.store.joint_application_of(&id).unwrap().unwrap();
+    server.sim.set_status(&app.application_id, PowerStatus::Accepted);
+    act(Action::SurveyDone {
+        external_pipe_m: rust_decimal::Decimal::new(150, 1),
+    });
+    act(Action::Connected);
+    deliver_all(&w, &d).await;
+    let now = server.sim.application(&app.application_id).unwrap();
+    assert_eq!(now.water_status, Some(WaterStatus::Connected));
+    let stats = server.sim.stats();
+    assert_eq!(stats.water_status_applied, 3, "each status applied once");
+    assert!(
+        stats.version_mismatch >= 1,
+        "the re-read after a conflict was exercised"
+    );
+    let stored = w.store.joint_application_of(&id).unwrap().unwrap();
+    assert_eq!(
+        (stored.version as u64, stored.water_status()),
+        (now.version, Some(WaterStatus::Connected))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_origin_application_naming_the_project_is_linked_not_duplicated() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, client) = power(&w, no_limit()).await;
+    w.pass().await;
+    let wanted = asking_for_power(&w);
+    let (record, project) = wanted.iter().next().map(|(a, b)| (a.clone(), b.clone())).unwrap();
+    // Two power-origin applications name that project; the earlier submitted is linked.
+    let template = |submitted_hours_ago: i64| Application {
+        application_id: String::new(),
+        external_id: None,
+        origin: Origin::Power,
+        status: PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: Some(project.clone()),
+        project_name: None,
+        applicant: shuiwu_power::Applicant {
+            kind: shuiwu_power::ApplicantKind::Organisation,
+            name: "某公司".into(),
+            credit_code: None,
+            contact_name: None,
+            contact_phone: None,
+        },
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: None,
+        },
+        power: None,
+        water: None,
+        submitted_at: w.clock.now_utc() - Duration::hours(submitted_hours_ago),
+        updated_at: w.clock.now_utc(),
+    };
+    let later = server.sim.insert(template(1));
+    let earlier = server.sim.insert(template(5));
+    // What the inbound poll lands (read here with the client itself).
+    let page = client
+        .list(w.clock.now_utc() - Duration::days(1), 100, None)
+        .await
+        .unwrap();
+    w.store
+        .land_power_applications(&page.value.items, &page.raw, w.clock.now_utc())
+        .unwrap();
+    let report = deliver_all(&w, &d).await;
+    assert_eq!(report.replaced_by_link, 1, "{report:?}");
+    assert_eq!(report.linked, 1, "{report:?}");
+    let linked = server.sim.application(&earlier).unwrap();
+    assert_eq!(linked.external_id.as_deref(), Some(record.as_str()));
+    assert_eq!(
+        server.sim.application(&later).unwrap().external_id,
+        None,
+        "never linked twice"
+    );
+    let apps = server.sim.applications();
+    assert!(
+        !apps
+            .iter()
+            .any(|a| a.origin == Origin::Water && a.project_code.as_deref() == Some(&project)),
+        "no second application for the project"
+    );
+    assert_eq!(by_external(&apps).len(), wanted.len());
+}
