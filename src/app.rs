@@ -9,6 +9,7 @@ use shuiwu_wire::Clock;
 use crate::calendar::Calendar;
 use crate::config::Config;
 use crate::joint::deliver::Deliverer;
+use crate::joint::poll::Poller;
 use crate::mapping::MappingSet;
 use crate::policy::{PolicySet, Rules};
 use crate::store::lock::WriterLock;
@@ -24,6 +25,11 @@ pub const LICENCE_MAPPING: &str = "licences.query";
 /// Calls to the power side in flight at once (of different records); the client's limiter
 /// paces them.
 const DELIVERY_CONCURRENCY: usize = 4;
+
+/// How far back each poll of the power side's listing starts before the last change it
+/// landed: a batch of changes sharing a millisecond, or committed late on the power side,
+/// is read again and recognised by (application, version).
+const POLL_OVERLAP_SECS: i64 = 60;
 
 /// A gateway ready to sync.
 pub struct Gateway {
@@ -122,12 +128,23 @@ impl Gateway {
             Some(p) => {
                 store.set_joint(true);
                 let client = Arc::new(shuiwu_power::PowerClient::new(p.clone(), clock.clone())?);
-                Some(Arc::new(Deliverer::new(
-                    client,
+                // The power side's listing is read from where the approval sync starts.
+                let poller = Poller::new(
+                    client.clone(),
                     AsyncStore::new(store.clone()),
-                    clock,
-                    DELIVERY_CONCURRENCY,
-                )))
+                    clock.clone(),
+                    cfg.sync.start_at()?,
+                    chrono::Duration::seconds(POLL_OVERLAP_SECS),
+                );
+                Some(Arc::new(
+                    Deliverer::new(
+                        client,
+                        AsyncStore::new(store.clone()),
+                        clock,
+                        DELIVERY_CONCURRENCY,
+                    )
+                    .with_poller(poller),
+                ))
             }
             None => None,
         };

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use common::*;
 use gateway::joint::deliver::{Deliverer, DeliveryReport};
+use gateway::joint::poll::Poller;
 use gateway::stages::Action;
 use gateway::store::{AsyncStore, NewAction};
 use shuiwu_power::sim::{Fault, Injection, PowerSim, PowerSimConfig, PowerSimServer, Target, When};
@@ -18,6 +19,16 @@ use shuiwu_power::{Application, Origin, PowerClient, PowerStatus, WaterStatus};
 use tokio_util::sync::CancellationToken;
 
 async fn power(w: &World, cfg: PowerSimConfig) -> (PowerSimServer, Deliverer, Arc<PowerClient>) {
+    power_polled(w, cfg, true).await
+}
+
+/// As [`power`]; without `poll`, the deliverer never reads the power side's listing, so
+/// that what it knows of an application is what its own calls' answers told it.
+async fn power_polled(
+    w: &World,
+    cfg: PowerSimConfig,
+    poll: bool,
+) -> (PowerSimServer, Deliverer, Arc<PowerClient>) {
     let server = PowerSim::new(cfg, Arc::new(w.clock.clone()))
         .serve("127.0.0.1:0".parse().unwrap())
         .await
@@ -28,12 +39,24 @@ async fn power(w: &World, cfg: PowerSimConfig) -> (PowerSimServer, Deliverer, Ar
     client_cfg.min_delay_ms = 5;
     let client = Arc::new(PowerClient::new(client_cfg, Arc::new(w.clock.clone())).unwrap());
     w.store.set_joint(true);
+    let poller = Poller::new(
+        client.clone(),
+        AsyncStore::new(w.store.clone()),
+        Arc::new(w.clock.clone()),
+        t0() - Duration::days(30),
+        Duration::seconds(60),
+    );
     let deliverer = Deliverer::new(
         client.clone(),
         AsyncStore::new(w.store.clone()),
         Arc::new(w.clock.clone()),
         4,
     );
+    let deliverer = if poll {
+        deliverer.with_poller(poller)
+    } else {
+        deliverer
+    };
     (server, deliverer, client)
 }
 
@@ -59,6 +82,17 @@ async fn deliver_all(w: &World, d: &Deliverer) -> DeliveryReport {
         total.retried += r.retried;
         total.held += r.held;
         total.replaced_by_link += r.replaced_by_link;
+        total.waiting += r.waiting;
+        if let (Some(p), Some(t)) = (r.polled.clone(), total.polled.as_mut()) {
+            t.pages += p.pages;
+            t.new_versions += p.new_versions;
+            t.repeats += p.repeats;
+            t.links_planned += p.links_planned;
+            t.held_duplicates += p.held_duplicates;
+            t.awaiting_import += p.awaiting_import;
+        } else if total.polled.is_none() {
+            total.polled = r.polled;
+        }
         match w.store.next_call_due().unwrap() {
             Some(t) => w.clock.set(t.max(w.clock.now_utc()) + Duration::seconds(1)),
             None => return total,
@@ -164,7 +198,8 @@ async fn one_application_per_project_that_asks_for_power_despite_lost_answers() 
 async fn stage_events_are_reported_as_water_statuses_once() {
     let start = t0() - Duration::days(2);
     let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
-    let (server, d, _) = power(&w, no_limit()).await;
+    // No poll: the power side's own change is met as a version conflict, not read ahead.
+    let (server, d, _) = power_polled(&w, no_limit(), false).await;
     w.pass().await;
     deliver_all(&w, &d).await;
     let id = asking_for_power(&w).into_keys().next().unwrap();
@@ -222,7 +257,7 @@ async fn stage_events_are_reported_as_water_statuses_once() {
 async fn a_power_origin_application_naming_the_project_is_linked_not_duplicated() {
     let start = t0() - Duration::days(2);
     let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
-    let (server, d, client) = power(&w, no_limit()).await;
+    let (server, d, _) = power(&w, no_limit()).await;
     w.pass().await;
     let wanted = asking_for_power(&w);
     let (record, project) = wanted.iter().next().map(|(a, b)| (a.clone(), b.clone())).unwrap();
@@ -254,14 +289,7 @@ async fn a_power_origin_application_naming_the_project_is_linked_not_duplicated(
     };
     let later = server.sim.insert(template(1));
     let earlier = server.sim.insert(template(5));
-    // What the inbound poll lands (read here with the client itself).
-    let page = client
-        .list(w.clock.now_utc() - Duration::days(1), 100, None)
-        .await
-        .unwrap();
-    w.store
-        .land_power_applications(&page.value.items, &page.raw, w.clock.now_utc())
-        .unwrap();
+    // The round's poll finds both before the record's create goes out.
     let report = deliver_all(&w, &d).await;
     assert_eq!(report.replaced_by_link, 1, "{report:?}");
     assert_eq!(report.linked, 1, "{report:?}");
@@ -280,4 +308,108 @@ async fn a_power_origin_application_naming_the_project_is_linked_not_duplicated(
         "no second application for the project"
     );
     assert_eq!(by_external(&apps).len(), wanted.len());
+    // The later one is held for an operator as a probable duplicate once the link is made:
+    // never silently dropped. A third one naming the project meets the same fate.
+    let third = server.sim.insert(template(0));
+    w.clock.advance(Duration::seconds(10));
+    let report = deliver_all(&w, &d).await;
+    assert_eq!(
+        report.polled.as_ref().map(|p| p.held_duplicates),
+        Some(1),
+        "{report:?}"
+    );
+    let held: Vec<_> = w
+        .store
+        .failures(Some("held"), 100)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.source == "power")
+        .collect();
+    let keys: Vec<_> = held.iter().filter_map(|f| f.key.clone()).collect();
+    assert!(keys.contains(&later) && keys.contains(&third), "{held:?}");
+    assert_eq!(server.sim.application(&third).unwrap().external_id, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_is_landed_once_per_version_across_pages_and_polls() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(5, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    // 250 changes in one millisecond: three pages, and a batch straddling each boundary.
+    let household = |i: usize| Application {
+        application_id: String::new(),
+        external_id: None,
+        origin: Origin::Power,
+        status: PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: None,
+        project_name: None,
+        applicant: shuiwu_power::Applicant {
+            kind: shuiwu_power::ApplicantKind::Person,
+            name: format!("住户{i}"),
+            credit_code: None,
+            contact_name: None,
+            contact_phone: None,
+        },
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: None,
+        },
+        power: None,
+        water: None,
+        submitted_at: w.clock.now_utc(),
+        updated_at: w.clock.now_utc(),
+    };
+    let ids = server.sim.insert_batch((0..250).map(household).collect());
+    let first = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!(
+        (first.pages, first.new_versions, first.repeats),
+        (3, 250, 0),
+        "{first:?}"
+    );
+    assert!(first.complete);
+    assert_eq!(first.awaiting_import, 250);
+    // Again: the overlap reads the batch a second time; nothing is landed twice.
+    w.clock.advance(Duration::seconds(1));
+    let again = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!((again.new_versions, again.repeats), (0, 250), "{again:?}");
+    // Changes on the power side come again with their new versions, and only they.
+    for id in ids.iter().take(7) {
+        server.sim.set_status(id, PowerStatus::Accepted);
+    }
+    w.clock.advance(Duration::minutes(5));
+    let changed = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!(changed.new_versions, 7, "{changed:?}");
+    let stored = w.store.joint_applications(1000).unwrap();
+    assert_eq!(stored.len(), 250);
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|a| a.version == 2 && a.status == "ACCEPTED")
+            .count(),
+        7
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_wait_for_a_poll_of_the_power_side() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(30, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    // The listing cannot be read: no create goes out, nothing is lost.
+    server.sim.inject(Injection {
+        fault: Fault::Unavailable,
+        target: Target::List,
+        when: When::Before,
+        times: 100,
+    });
+    w.pass().await;
+    let r = d.round(&CancellationToken::new()).await.unwrap();
+    assert!(r.waiting > 0 && r.created == 0, "{r:?}");
+    assert_eq!(server.sim.stats().created, 0);
+    server.sim.clear_faults();
+    w.clock.advance(Duration::seconds(10));
+    let r = deliver_all(&w, &d).await;
+    assert_eq!(r.created as usize, asking_for_power(&w).len(), "{r:?}");
 }

@@ -179,14 +179,39 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>(),
     );
     // The joint applications the backfill's records asked for, delivered to the power side.
+    // Meanwhile two builders applied on the power side for one of those projects, and three
+    // households applied there without a project.
     if let Some(d) = &gateway.deliverer {
+        let pending = store.call(|s| s.outbox(Some("pending"), 10_000)).await?.0;
+        if let Some(project) = pending
+            .iter()
+            .find(|c| c.kind == crate::store::CallKind::Create)
+            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok())
+            .and_then(|b| b["projectCode"].as_str().map(str::to_string))
+        {
+            for hours_ago in [30, 2] {
+                power_server.sim.insert(power_origin(Some(&project), hours_ago));
+            }
+        }
+        for _ in 0..3 {
+            power_server.sim.insert(power_origin(None, 1));
+        }
         let j = d.round(&token).await?;
         let p = power_server.sim.stats();
+        let polled = j.polled.clone().unwrap_or_default();
+        let duplicates = store
+            .call(|s| s.failures(Some("held"), 10_000))
+            .await?
+            .iter()
+            .filter(|f| f.source == "power" && f.step == "link")
+            .count();
         outln!(
-            "\njoint water+power applications: {} created on the power side ({} answers lost after the change and repeated as replays), {} linked, {} held; the power side holds {} applications",
+            "\njoint water+power applications: {} created on the power side ({} answers lost after the change and repeated as replays), {} power-origin applications linked instead of creating a second one, {} held as probable duplicates, {} read from the power side awaiting import, {} calls held; the power side holds {} water-origin applications",
             j.created + j.replayed,
             j.replayed,
             j.linked,
+            duplicates,
+            polled.awaiting_import,
             j.held,
             p.created
         );
@@ -227,6 +252,46 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         outln!("  cargo run --release -- --db {db} failures show {}", f.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A power-origin application as the power side's platform takes one: a company naming its
+/// project, or a household with none.
+fn power_origin(project: Option<&str>, submitted_hours_ago: i64) -> shuiwu_power::Application {
+    let now = Utc::now();
+    shuiwu_power::Application {
+        application_id: String::new(),
+        external_id: None,
+        origin: shuiwu_power::Origin::Power,
+        status: shuiwu_power::PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: project.map(str::to_string),
+        project_name: None,
+        applicant: shuiwu_power::Applicant {
+            kind: if project.is_some() {
+                shuiwu_power::ApplicantKind::Organisation
+            } else {
+                shuiwu_power::ApplicantKind::Person
+            },
+            name: if project.is_some() {
+                "昆明某建设有限公司"
+            } else {
+                "李某"
+            }
+            .into(),
+            credit_code: None,
+            contact_name: None,
+            contact_phone: None,
+        },
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: None,
+        },
+        power: None,
+        water: None,
+        submitted_at: now - Duration::hours(submitted_hours_ago),
+        updated_at: now,
+    }
 }
 
 fn print_summary(outcomes: &[OutcomeCount]) {

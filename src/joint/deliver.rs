@@ -19,11 +19,15 @@ use shuiwu_power::{Application, CreateApplication, PowerClient, PowerError, Wate
 use shuiwu_wire::{Clock, RawDocument};
 use tokio_util::sync::CancellationToken;
 
+use super::poll::{PollError, PollReport, Poller};
 use crate::store::{AsyncStore, CallKind, DeliveryResult, OutboxCall, StoreError};
 
 /// What one round of deliveries did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeliveryReport {
+    /// The poll of the power side's listing that opened the round, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polled: Option<PollReport>,
     pub attempted: u64,
     pub created: u64,
     pub replayed: u64,
@@ -33,6 +37,9 @@ pub struct DeliveryReport {
     pub no_op: u64,
     pub replaced_by_link: u64,
     pub retried: u64,
+    /// Calls that could not be sent yet (a status report before its application exists, a
+    /// create before a fresh poll).
+    pub waiting: u64,
     pub held: u64,
 }
 
@@ -49,6 +56,7 @@ impl DeliveryReport {
                 _ => self.no_op += 1,
             },
             Outcome::Retry => self.retried += 1,
+            Outcome::Waiting => self.waiting += 1,
             Outcome::Held => self.held += 1,
             Outcome::Replaced => self.replaced_by_link += 1,
         }
@@ -58,6 +66,7 @@ impl DeliveryReport {
 enum Outcome {
     Done(&'static str),
     Retry,
+    Waiting,
     Held,
     Replaced,
 }
@@ -69,6 +78,11 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     /// Calls in flight at once (of different records).
     concurrency: usize,
+    /// The power side's listing, read at the start of every round.
+    poller: Option<Poller>,
+    /// When the last poll that read the listing to its end started: a create planned before
+    /// it knows every power-origin application that named its project by then.
+    polled_at: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 /// How many times a call re-reads after a version conflict before it is tried again later.
@@ -86,13 +100,42 @@ impl Deliverer {
             store,
             clock,
             concurrency: concurrency.max(1),
+            poller: None,
+            polled_at: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Opens every round with a poll of the power side's listing, and sends a create only
+    /// once a poll that started after it was planned has read the listing to its end: "unless
+    /// a power-origin application already names the project" is judged on what the power side
+    /// showed, not on what the gateway happened to have read.
+    pub fn with_poller(mut self, poller: Poller) -> Self {
+        self.poller = Some(poller);
+        self
+    }
+
+    fn polled_at(&self) -> Option<DateTime<Utc>> {
+        *self.polled_at.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Delivers every call that is due, and the calls that become due as earlier calls of
     /// their records end, until none is due or `cancel` fires.
     pub async fn round(&self, cancel: &CancellationToken) -> Result<DeliveryReport, StoreError> {
         let mut report = DeliveryReport::default();
+        if let Some(p) = &self.poller {
+            let started = self.clock.now();
+            match p.poll(cancel).await {
+                Ok(r) => {
+                    if r.complete {
+                        *self.polled_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
+                    }
+                    report.polled = Some(r);
+                }
+                Err(PollError::Store(e)) => return Err(e),
+                // The listing is unreachable for now: creates wait, other calls go on.
+                Err(e) => tracing::warn!("polling the power side failed: {e}"),
+            }
+        }
         while !cancel.is_cancelled() {
             let now = self.clock.now();
             let due = self.store.call(move |s| s.due_calls(now, 256)).await?;
@@ -161,12 +204,10 @@ impl Deliverer {
                 }
             }
             Step::Wait(why) => (
-                Outcome::Retry,
-                Written::Retry {
-                    error: why,
-                    next: now + chrono::Duration::seconds(30),
-                    application: None,
-                    answer: None,
+                Outcome::Waiting,
+                Written::Wait {
+                    why,
+                    next: now + chrono::Duration::seconds(WAIT_SECS),
                 },
             ),
             Step::HeldBecause(reason, app, raw) => (
@@ -216,6 +257,10 @@ impl Deliverer {
                         answer: answer.as_ref(),
                     },
                     Written::Replace(app) => DeliveryResult::ReplacedByLink { application_id: app },
+                    Written::Wait { why, next } => DeliveryResult::Wait {
+                        why,
+                        next_attempt_at: *next,
+                    },
                 };
                 s.call_result(id, result, now)
             })
@@ -226,6 +271,11 @@ impl Deliverer {
     async fn create(&self, call: &OutboxCall) -> Result<Step, StoreError> {
         let body: CreateApplication = serde_json::from_str(&call.body)
             .map_err(|e| StoreError::Corrupt(format!("outbox {}: create body: {e}", call.id)))?;
+        if self.poller.is_some() && self.polled_at().is_none_or(|t| t < call.created_at) {
+            return Ok(Step::Wait(
+                "waiting for a poll of the power side newer than this create".into(),
+            ));
+        }
         // A power-origin application that names the project by now is linked instead.
         if let Some(code) = body.project_code.clone() {
             let existing = self
@@ -350,7 +400,8 @@ impl Deliverer {
 enum Step {
     Done(&'static str, Option<Application>, Option<RawDocument>),
     Fail(PowerError, Option<Application>),
-    /// Not possible yet (no application to report on): tried again shortly.
+    /// Not possible yet (no application to report on, no fresh poll): looked at again
+    /// shortly, not counted as an attempt.
     Wait(String),
     HeldBecause(String, Option<Application>, Option<RawDocument>),
     Replace(String),
@@ -376,7 +427,14 @@ enum Written {
         answer: Option<RawDocument>,
     },
     Replace(String),
+    Wait {
+        why: String,
+        next: DateTime<Utc>,
+    },
 }
+
+/// How long a call that cannot be sent yet waits before it is looked at again.
+const WAIT_SECS: i64 = 5;
 
 /// The wait before a call's next attempt after `attempts` failed ones: 5 s doubling to an
 /// hour, with full jitter (so that calls that failed together do not retry together), and

@@ -7,6 +7,7 @@
 //! side; the delivery worker (`deliver.rs`) sends what the outbox holds, in order per record.
 
 pub mod deliver;
+pub mod poll;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};

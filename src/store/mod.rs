@@ -20,6 +20,7 @@ pub mod lock;
 mod materials;
 mod open;
 mod outbox;
+mod power;
 mod queries;
 mod schema;
 mod versions;
@@ -69,7 +70,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub use blocking::{AsyncStore, Pending};
 pub use open::{APPLICATION_ID, readable_by_others};
 pub(crate) use open::{private_dir, private_file_options};
-pub use outbox::{CallKind, DeliveryResult, JointApplication, OutboxCall};
+pub use outbox::{CallKind, DeliveryResult, OutboxCall};
+pub use power::JointApplication;
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

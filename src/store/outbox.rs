@@ -9,6 +9,8 @@
 use serde::Serialize;
 use shuiwu_power::{Application, WaterStatus, WaterStatusReport};
 
+use super::power::{rfc3339, rfc3339_opt, upsert_application};
+
 use super::commit::{insert_document, insert_failure};
 use super::*;
 use crate::joint;
@@ -67,45 +69,6 @@ pub struct OutboxCall {
     pub done_at: Option<DateTime<Utc>>,
 }
 
-/// JSON times carry Beijing time's offset, as everywhere in the gateway's output.
-fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&shuiwu_wire::format_rfc3339(*t))
-}
-
-fn rfc3339_opt<S: serde::Serializer>(
-    t: &Option<DateTime<Utc>>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// A joint application as the gateway last saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JointApplication {
-    pub application_id: String,
-    pub external_id: Option<String>,
-    pub origin: String,
-    pub status: String,
-    pub water_status: Option<String>,
-    pub version: i64,
-    pub project_code: Option<String>,
-    pub record_id: Option<String>,
-    pub document_sha256: Option<String>,
-    #[serde(serialize_with = "rfc3339")]
-    pub submitted_at: DateTime<Utc>,
-    #[serde(serialize_with = "rfc3339")]
-    pub updated_at: DateTime<Utc>,
-}
-
-impl JointApplication {
-    pub fn water_status(&self) -> Option<WaterStatus> {
-        self.water_status.as_deref().and_then(WaterStatus::parse)
-    }
-}
-
 const CALL_COLUMNS: &str = "id, record_id, kind, idempotency_key, application_id, body, state, attempts,
      next_attempt_at, last_error, outcome, answer_sha256, created_at, done_at";
 
@@ -162,35 +125,6 @@ fn to_call(c: [Option<String>; 14]) -> Result<OutboxCall> {
         created_at: parse_ts(&need(created, "created_at")?)?,
         done_at: done.as_deref().map(parse_ts).transpose()?,
     })
-}
-
-const APP_COLUMNS: &str = "application_id, external_id, origin, status, water_status, version, project_code,
-     record_id, document_sha256, submitted_at, updated_at";
-
-fn app_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JointApplication, String, String)> {
-    Ok((
-        JointApplication {
-            application_id: r.get(0)?,
-            external_id: r.get(1)?,
-            origin: r.get(2)?,
-            status: r.get(3)?,
-            water_status: r.get(4)?,
-            version: r.get(5)?,
-            project_code: r.get(6)?,
-            record_id: r.get(7)?,
-            document_sha256: r.get(8)?,
-            submitted_at: DateTime::<Utc>::MIN_UTC,
-            updated_at: DateTime::<Utc>::MIN_UTC,
-        },
-        r.get(9)?,
-        r.get(10)?,
-    ))
-}
-
-fn finish_app((mut a, submitted, updated): (JointApplication, String, String)) -> Result<JointApplication> {
-    a.submitted_at = parse_ts(&submitted)?;
-    a.updated_at = parse_ts(&updated)?;
-    Ok(a)
 }
 
 /// Plans the calls a new version of `record_id` means: the one create of a record that asks
@@ -303,6 +237,122 @@ pub(super) fn plan_for_record(
     }
 }
 
+/// What a power-origin application means for the water side, in the transaction that lands
+/// it: linked to the record of the project it names when that record has no joint
+/// application yet (a create not yet sent becomes this link at delivery); held as a probable
+/// duplicate when the record already has one; otherwise it waits to be imported. Returns the
+/// outcome recorded for its version.
+pub(super) fn plan_for_power_origin(
+    tx: &rusqlite::Transaction<'_>,
+    app: &Application,
+    document: &str,
+    now: &str,
+    landed: &mut super::power::PageLanded,
+) -> Result<&'static str> {
+    let project = app.project_code.as_deref().unwrap_or_default().trim();
+    let record: Option<String> = if project.is_empty() {
+        None
+    } else {
+        tx.prepare_cached("SELECT id FROM records WHERE source = 'approval' AND source_key = ?1")?
+            .query_row([project], |r| r.get(0))
+            .optional()?
+    };
+    let Some(record) = record else {
+        landed.awaiting_import += 1;
+        return Ok("awaiting_import");
+    };
+    if app.external_id.as_deref() == Some(record.as_str()) {
+        tx.prepare_cached(
+            "UPDATE power_applications SET record_id = ?2 WHERE application_id = ?1 AND record_id IS NULL",
+        )?
+        .execute(params![app.application_id, record])?;
+        return Ok("linked");
+    }
+    if app.external_id.is_some() {
+        // Linked to another water record by now: not ours to change.
+        return Ok("linked_elsewhere");
+    }
+    let has_application = tx
+        .prepare_cached(
+            "SELECT 1 FROM power_applications WHERE record_id = ?1 AND application_id <> ?2 LIMIT 1",
+        )?
+        .exists(params![record, app.application_id])?;
+    let planned: Option<(String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT kind, state, application_id FROM outbox WHERE record_id = ?1 AND kind IN ('create', 'link')
+             ORDER BY id LIMIT 1",
+        )?
+        .query_row([&record], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let sent = planned.as_ref().is_some_and(|(kind, state, target)| {
+        state != "pending" || (kind == "link" && target.as_deref() != Some(app.application_id.as_str()))
+    });
+    if has_application || sent {
+        let held = duplicate(&app.application_id, project, &record, Some(document.to_string()));
+        insert_failure(tx, &held, None, now)?;
+        landed.held_duplicates += 1;
+        return Ok("held_duplicate");
+    }
+    if planned.is_none() {
+        let body = serde_json::json!({ "externalId": record }).to_string();
+        enqueue(
+            tx,
+            &record,
+            CallKind::Link,
+            &joint::link_key(&app.application_id, &record),
+            Some(&app.application_id),
+            &body,
+            now,
+        )?;
+        landed.links_planned += 1;
+    }
+    // A create still pending becomes the link of the earliest such application when it is
+    // delivered.
+    Ok("link_planned")
+}
+
+/// Holds, as probable duplicates, the power-origin applications that name the project of
+/// `record_id` and are linked to no record, now that `linked` is its joint application.
+fn hold_other_applications(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    linked: &str,
+    now: &str,
+) -> Result<()> {
+    let others: Vec<(String, Option<String>, String)> = tx
+        .prepare_cached(
+            "SELECT p.application_id, p.document_sha256, r.source_key FROM power_applications p
+             JOIN records r ON r.id = ?1 AND r.source = 'approval'
+             WHERE p.origin = 'POWER' AND p.project_code = r.source_key AND p.record_id IS NULL
+               AND p.external_id IS NULL AND p.application_id <> ?2",
+        )?
+        .query_map(params![record_id, linked], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<std::result::Result<_, _>>()?;
+    for (app, document, project) in others {
+        insert_failure(tx, &duplicate(&app, &project, record_id, document), None, now)?;
+    }
+    Ok(())
+}
+
+/// The failure-queue entry of a probable duplicate.
+fn duplicate(app: &str, project: &str, record: &str, document: Option<String>) -> Held {
+    Held {
+        source: "power".into(),
+        key: Some(app.to_string()),
+        version: None,
+        step: "link".into(),
+        field: None,
+        reason: format!(
+            "power-origin application {app} names project {project}, whose record {record} already has its joint application: a probable duplicate"
+        ),
+        category: "power: probable duplicate".into(),
+        detail: Some(serde_json::json!({ "record_id": record }).to_string()),
+        document_sha256: document,
+    }
+}
+
 /// Plans the water-status report an operator's stage event means, when the record has a joint
 /// application (or one on its way). Called in the transaction that recorded the action.
 pub(super) fn plan_for_action(
@@ -364,51 +414,6 @@ fn enqueue(
     Ok(())
 }
 
-/// Writes an application as an answer showed it, never over a newer version, and ties it to
-/// `record_id` when given.
-pub(super) fn upsert_application(
-    tx: &rusqlite::Transaction<'_>,
-    app: &Application,
-    document_sha256: Option<&str>,
-    record_id: Option<&str>,
-    now: &str,
-) -> Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO power_applications (application_id, external_id, origin, status, water_status, version,
-             project_code, record_id, document_sha256, submitted_at, updated_at, seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (application_id) DO UPDATE SET external_id = excluded.external_id, status = excluded.status,
-             water_status = excluded.water_status, version = excluded.version, project_code = excluded.project_code,
-             document_sha256 = COALESCE(excluded.document_sha256, power_applications.document_sha256),
-             updated_at = excluded.updated_at, seen_at = excluded.seen_at
-         WHERE excluded.version >= power_applications.version",
-    )?
-    .execute(params![
-        app.application_id,
-        app.external_id,
-        match app.origin {
-            shuiwu_power::Origin::Water => "WATER",
-            shuiwu_power::Origin::Power => "POWER",
-        },
-        app.status.as_str(),
-        app.water_status.map(WaterStatus::as_str),
-        app.version as i64,
-        app.project_code,
-        record_id,
-        document_sha256,
-        ts(app.submitted_at),
-        ts(app.updated_at),
-        now
-    ])?;
-    if let Some(r) = record_id {
-        tx.prepare_cached(
-            "UPDATE power_applications SET record_id = ?2 WHERE application_id = ?1 AND record_id IS NULL",
-        )?
-        .execute(params![app.application_id, r])?;
-    }
-    Ok(())
-}
-
 /// How a delivery attempt ended, to write back.
 #[derive(Debug)]
 pub enum DeliveryResult<'a> {
@@ -432,6 +437,11 @@ pub enum DeliveryResult<'a> {
         category: &'a str,
         application: Option<&'a Application>,
         answer: Option<&'a RawDocument>,
+    },
+    /// Not sent: not possible yet; looked at again at `next_attempt_at`, not an attempt.
+    Wait {
+        why: &'a str,
+        next_attempt_at: DateTime<Utc>,
     },
     /// A create, not sent, that becomes the link of a power-origin application naming the
     /// same project.
@@ -522,6 +532,11 @@ impl Store {
                      WHERE id = ?1",
                 )?
                 .execute(params![id, outcome, sha, application.map(|a| a.application_id.as_str()), now_text])?;
+                // The record has its joint application now: any other power-origin application
+                // naming its project is a probable duplicate, held for an operator.
+                if let Some(a) = application {
+                    hold_other_applications(&tx, &record_id, &a.application_id, &now_text)?;
+                }
                 // The record's later calls about this application know which one it is.
                 if let Some(a) = application {
                     tx.prepare_cached(
@@ -572,6 +587,10 @@ impl Store {
                 };
                 insert_failure(&tx, &held, None, &now_text)?;
             }
+            DeliveryResult::Wait { why, next_attempt_at } => {
+                tx.prepare_cached("UPDATE outbox SET last_error = ?2, next_attempt_at = ?3 WHERE id = ?1")?
+                    .execute(params![id, why, ts(next_attempt_at)])?;
+            }
             DeliveryResult::ReplacedByLink { application_id } => {
                 // In place, so that the record's later calls still come after it. No create
                 // was sent under the old key: nothing on the power side knows it.
@@ -583,77 +602,6 @@ impl Store {
                 )?
                 .execute(params![id, joint::link_key(application_id, &record_id), application_id, body, now_text])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The joint application of a record (created or linked by the gateway), if it has one.
-    pub fn joint_application_of(&self, record_id: &str) -> Result<Option<JointApplication>> {
-        let conn = self.read();
-        conn.prepare_cached(&format!(
-            "SELECT {APP_COLUMNS} FROM power_applications WHERE record_id = ?1 ORDER BY submitted_at LIMIT 1"
-        ))?
-        .query_row([record_id], app_of)
-        .optional()?
-        .map(finish_app)
-        .transpose()
-    }
-
-    /// One joint application as last seen.
-    pub fn joint_application(&self, application_id: &str) -> Result<Option<JointApplication>> {
-        let conn = self.read();
-        conn.prepare_cached(&format!(
-            "SELECT {APP_COLUMNS} FROM power_applications WHERE application_id = ?1"
-        ))?
-        .query_row([application_id], app_of)
-        .optional()?
-        .map(finish_app)
-        .transpose()
-    }
-
-    /// A power-origin application not linked to any record that names `project_code`, the
-    /// earliest submitted.
-    pub fn unlinked_power_application(&self, project_code: &str) -> Result<Option<JointApplication>> {
-        let conn = self.read();
-        conn.prepare_cached(&format!(
-            "SELECT {APP_COLUMNS} FROM power_applications
-             WHERE origin = 'POWER' AND project_code = ?1 AND record_id IS NULL
-             ORDER BY submitted_at, application_id LIMIT 1"
-        ))?
-        .query_row([project_code], app_of)
-        .optional()?
-        .map(finish_app)
-        .transpose()
-    }
-
-    /// Every joint application, newest change first.
-    pub fn joint_applications(&self, limit: usize) -> Result<Vec<JointApplication>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {APP_COLUMNS} FROM power_applications ORDER BY updated_at DESC, application_id LIMIT ?1"
-        ))?;
-        let rows = stmt
-            .query_map([limit as i64], app_of)?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        rows.into_iter().map(finish_app).collect()
-    }
-
-    /// Writes applications read from the power side (a listing, a re-read), not tied to a
-    /// record; the answer's raw bytes with them.
-    pub fn land_power_applications(
-        &self,
-        apps: &[Application],
-        answer: &RawDocument,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
-        let now_text = ts(now);
-        let sha = sha256_hex(&answer.bytes);
-        insert_document(&tx, &sha, answer, None, &now_text)?;
-        for a in apps {
-            upsert_application(&tx, a, Some(&sha), None, &now_text)?;
         }
         tx.commit()?;
         Ok(())
