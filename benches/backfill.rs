@@ -7,6 +7,7 @@
 //! cargo bench --bench backfill -- --mode rate                # rate limit on, moderate faults
 //! cargo bench --bench backfill -- --mode licences            # with the zero-materials check
 //! cargo bench --bench backfill -- --mode heavy               # … and a licence library in trouble
+//! cargo bench --bench backfill -- --mode power               # deliveries to the power side
 //! ```
 //!
 //! * `throughput`: the approval simulator with its rate limit and quota off, as its own
@@ -27,6 +28,11 @@
 //!   met, and the time against what the licence side needs at its rate given that downtime
 //!   (the calls it answered at 4/s, plus the maintenance windows).
 //!
+//! * `power`: the records of a backfill that ask for power, their joint applications
+//!   delivered to the power utility's simulator at its contract limit (5 calls/s, the gateway
+//!   configured for its default 4/s). Prints the calls the simulator saw per second over the
+//!   delivery round against the configured rate, and the 429s.
+//!
 //! Each size runs in a fresh child process, so the peak RSS reported (`VmHWM`) is that of one
 //! backfill alone; the configuration is the embedded defaults wherever a mode does not say
 //! otherwise.
@@ -45,6 +51,7 @@ use gateway::sync::Syncer;
 use shuiwu_approval::sim::{SimConfig, SimServer, Simulator};
 use shuiwu_approval::{ApprovalClient, ClientConfig, RetryPolicy, SignMethod};
 use shuiwu_licences::sim::{LicenceSim, LicenceSimConfig, LicenceSimServer};
+use shuiwu_power::sim::{PowerSim, PowerSimConfig};
 use shuiwu_wire::{Secret, SystemClock, format_beijing};
 use tokio_util::sync::CancellationToken;
 
@@ -60,6 +67,7 @@ enum Mode {
     Rate,
     Licences,
     Heavy,
+    Power,
 }
 
 impl Mode {
@@ -69,7 +77,8 @@ impl Mode {
             "rate" => Mode::Rate,
             "licences" => Mode::Licences,
             "heavy" => Mode::Heavy,
-            other => panic!("unknown mode {other:?}: throughput, rate, licences or heavy"),
+            "power" => Mode::Power,
+            other => panic!("unknown mode {other:?}: throughput, rate, licences, heavy or power"),
         }
     }
 
@@ -79,6 +88,7 @@ impl Mode {
             Mode::Rate => "rate",
             Mode::Licences => "licences",
             Mode::Heavy => "heavy",
+            Mode::Power => "power",
         }
     }
 
@@ -89,6 +99,7 @@ impl Mode {
             Mode::Licences => vec![500],
             // Long enough for maintenance and revocations to come back.
             Mode::Heavy => vec![1_000],
+            Mode::Power => vec![400],
         }
     }
 
@@ -120,6 +131,10 @@ impl Mode {
                 "checked",
                 "bound (s)",
                 "of bound"
+            ),
+            Mode::Power => format!(
+                "{:>9}  {:>8}  {:>7}  {:>8}  {:>7}  {:>7}  {:>6}",
+                "projects", "creates", "calls", "seconds", "calls/s", "of 4/s", "429s"
             ),
             Mode::Heavy => format!(
                 "{:>9}  {:>6}  {:>8}  {:>9}  {:>7}  {:>12}  {:>9}  {:>8}  {:>9}",
@@ -153,6 +168,7 @@ fn main() {
             Mode::Rate => limited(n, false),
             Mode::Licences => limited(n, true),
             Mode::Heavy => heavy(n),
+            Mode::Power => power(n),
         }
         return;
     }
@@ -385,6 +401,62 @@ fn config(
         _ => None,
     })
     .expect("configuration")
+}
+
+/// A backfill without limits, then the delivery round of its joint applications against the
+/// power simulator at the interface's limit.
+fn power(n: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    runtime().block_on(async {
+        let now = Utc::now();
+        let mut sim = SimConfig::contract_defaults(9, n, now, DAYS);
+        sim.lag = chrono::Duration::zero();
+        sim.daily_quota = None;
+        sim.rate_limit_per_sec = None;
+        let server = Simulator::new(sim, Arc::new(SystemClock))
+            .expect("simulator")
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve");
+        let power = PowerSim::new(PowerSimConfig::contract_defaults(9), Arc::new(SystemClock))
+            .serve("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("serve the power side");
+        let text = format!(
+            "[store]\npath = \"{}\"\n[approval]\nbase_url = \"{}\"\napp_id = \"kmsw-sim\"\nrate_per_second = 0\n[power]\nbase_url = \"{}\"\nclient_id = \"{}\"\n[sync]\nstart = \"{}\"\n",
+            dir.path().join("bench.db").display(),
+            server.base_url(),
+            power.base_url(),
+            power.sim.config().client_id,
+            format_beijing(now - chrono::Duration::days(DAYS + 1)),
+        );
+        let secret = power.sim.config().client_secret.clone();
+        let cfg = Config::parse("bench.toml", &text, |name| match name {
+            "GATEWAY_APPROVAL_APP_SECRET" => Some("sim-secret".into()),
+            "GATEWAY_POWER_CLIENT_SECRET" => Some(secret.clone()),
+            _ => None,
+        })
+        .expect("configuration");
+        let gateway = Gateway::open_writer(&cfg, Arc::new(SystemClock)).expect("gateway");
+        gateway.syncer.pass(&CancellationToken::new()).await.expect("pass");
+        let deliverer = gateway.deliverer.clone().expect("[power] is configured");
+        let started = Instant::now();
+        let report = deliverer.round(&CancellationToken::new()).await.expect("round");
+        let elapsed = started.elapsed().as_secs_f64();
+        let stats = power.sim.stats();
+        assert_eq!(report.held + report.retried, 0, "{report:?}");
+        let configured = f64::from(cfg.power.as_ref().map_or(4, |p| p.rate_per_second));
+        println!(
+            "{:>9}  {:>8}  {:>7}  {:>8.1}  {:>7.2}  {:>6.0}%  {:>6}",
+            n,
+            stats.created,
+            stats.requests,
+            elapsed,
+            stats.requests as f64 / elapsed,
+            100.0 * stats.requests as f64 / elapsed / configured,
+            stats.rate_limited,
+        );
+    });
 }
 
 /// Backfills with the zero-materials check while the licence library is in trouble, pass after

@@ -91,6 +91,7 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
             serde_json::to_string_pretty(
                 &json!({"id": id, "version": current.version, "content": content, "versions": history,
                         "materials": store.latest_materials(id)?.map(|(v, at, c)| json!({"record_version": v, "checked_at": at, "checklist": c})),
+                        "joint_application": store.joint_application_of(id)?,
                         "notice": store.notice(id)?.map(|(at, text)| json!({"issued_at": at, "text": text}))})
             )?
         );
@@ -126,6 +127,17 @@ pub fn records_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitC
                 missing.join(", ")
             );
         }
+    }
+    // "Where is my connection?" for both utilities.
+    if let Some(a) = store.joint_application_of(id)? {
+        outln!(
+            "\njoint application {} with the power utility (version {}): power side {}, water side reported {}; gateway power show {}",
+            a.application_id,
+            a.version,
+            a.status,
+            a.water_status.as_deref().unwrap_or("nothing yet"),
+            a.application_id
+        );
     }
     outln!("\ntrace any field to its raw bytes: gateway trace {id} --field water.diameter_dn");
     Ok(ExitCode::SUCCESS)
