@@ -8,6 +8,7 @@
 //! | `GATEWAY_APPROVAL_BASE_URL` | `approval.base_url` |
 //! | `GATEWAY_LICENCES_APP_SECRET` | `licences.app_secret` |
 //! | `GATEWAY_POWER_CLIENT_SECRET` | `power.client_secret` |
+//! | `GATEWAY_POWER_WEBHOOK_SECRET` | the key of the power side's webhook signatures (no file key) |
 //! | `GATEWAY_STORE_PATH` | `store.path` |
 
 use std::path::{Path, PathBuf};
@@ -46,10 +47,34 @@ pub struct Config {
     /// power side or polled from it.
     #[serde(default)]
     pub power: Option<shuiwu_power::PowerConfig>,
+    /// The daemon's HTTP server (the power side's webhooks).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The key the power side signs its webhook events with, from
+    /// `GATEWAY_POWER_WEBHOOK_SECRET` only; without it `POST /webhooks/power` is not served
+    /// and polling alone keeps the water side informed.
+    #[serde(skip)]
+    pub power_webhook_secret: Option<Secret>,
     #[serde(default)]
     pub sync: SyncConfig,
     #[serde(default)]
     pub mappings: MappingsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where the daemon listens: loopback by default; put it behind the utility's reverse
+    /// proxy to reach it from elsewhere.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8686)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +267,14 @@ impl Config {
         }
         if let (Some(v), Some(p)) = (env("GATEWAY_POWER_CLIENT_SECRET"), cfg.power.as_mut()) {
             p.client_secret = Secret::new(v);
+        }
+        if let Some(v) = env("GATEWAY_POWER_WEBHOOK_SECRET").filter(|v| !v.is_empty()) {
+            if cfg.power.is_none() {
+                return Err(ConfigError::Setting(
+                    "GATEWAY_POWER_WEBHOOK_SECRET is set but no [power] section is configured".into(),
+                ));
+            }
+            cfg.power_webhook_secret = Some(Secret::new(v));
         }
         if let Some(v) = env("GATEWAY_STORE_PATH") {
             cfg.store.path = PathBuf::from(v);

@@ -14,6 +14,7 @@ pub mod datafiles;
 pub mod deadlines;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod http;
 pub mod joint;
 pub mod logging;
 pub mod mapping;

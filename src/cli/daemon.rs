@@ -267,6 +267,22 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!(db = %gateway.store.path().display(), interval_secs = interval.as_secs(), "gateway running");
     let syncer = gateway.syncer;
     let store = AsyncStore::new(gateway.store.clone());
+    // The power side's webhooks, when their key is configured.
+    let http = match &cfg.power_webhook_secret {
+        Some(secret) => {
+            let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("[http] listen {}: {e}", cfg.http.listen))?;
+            tracing::info!(listen = %cfg.http.listen, "serving POST /webhooks/power");
+            let state = crate::http::HttpState {
+                store: store.clone(),
+                clock: Arc::new(SystemClock),
+                power_webhook_secret: Some(secret.clone()),
+            };
+            Some(tokio::spawn(crate::http::serve(listener, state, token.clone())))
+        }
+        None => None,
+    };
     // Calls to the power side go out beside the sync, on their own schedule.
     let delivery = gateway
         .deliverer
@@ -309,6 +325,13 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         && let Err(e) = d.await
     {
         tracing::error!("the delivery worker ended abnormally: {e}");
+    }
+    if let Some(h) = http {
+        match h.await {
+            Ok(Err(e)) => tracing::error!("the HTTP server failed: {e}"),
+            Err(e) => tracing::error!("the HTTP server ended abnormally: {e}"),
+            Ok(Ok(())) => {}
+        }
     }
     tracing::info!("gateway stopped");
     Ok(ExitCode::SUCCESS)

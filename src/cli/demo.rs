@@ -107,6 +107,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             min_delay_ms: 100,
         }),
         power: Some(power),
+        http: crate::config::HttpConfig::default(),
+        power_webhook_secret: None,
         sync: SyncConfig {
             start: format_beijing(now - Duration::days(31)),
             concurrency: 8,

@@ -123,7 +123,74 @@ pub struct PageLanded {
     pub awaiting_import: u64,
 }
 
+/// Lands one (application, version) once: the application as it shows, and what a
+/// power-origin one means for the water side.
+fn land_one(
+    tx: &rusqlite::Transaction<'_>,
+    app: &Application,
+    sha: &str,
+    now_text: &str,
+    landed: &mut PageLanded,
+) -> Result<()> {
+    let key = SourceKey {
+        source: "power".into(),
+        key: app.application_id.clone(),
+        version: app.version as i64,
+    };
+    let seen = tx
+        .prepare_cached("SELECT 1 FROM source_versions WHERE source = ?1 AND key = ?2 AND version = ?3")?
+        .exists(params![key.source, key.key, key.version])?;
+    if seen {
+        landed.repeats += 1;
+        return Ok(());
+    }
+    landed.new_versions += 1;
+    upsert_application(tx, app, Some(sha), None, now_text)?;
+    let outcome = if app.origin == shuiwu_power::Origin::Power {
+        super::outbox::plan_for_power_origin(tx, app, sha, now_text, landed)?
+    } else {
+        "landed"
+    };
+    tx.prepare_cached(
+        "INSERT INTO source_versions (source, key, version, outcome, document_sha256, processed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![key.source, key.key, key.version, outcome, sha, now_text])?;
+    Ok(())
+}
+
 impl Store {
+    /// Keeps an event the power side pushed, with its raw bytes, and lands its application as
+    /// a listing would (once per version, never over a newer one: events out of order end in
+    /// the newest version). The listing's cursor does not move: polling stays the reference.
+    /// `false`: the event id was seen before, and nothing was done again.
+    pub fn receive_power_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        app: &Application,
+        raw: &RawDocument,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let now_text = ts(now);
+        let sha = sha256_hex(&raw.bytes);
+        insert_document(&tx, &sha, raw, None, &now_text)?;
+        let new = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO power_events (event_id, type, application_id, version, document_sha256, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![event_id, kind, app.application_id, app.version as i64, sha, now_text])?
+            == 1;
+        if new {
+            land_one(&tx, app, &sha, &now_text, &mut PageLanded::default())?;
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
     /// Lands one page of the power side's change listing in one transaction: its raw bytes,
     /// each (application, version) once, the link or duplicate hold a power-origin application
     /// naming a known project means, and the listing's cursor moved to `watermark`.
@@ -141,32 +208,7 @@ impl Store {
         insert_document(&tx, &sha, page, None, &now_text)?;
         let mut landed = PageLanded::default();
         for app in apps {
-            let key = SourceKey {
-                source: "power".into(),
-                key: app.application_id.clone(),
-                version: app.version as i64,
-            };
-            let seen = tx
-                .prepare_cached(
-                    "SELECT 1 FROM source_versions WHERE source = ?1 AND key = ?2 AND version = ?3",
-                )?
-                .exists(params![key.source, key.key, key.version])?;
-            if seen {
-                landed.repeats += 1;
-                continue;
-            }
-            landed.new_versions += 1;
-            upsert_application(&tx, app, Some(&sha), None, &now_text)?;
-            let outcome = if app.origin == shuiwu_power::Origin::Power {
-                super::outbox::plan_for_power_origin(&tx, app, &sha, &now_text, &mut landed)?
-            } else {
-                "landed"
-            };
-            tx.prepare_cached(
-                "INSERT INTO source_versions (source, key, version, outcome, document_sha256, processed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![key.source, key.key, key.version, outcome, sha, now_text])?;
+            land_one(&tx, app, &sha, &now_text, &mut landed)?;
         }
         if let Some(w) = watermark {
             tx.execute(

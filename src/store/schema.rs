@@ -246,4 +246,15 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_by_record ON outbox(record_id, id);
 CREATE INDEX outbox_by_state ON outbox(state, next_attempt_at);
 "#,
+    // 8: webhook events pushed by the power side, kept before they are acknowledged.
+    r#"
+CREATE TABLE power_events (
+    event_id         TEXT PRIMARY KEY,
+    type             TEXT NOT NULL,
+    application_id   TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    document_sha256  TEXT NOT NULL REFERENCES raw_documents(sha256),
+    received_at      TEXT NOT NULL
+) STRICT;
+"#,
 ];

@@ -1,0 +1,41 @@
+//! The daemon's HTTP server: for now the power side's webhooks, on `[http] listen`.
+//!
+//! Handlers reach the store through [`AsyncStore`] like every other async code, and the server
+//! stops with the daemon's cancellation token, letting a request in hand finish.
+
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::post;
+use shuiwu_wire::{Clock, Secret};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::AsyncStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub store: AsyncStore,
+    pub clock: Arc<dyn Clock>,
+    /// The power side's webhook key; without it the webhook route is not served.
+    pub power_webhook_secret: Option<Secret>,
+}
+
+/// The routes.
+pub fn router(state: HttpState) -> Router {
+    let mut router = Router::new();
+    if state.power_webhook_secret.is_some() {
+        router = router.route("/webhooks/power", post(webhooks::power));
+    }
+    router.with_state(state)
+}
+
+/// Serves until `token` is cancelled.
+pub async fn serve(listener: TcpListener, state: HttpState, token: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await
+}
