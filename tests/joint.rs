@@ -153,6 +153,25 @@ async fn one_application_per_project_that_asks_for_power_despite_lost_answers() 
         wanted.len() > 10,
         "the generator asks for power in about 40 % of projects"
     );
+    // Heavier still: tokens revoked, a 429 with an HTTP-date, a hang past the client's timeout.
+    for (fault, times) in [
+        (Fault::TokenRevoked, 3),
+        (
+            Fault::RateLimited {
+                secs: 1,
+                as_date: true,
+            },
+            1,
+        ),
+        (Fault::Hang { secs: 3 }, 1),
+    ] {
+        server.sim.inject(Injection {
+            fault,
+            target: Target::Create,
+            when: When::Before,
+            times,
+        });
+    }
     let report = deliver_all(&w, &d).await;
     let apps = server.sim.applications();
     let joined = by_external(&apps);
@@ -172,6 +191,10 @@ async fn one_application_per_project_that_asks_for_power_despite_lost_answers() 
     assert_eq!(stats.key_reused, 0, "a key reused with another body");
     assert_eq!(stats.created as usize, wanted.len());
     assert!(stats.faults_after > 0, "the faults after a change were exercised");
+    assert!(
+        stats.tokens_issued >= 4,
+        "every revocation was met with a new token"
+    );
     assert_eq!(
         report.created + report.replayed + report.adopted,
         wanted.len() as u64,
@@ -412,4 +435,75 @@ async fn creates_wait_for_a_poll_of_the_power_side() {
     w.clock.advance(Duration::seconds(10));
     let r = deliver_all(&w, &d).await;
     assert_eq!(r.created as usize, asking_for_power(&w).len(), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(5, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhooks/power", listener.local_addr().unwrap());
+    let token = CancellationToken::new();
+    let state = gateway::http::HttpState {
+        store: AsyncStore::new(w.store.clone()),
+        clock: Arc::new(w.clock.clone()),
+        power_webhook_secret: Some(shuiwu_wire::Secret::new("whsec-test")),
+    };
+    tokio::spawn(gateway::http::serve(listener, state, token.clone()));
+    server.sim.push_to(url, "whsec-test".into());
+    let template = Application {
+        application_id: String::new(),
+        external_id: None,
+        origin: Origin::Power,
+        status: PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: None,
+        project_name: None,
+        applicant: shuiwu_power::Applicant {
+            kind: shuiwu_power::ApplicantKind::Person,
+            name: "住户".into(),
+            credit_code: None,
+            contact_name: None,
+            contact_phone: None,
+        },
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: None,
+        },
+        power: None,
+        water: None,
+        submitted_at: w.clock.now_utc(),
+        updated_at: w.clock.now_utc(),
+    };
+    let ids = server.sim.insert_batch(vec![template.clone(); 12]);
+    for id in ids.iter().take(4) {
+        server.sim.set_status(id, PowerStatus::Accepted);
+    }
+    // Sixteen events, pushed in order and each kept before it is acknowledged.
+    let store = AsyncStore::new(w.store.clone());
+    for _ in 0..500 {
+        if server.sim.stats().webhooks_delivered == 16 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.sim.stats().webhooks_delivered, 16);
+    let known = store.call(|s| s.joint_applications(100)).await.unwrap();
+    let truth: BTreeMap<String, u64> = server
+        .sim
+        .applications()
+        .into_iter()
+        .map(|a| (a.application_id, a.version))
+        .collect();
+    let seen: BTreeMap<String, u64> = known
+        .iter()
+        .map(|a| (a.application_id.clone(), a.version as u64))
+        .collect();
+    assert_eq!(seen, truth, "the water side knows every change before any poll");
+    // The poll, the reference, finds the same and lands nothing new.
+    let polled = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!((polled.new_versions, polled.repeats), (0, 12), "{polled:?}");
+    token.cancel();
 }

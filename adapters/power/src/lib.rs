@@ -13,6 +13,7 @@ pub mod client;
 pub mod error;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod webhook;
 pub mod wire;
 
 pub use client::{Answer, ClientAuth, Created, PowerClient, PowerConfig};

@@ -85,6 +85,10 @@ pub struct SimStats {
     pub faults_after: u64,
     /// Calls admitted: not refused by the limit, a token or a fault before the call.
     pub answered: u64,
+    /// Webhook events acknowledged by the receiver, and deliveries it refused or missed
+    /// (each retried, signed afresh).
+    pub webhooks_delivered: u64,
+    pub webhook_failures: u64,
 }
 
 struct SimState {
@@ -100,6 +104,9 @@ struct Inner {
     cfg: PowerSimConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<SimState>,
+    /// Where changes are pushed, once a receiver is configured.
+    push: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Value>>>,
+    events: std::sync::atomic::AtomicU64,
 }
 
 /// The simulated power side. Cheap to clone; every clone is the same power side.
@@ -150,7 +157,65 @@ impl PowerSim {
                 random,
                 stats: SimStats::default(),
             }),
+            push: Mutex::new(None),
+            events: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Pushes every change from now on to `url` (the water side's `POST /webhooks/power`),
+    /// signed with `secret`, in order, each event retried with backoff (signed afresh, with a
+    /// new timestamp) until it is acknowledged. Applications that existed before are not
+    /// pushed: polling finds them. Call from within a runtime.
+    pub fn push_to(&self, url: String, secret: String) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        *self.0.push.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let sim = self.clone();
+        tokio::spawn(async move {
+            // Fails only when a provider is already installed, which serves as well.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let Ok(http) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else {
+                tracing::error!("power simulator: no HTTP client for webhooks");
+                return;
+            };
+            while let Some(event) = rx.recv().await {
+                let body = serde_json::to_vec(&event).unwrap_or_default();
+                let mut wait = Duration::from_millis(50);
+                for _ in 0..12 {
+                    let timestamp = sim.now().timestamp().to_string();
+                    let signature = crate::webhook::sign(secret.as_bytes(), &timestamp, &body);
+                    let sent = http
+                        .post(&url)
+                        .header("Content-Type", "application/json")
+                        .header(crate::webhook::TIMESTAMP_HEADER, &timestamp)
+                        .header(crate::webhook::SIGNATURE_HEADER, signature)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if sent.as_ref().is_ok_and(|r| r.status().is_success()) {
+                        sim.lock().stats.webhooks_delivered += 1;
+                        break;
+                    }
+                    sim.lock().stats.webhook_failures += 1;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        });
+    }
+
+    /// Queues the push of a change, if a receiver is configured.
+    fn emit(&self, created: bool, app: &Application) {
+        let push = self.0.push.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = push.as_ref() {
+            let n = self.0.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let event = json!({
+                "eventId": format!("evt_{n:08}"),
+                "type": if created { "application.created" } else { "application.updated" },
+                "application": app,
+            });
+            // A receiver gone (the sender's task ended) only stops the pushes.
+            let _ = tx.send(event);
+        }
     }
 
     /// Serves on `addr` (port 0 picks a free one) until the returned server is dropped.
@@ -228,21 +293,44 @@ impl PowerSim {
     /// changed now. Returns its id.
     pub fn insert(&self, app: Application) -> String {
         let now = self.now();
-        self.lock().apps.insert(app, now)
+        let (id, stored) = {
+            let mut st = self.lock();
+            let id = st.apps.insert(app, now);
+            (id.clone(), st.apps.get(&id).cloned())
+        };
+        if let Some(a) = stored {
+            self.emit(true, &a);
+        }
+        id
     }
 
     /// Adds several applications in one millisecond, as one batch of changes on the power
     /// side: the listing must page through them without skipping or repeating one.
     pub fn insert_batch(&self, apps: Vec<Application>) -> Vec<String> {
         let now = self.now();
-        let mut st = self.lock();
-        apps.into_iter().map(|a| st.apps.insert(a, now)).collect()
+        let stored: Vec<Application> = {
+            let mut st = self.lock();
+            let ids: Vec<String> = apps.into_iter().map(|a| st.apps.insert(a, now)).collect();
+            ids.iter().filter_map(|id| st.apps.get(id).cloned()).collect()
+        };
+        for a in &stored {
+            self.emit(true, a);
+        }
+        stored.into_iter().map(|a| a.application_id).collect()
     }
 
     /// The power side's own progress on an application. Returns the new version.
     pub fn set_status(&self, id: &str, status: PowerStatus) -> Option<u64> {
         let now = self.now();
-        self.lock().apps.set_status(id, status, now)
+        let (version, stored) = {
+            let mut st = self.lock();
+            let v = st.apps.set_status(id, status, now);
+            (v, st.apps.get(id).cloned())
+        };
+        if let (Some(_), Some(a)) = (version, stored) {
+            self.emit(false, &a);
+        }
+        version
     }
 
     /// `Err(response)`: the call is refused before anything is looked at (rate limit, token,
@@ -321,6 +409,10 @@ impl PowerSim {
             }
             (answer, after)
         };
+        // Every change is pushed, the water side's own included.
+        if let Ok((effect @ (Effect::Created | Effect::Changed), app)) = &answer {
+            self.emit(*effect == Effect::Created, app);
+        }
         if let Some(f) = after {
             return Admission::Fault(f).respond(self).await;
         }
