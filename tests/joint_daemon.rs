@@ -1,7 +1,8 @@
-//! The real binary, killed with SIGKILL at random moments while it delivers joint applications
-//! and water statuses to the power side (which loses some answers after applying the change),
-//! ends with exactly one application per project on the power side, no key reused, every
-//! status applied once, and the records and outbox of an uninterrupted run.
+//! The real binary and the power side. Killed with SIGKILL at random moments while it delivers
+//! joint applications and water statuses (to a power side that loses some answers after
+//! applying the change), it ends with exactly one application per project, no key reused,
+//! every status applied once, and the records and outbox of an uninterrupted run. As a daemon,
+//! it delivers beside the sync, keeps the power side's webhooks, and stops on SIGTERM.
 #![cfg(feature = "simulators")]
 
 mod common;
@@ -269,5 +270,71 @@ async fn sigkill_during_deliveries_makes_every_call_take_effect_exactly_once() {
     eprintln!(
         "{total} calls; {before_last} settled before the last run; power side: {} creates, {} replays, {} statuses applied, {} no-ops, {} answers lost after the change",
         c.created, c.replayed, c.water_status_applied, c.water_status_no_op, c.faults_after
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_delivers_beside_the_sync_takes_webhooks_and_stops_on_sigterm() {
+    let approval = simulator(200).await;
+    let power = power_side().await;
+    let secret = power.sim.config().client_secret.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config) = configs(dir.path(), "daemon", &approval, &power);
+    // A free port for the daemon's server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    power.sim.push_to(
+        format!("http://127.0.0.1:{port}/webhooks/power"),
+        "whsec-daemon".into(),
+    );
+    let mut child = gateway(&config, &["run"])
+        .env("GATEWAY_POWER_CLIENT_SECRET", &secret)
+        .env("GATEWAY_POWER_WEBHOOK_SECRET", "whsec-daemon")
+        .spawn()
+        .unwrap();
+    let db = dir.path().join("daemon.db");
+    // The sync commits records, the delivery worker sends their creates.
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "joint applications delivered",
+            Duration::from_secs(60),
+            Some(&mut child),
+            || {
+                let all = rows(&db, "outbox");
+                all > 20 && rows(&db, "outbox WHERE state = 'done'") == all
+            },
+        )
+    });
+    // Each create the power side made was pushed back to the daemon's webhook and kept.
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "webhook events kept",
+            Duration::from_secs(30),
+            Some(&mut child),
+            || rows(&db, "power_events") >= power.sim.stats().created,
+        )
+    });
+    assert_eq!(power.sim.stats().webhook_failures, 0);
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status =
+        tokio::task::block_in_place(|| common::daemon::exit_within(&mut child, Duration::from_secs(10)));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM stops the sync, the deliveries and the server"
     );
 }
