@@ -286,11 +286,13 @@ fn the_readme_configuration_example_loads() {
     let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
     let text = &readme[start..start + readme[start..].find("```").unwrap()];
     let cfg = gateway::config::Config::parse("README.md", text, |name| {
-        name.ends_with("APP_SECRET").then(|| "s".to_string())
+        (name.ends_with("APP_SECRET") || name == "GATEWAY_POWER_CLIENT_SECRET").then(|| "s".to_string())
     })
     .unwrap();
     assert_eq!(cfg.approval.rate_per_second, 8);
     assert_eq!(cfg.licences.unwrap().rate_per_second, 4);
+    assert_eq!(cfg.power.map(|p| p.rate_per_second), Some(4));
+    assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:8686");
 }
 
 #[test]
