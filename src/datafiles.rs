@@ -36,6 +36,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "licences/query-licence.toml",
         include_str!("../mappings/licences/query-licence.toml"),
     ),
+    (
+        "power/application.toml",
+        include_str!("../mappings/power/application.toml"),
+    ),
 ];
 
 /// Folders of `mappings/` that hold something other than field mappings.

@@ -143,3 +143,49 @@ mod tests {
         assert_eq!(water_status_of(&Action::Resumed), None);
     }
 }
+
+#[cfg(test)]
+mod mapping_tests {
+    use crate::mapping::{Context, Document, MappingSet, Value, apply};
+
+    const EXAMPLE: &str = r#"{"applicationId":"KMGD2024030500123","externalId":"wj-01","origin":"POWER",
+        "status":"ACCEPTED","waterStatus":"SURVEYED","version":4,
+        "projectCode":"2022-530112-47-01-587143","projectName":"昆明某科技有限公司标准厂房建设项目",
+        "applicant":{"kind":"PERSON","name":"李四","creditCode":"110105194912310021",
+                     "contactName":"张三","contactPhone":"13800000000"},
+        "site":{"regionCode":"530112","address":"昆明市西山区海口街道工业园区3号地块"},
+        "power":{"capacityKva":400},"water":{"diameterDn":20,"use":"生活","dailyM3":0.5},
+        "submittedAt":"2024-03-05T14:30:00+08:00","updatedAt":"2024-03-06T09:12:44.120+08:00"}"#;
+
+    #[test]
+    fn the_power_mapping_reads_the_interface_resource_with_lineage() {
+        let set = MappingSet::load(None).unwrap();
+        let mapping = set.get("power.application").unwrap();
+        let doc: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        let ctx = Context {
+            today: chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap(),
+        };
+        let facts = apply(&mapping, Document::Json(&doc), "sha-of-the-bytes", &ctx).unwrap();
+        assert_eq!(facts.text("application.id").as_deref(), Some("KMGD2024030500123"));
+        assert_eq!(facts.text("applicant.kind").as_deref(), Some("PERSON"));
+        assert_eq!(facts.integer("water.diameter_dn"), Some(20));
+        assert_eq!(facts.integer("source.version"), Some(4));
+        assert_eq!(
+            facts.decimal("power.capacity_kva"),
+            Some(rust_decimal::Decimal::from(400))
+        );
+        assert!(matches!(facts.get("source.updated_at"), Some(Value::Time(_))));
+        let lineage = &facts.fields["applicant.id_code"].lineage;
+        assert_eq!(
+            (lineage.path.as_str(), lineage.raw.as_deref()),
+            ("/applicant/creditCode", Some("110105194912310021"))
+        );
+        assert_eq!(&*lineage.document, "sha-of-the-bytes");
+        assert!(lineage.personal.is_some(), "an identity number is personal data");
+        // A household's application without a project code maps too.
+        let mut household = doc.clone();
+        household.as_object_mut().unwrap().remove("projectCode");
+        let facts = apply(&mapping, Document::Json(&household), "sha", &ctx).unwrap();
+        assert_eq!(facts.text("project.code"), None);
+    }
+}

@@ -38,6 +38,8 @@ pub enum Transform {
     },
     Date,
     BeijingTime,
+    /// An RFC 3339 time with an offset (the power utility's `2024-03-06T09:12:44.120+08:00`).
+    Rfc3339,
     ProjectCode,
     CreditCode,
     IdCard,
@@ -75,6 +77,7 @@ impl Transform {
             "flag" => Transform::Flag,
             "date" => Transform::Date,
             "beijing_time" => Transform::BeijingTime,
+            "rfc3339" => Transform::Rfc3339,
             "project_code" => Transform::ProjectCode,
             "credit_code" => Transform::CreditCode,
             "id_card" => Transform::IdCard,
@@ -98,6 +101,7 @@ impl Transform {
             Transform::Code { table, .. } => format!("code:{table}"),
             Transform::Date => "date".into(),
             Transform::BeijingTime => "beijing_time".into(),
+            Transform::Rfc3339 => "rfc3339".into(),
             Transform::ProjectCode => "project_code".into(),
             Transform::CreditCode => "credit_code".into(),
             Transform::IdCard => "id_card".into(),
@@ -120,7 +124,7 @@ impl Transform {
             Transform::Flag => (Text, Bool),
             Transform::Code { .. } => (Text, Code),
             Transform::Date => (Text, Date),
-            Transform::BeijingTime => (Text, Time),
+            Transform::BeijingTime | Transform::Rfc3339 => (Text, Time),
         }
     }
 
@@ -182,6 +186,12 @@ impl Transform {
                 NaiveDate::parse_from_str(&t, "%Y-%m-%d")
                     .map(Value::Date)
                     .map_err(|_| format!("{t:?} is not a date yyyy-MM-dd"))
+            }
+            Transform::Rfc3339 => {
+                let t = text(value)?;
+                chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|d| Value::Time(d.with_timezone(&chrono::Utc)))
+                    .map_err(|_| format!("{t:?} is not an RFC 3339 time with an offset"))
             }
             Transform::BeijingTime => {
                 let t = text(value)?;
@@ -283,6 +293,26 @@ mod tests {
             Transform::NonNegative
                 .apply(Value::Decimal(Decimal::ZERO), &ctx())
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn rfc3339_times_need_an_offset() {
+        let t = Transform::Rfc3339
+            .apply(Value::Text("2024-03-06T09:12:44.120+08:00".into()), &ctx())
+            .unwrap();
+        assert_eq!(
+            t,
+            Value::Time(
+                chrono::DateTime::parse_from_rfc3339("2024-03-06T01:12:44.120Z")
+                    .unwrap()
+                    .into()
+            )
+        );
+        assert!(
+            Transform::Rfc3339
+                .apply(Value::Text("2024-03-06 09:12:44".into()), &ctx())
+                .is_err()
         );
     }
 
