@@ -517,3 +517,51 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
     assert_eq!((polled.new_versions, polled.repeats), (0, 12), "{polled:?}");
     token.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_events_recorded_before_the_power_side_was_configured_are_reported_too() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(40, start, t0() - Duration::hours(1)), start).await;
+    // No [power] yet: the records are made, stage events recorded, nothing planned.
+    w.pass().await;
+    let id = asking_for_power(&w).into_keys().next().unwrap();
+    for action in [
+        Action::Accepted,
+        Action::SurveyDone {
+            external_pipe_m: rust_decimal::Decimal::new(80, 1),
+        },
+        Action::Connected,
+    ] {
+        w.store
+            .record_action(
+                &id,
+                NewAction {
+                    action: &action,
+                    at: w.clock.now_utc(),
+                    by: "王工",
+                    override_reason: None,
+                },
+                w.clock.now_utc(),
+                w.syncer.rebuilder(),
+                |_| Ok(()),
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        w.store.outbox(None, 10).unwrap().1,
+        0,
+        "nothing planned without [power]"
+    );
+    // Configured now: the create, then the events in their order.
+    let (server, d, _) = power(&w, no_limit()).await;
+    w.store.plan_missing_joint_calls(w.clock.now_utc()).unwrap();
+    deliver_all(&w, &d).await;
+    let app = w.store.joint_application_of(&id).unwrap().unwrap();
+    let there = server.sim.application(&app.application_id).unwrap();
+    assert_eq!(there.water_status, Some(WaterStatus::Connected));
+    assert_eq!(
+        server.sim.stats().water_status_applied,
+        3,
+        "accepted, surveyed, connected, in order"
+    );
+}

@@ -433,6 +433,31 @@ mod tests {
     /// not stored under the policy that decided it; otherwise the transaction maps the stored
     /// document again and rebuilds the record, as for any version.
     #[test]
+    fn a_database_that_read_the_power_side_plans_joint_calls_in_every_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = Store::open(&path).unwrap();
+        assert!(!store.joint(), "a new database plans nothing");
+        let now = at("2026-11-20T05:00:00Z");
+        let page = RawDocument {
+            bytes: br#"{"items":[],"nextCursor":null}"#.as_slice().into(),
+            meta: FetchMeta {
+                source: "power".into(),
+                method: "GET".into(),
+                url: "http://127.0.0.1/api/joint/v2/applications".into(),
+                status: 200,
+                request_id: None,
+                content_type: Some("application/json".into()),
+                fetched_at: now,
+            },
+        };
+        store.land_power_page(&[], &page, Some(now), now).unwrap();
+        drop(store);
+        // An operator's command opens it without the configuration: the flag is in the data.
+        assert!(Store::open(&path).unwrap().joint());
+    }
+
+    #[test]
     fn a_version_decided_ahead_is_rebuilt_when_its_assumptions_no_longer_hold() {
         let (_dir, store) = new_store();
         let rebuilder = embedded_rebuilder();

@@ -93,11 +93,20 @@ impl Store {
         reader.pragma_update(None, "query_only", "ON").map_err(open_err)?;
         stable_plans(&reader).map_err(open_err)?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // A database the power side's listing was ever read into has the joint exchange: record
+        // changes plan their calls whichever process makes them (an operator's replay too).
+        let joint: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM cursors WHERE source = 'power')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(open_err)?;
         Ok(Store {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
             path: path.to_path_buf(),
-            joint: std::sync::atomic::AtomicBool::new(false),
+            joint: std::sync::atomic::AtomicBool::new(joint),
         })
     }
 

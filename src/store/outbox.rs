@@ -201,7 +201,8 @@ pub(super) fn plan_for_record(
                 Some(&app),
                 &body,
                 &now_text,
-            )
+            )?;
+            report_earlier_events(tx, record_id, now)
         }
         None => {
             let submitted = parse_ts(&created_at)?;
@@ -232,7 +233,8 @@ pub(super) fn plan_for_record(
                 None,
                 &body,
                 &now_text,
-            )
+            )?;
+            report_earlier_events(tx, record_id, now)
         }
     }
 }
@@ -351,6 +353,22 @@ fn duplicate(app: &str, project: &str, record: &str, document: Option<String>) -
         detail: Some(serde_json::json!({ "record_id": record }).to_string()),
         document_sha256: document,
     }
+}
+
+/// A record that gets its joint application after stage events were recorded (the power side
+/// was configured later) reports them too, in their order, right after the create or link.
+fn report_earlier_events(tx: &rusqlite::Transaction<'_>, record_id: &str, now: DateTime<Utc>) -> Result<()> {
+    for a in super::actions::actions_of(tx, record_id)? {
+        if let Some(status) = joint::water_status_of(&a.action) {
+            let report = WaterStatusReport {
+                water_status: status,
+                at: a.at,
+                note: None,
+            };
+            enqueue_status(tx, record_id, &report, now)?;
+        }
+    }
+    Ok(())
 }
 
 /// Plans the water-status report an operator's stage event means, when the record has a joint
