@@ -66,6 +66,11 @@ pub struct SimulateArgs {
     /// stdout.
     #[arg(long)]
     pub power_listen: Option<SocketAddr>,
+    /// Power-origin applications the power simulator holds from the start: households,
+    /// companies naming the approval simulator's projects (or unknown ones, or none), a few
+    /// sites outside Kunming.
+    #[arg(long, default_value_t = 0, requires = "power_listen")]
+    pub power_applications: u64,
 }
 
 pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -107,6 +112,17 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             )
             .serve(addr)
             .await?;
+            let generator = &server.sim.config().generator;
+            let known: Vec<String> = (0..generator.count.min(1_000))
+                .map(|i| generator.xmdm(i))
+                .collect();
+            p.sim.insert_batch(shuiwu_power::sim::generate::power_origin(
+                args.seed,
+                args.power_applications,
+                &known,
+                now,
+                args.days,
+            ));
             outln!("{}", p.base_url());
             Some(p)
         }

@@ -3,6 +3,7 @@
 //! side has applied a change (the answer is lost, the change is not).
 
 mod faults;
+pub mod generate;
 mod server;
 pub mod state;
 
