@@ -37,7 +37,7 @@ pub fn power_origin(
     now: DateTime<Utc>,
     days: i64,
 ) -> Vec<Application> {
-    let mut d = Draw(seed ^ 0x5EED_0F_90E7);
+    let mut d = Draw(seed ^ 0x005E_ED0F_90E7);
     (0..count)
         .map(|i| {
             let kind = i % 10;
