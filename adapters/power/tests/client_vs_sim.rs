@@ -136,8 +136,10 @@ async fn a_create_is_idempotent_and_its_answers_are_kept_raw() {
     server
         .sim
         .set_status(&first.application.application_id, PowerStatus::Accepted);
-    let again = c.create("key-1", &body("wj-1")).await;
-    // `submittedAt` differs (a new body): the key was used with another body.
+    let mut other = body("wj-1");
+    other.submitted_at = first.application.submitted_at + chrono::Duration::seconds(1);
+    let again = c.create("key-1", &other).await;
+    // `submittedAt` differs (another body): the key was used with another body.
     assert!(matches!(again, Err(PowerError::KeyReused { .. })), "{again:?}");
     let same = first.clone();
     let mut b = body("wj-1");
