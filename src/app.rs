@@ -19,6 +19,9 @@ use crate::sync::Syncer;
 /// The name of the mapping that turns an approval-platform project detail into facts.
 pub const PROJECT_MAPPING: &str = "approval.project";
 
+/// The name of the mapping that turns a power-side application resource into facts.
+pub const POWER_MAPPING: &str = "power.application";
+
 /// The name of the mapping that reads the licence library's QueryLicence answer.
 pub const LICENCE_MAPPING: &str = "licences.query";
 
@@ -117,6 +120,9 @@ impl Gateway {
             cfg.sync.clone(),
             clock.clone(),
         );
+        if let Some(power) = mappings.get(POWER_MAPPING) {
+            syncer = syncer.with_power_mapping(power);
+        }
         if let Some(l) = &cfg.licences {
             let licence_mapping = mappings
                 .get(LICENCE_MAPPING)
@@ -132,6 +138,7 @@ impl Gateway {
                 let poller = Poller::new(
                     client.clone(),
                     AsyncStore::new(store.clone()),
+                    syncer.rebuilder().clone(),
                     clock.clone(),
                     cfg.sync.start_at()?,
                     chrono::Duration::seconds(POLL_OVERLAP_SECS),

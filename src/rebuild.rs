@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::mapping::{self, MapError, Mapping};
 use crate::policy::{ManagerDecision, PolicyError, Rules};
-use crate::record::{Assembled, Candidate, Draft, MissingFact, RecordState, assemble};
+use crate::record::{AssembleError, Assembled, Candidate, Draft, RecordState, assemble, assemble_power};
 use crate::stages::OperatorAction;
 
 /// Why a project document gives no draft.
@@ -24,7 +24,11 @@ pub enum DraftError {
     #[error(transparent)]
     Map(#[from] MapError),
     #[error(transparent)]
-    Assemble(#[from] MissingFact),
+    Assemble(#[from] AssembleError),
+    #[error("no mapping for the power side's applications is loaded")]
+    NoPowerMapping,
+    #[error("the document holds no application {0}")]
+    NoApplication(String),
 }
 
 /// What a record already is, as far as a rebuild keeps it: the policy is the one in force on
@@ -58,16 +62,81 @@ pub struct Prepared {
     pub mapped_on: NaiveDate,
 }
 
-/// The mapping and the rules in force: everything a rebuild needs beside its inputs.
+/// The mappings and the rules in force: everything a rebuild needs beside its inputs.
 #[derive(Clone)]
 pub struct Rebuilder {
+    /// The approval platform's project detail.
     pub mapping: Arc<Mapping>,
+    /// The power side's application resource, for power-origin records.
+    pub power: Option<Arc<Mapping>>,
     pub rules: Arc<Rules>,
 }
 
 impl Rebuilder {
     pub fn new(mapping: Arc<Mapping>, rules: Arc<Rules>) -> Self {
-        Rebuilder { mapping, rules }
+        Rebuilder {
+            mapping,
+            power: None,
+            rules,
+        }
+    }
+
+    /// The same, able to build power-origin records too.
+    pub fn with_power(mut self, power: Arc<Mapping>) -> Self {
+        self.power = Some(power);
+        self
+    }
+
+    /// Both mappings from a loaded set: the project mapping is required, the power one is
+    /// used where the set has it.
+    pub fn from_set(set: &mapping::MappingSet, rules: Arc<Rules>) -> Option<Self> {
+        let project = set.get(crate::app::PROJECT_MAPPING)?;
+        let rebuilder = Rebuilder::new(project, rules);
+        Some(match set.get(crate::app::POWER_MAPPING) {
+            Some(power) => rebuilder.with_power(power),
+            None => rebuilder,
+        })
+    }
+
+    /// Maps one power-side application, found at `at` in a document (the whole resource, a
+    /// webhook event's `application`, one item of a listing page), into a draft.
+    pub fn assemble_power(
+        &self,
+        document: &serde_json::Value,
+        at: &str,
+        document_sha256: &str,
+        today: NaiveDate,
+    ) -> Result<Assembled, DraftError> {
+        let mapping = self.power.as_ref().ok_or(DraftError::NoPowerMapping)?;
+        let ctx = mapping::Context { today };
+        let facts = mapping::apply(
+            mapping,
+            mapping::Document::JsonAt(document, at),
+            document_sha256,
+            &ctx,
+        )?;
+        Ok(assemble_power(facts, document_sha256)?)
+    }
+
+    /// Maps stored raw bytes of a record's source: a project detail, or the power-side
+    /// document that holds version `version` of application `key`.
+    pub fn assemble_stored(
+        &self,
+        source: &str,
+        key: &str,
+        version: i64,
+        bytes: &[u8],
+        document_sha256: &str,
+        today: NaiveDate,
+    ) -> Result<Assembled, DraftError> {
+        if source != "power" {
+            return self.assemble_bytes(bytes, document_sha256, today);
+        }
+        let body: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| DraftError::NotJson(e.to_string()))?;
+        let at = application_pointer(&body, key, version)
+            .ok_or_else(|| DraftError::NoApplication(key.to_string()))?;
+        self.assemble_power(&body, &at, document_sha256, today)
     }
 
     /// Maps a project detail (as JSON) into a draft, or says why the project is skipped.
@@ -144,4 +213,25 @@ impl Rebuilder {
         let manager = existing.and_then(|e| e.manager.clone());
         Ok(draft.decide(policy, manager, actions, &self.rules.calendar))
     }
+}
+
+/// Where a power-side document holds version `version` of application `id`: the document
+/// itself (a single read or a call's answer), a webhook event's `application`, or one item of
+/// a listing page. A version is matched when the document has several items of one
+/// application (it never has: a page shows each application once), else the id alone.
+pub fn application_pointer(document: &serde_json::Value, id: &str, version: i64) -> Option<String> {
+    let is = |v: &serde_json::Value| v["applicationId"].as_str() == Some(id);
+    let at_version = |v: &serde_json::Value| v["version"].as_i64() == Some(version);
+    if is(document) {
+        return Some(String::new());
+    }
+    if is(&document["application"]) {
+        return Some("/application".into());
+    }
+    let items = document["items"].as_array()?;
+    let found = items
+        .iter()
+        .position(|v| is(v) && at_version(v))
+        .or_else(|| items.iter().position(is))?;
+    Some(format!("/items/{found}"))
 }

@@ -58,6 +58,11 @@ pub enum Action {
     Commitment {
         items: Vec<String>,
     },
+    /// Recorded by the gateway, never by an operator: a power-origin record that waited for
+    /// platform data continues as the record of the project the data was found for.
+    Superseded {
+        by_record: String,
+    },
 }
 
 impl Action {
@@ -72,6 +77,7 @@ impl Action {
             Action::Withdrawn { .. } => "withdrawn",
             Action::ManagerReassigned { .. } => "manager_reassigned",
             Action::Commitment { .. } => "commitment",
+            Action::Superseded { .. } => "superseded",
         }
     }
 }
@@ -99,6 +105,8 @@ pub enum State {
     Connected,
     Rejected,
     Withdrawn,
+    /// Continued as another record (see [`Action::Superseded`]).
+    Superseded,
 }
 
 /// One stage's timeline.
@@ -201,6 +209,7 @@ fn replay(actions: &[OperatorAction]) -> (State, bool, bool) {
             Action::Resumed => state = State::InProgress,
             Action::Rejected { .. } => state = State::Rejected,
             Action::Withdrawn { .. } => state = State::Withdrawn,
+            Action::Superseded { .. } => state = State::Superseded,
             Action::ManagerReassigned { .. } | Action::Commitment { .. } => {}
         }
     }
@@ -274,7 +283,10 @@ pub fn check(
         ));
     }
     let (state, accepted, surveyed) = replay(actions);
-    let terminal = matches!(state, State::Connected | State::Rejected | State::Withdrawn);
+    let terminal = matches!(
+        state,
+        State::Connected | State::Rejected | State::Withdrawn | State::Superseded
+    );
     if terminal && !matches!(next, Action::ManagerReassigned { .. } | Action::Commitment { .. }) {
         return Err(format!("the record is already {state:?}").to_lowercase());
     }

@@ -42,6 +42,7 @@ async fn power_polled(
     let poller = Poller::new(
         client.clone(),
         AsyncStore::new(w.store.clone()),
+        w.syncer.rebuilder().clone(),
         Arc::new(w.clock.clone()),
         t0() - Duration::days(30),
         Duration::seconds(60),
@@ -458,6 +459,7 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
         store: AsyncStore::new(w.store.clone()),
         clock: Arc::new(w.clock.clone()),
         power_webhook_secret: Some(shuiwu_wire::Secret::new("whsec-test")),
+        rebuilder: w.syncer.rebuilder().clone(),
     };
     tokio::spawn(gateway::http::serve(listener, state, token.clone()));
     server.sim.push_to(url, "whsec-test".into());

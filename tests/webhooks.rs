@@ -32,6 +32,11 @@ async fn start() -> Server {
         store: AsyncStore::new(store.clone()),
         clock: Arc::new(clock.clone()),
         power_webhook_secret: Some(Secret::new(KEY)),
+        rebuilder: gateway::rebuild::Rebuilder::from_set(
+            &gateway::mapping::MappingSet::load(None).unwrap(),
+            Arc::new(gateway::policy::Rules::load(None).unwrap()),
+        )
+        .unwrap(),
     };
     tokio::spawn(serve(listener, state, token.clone()));
     Server {

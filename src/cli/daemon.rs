@@ -278,6 +278,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
                 power_webhook_secret: Some(secret.clone()),
+                rebuilder: syncer.rebuilder().clone(),
             };
             Some(tokio::spawn(crate::http::serve(listener, state, token.clone())))
         }

@@ -127,17 +127,24 @@ fn action_of(
 /// The mapping and rules in force, as the operator commands apply them.
 fn rebuilder(dir: Option<&Path>) -> anyhow::Result<Rebuilder> {
     let mappings = MappingSet::load(dir)?;
-    let mapping = mappings.get(PROJECT_MAPPING).context("no project mapping")?;
     let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
-    Ok(Rebuilder::new(mapping, std::sync::Arc::new(rules)))
+    Rebuilder::from_set(&mappings, std::sync::Arc::new(rules))
+        .with_context(|| format!("no mapping file defines {PROJECT_MAPPING:?}"))
 }
 
-/// Maps a stored project document afresh, with the mapping files in force now.
-fn draft_from_document(store: &Store, rebuilder: &Rebuilder, sha: &str) -> anyhow::Result<Draft> {
+/// Maps a stored document (of `key`: a project, or one power-side application) afresh, with
+/// the mapping files in force now.
+fn draft_from_document(
+    store: &Store,
+    rebuilder: &Rebuilder,
+    key: &crate::store::SourceKey,
+    sha: &str,
+) -> anyhow::Result<Draft> {
     let (bytes, _) = store
         .document(sha)?
         .with_context(|| format!("the raw document {sha} is missing"))?;
-    match rebuilder.assemble_bytes(&bytes, sha, shuiwu_wire::beijing_today()) {
+    let today = shuiwu_wire::beijing_today();
+    match rebuilder.assemble_stored(&key.source, &key.key, key.version, &bytes, sha, today) {
         Ok(Assembled::Record(draft)) => Ok(*draft),
         Ok(Assembled::Skip(reason)) => bail!("the document is now skipped: {reason}"),
         Err(e) => bail!("the document still does not map: {e}"),
@@ -168,7 +175,12 @@ pub fn replay(
         bail!("failure {id} names no project version and document to replay");
     };
     let rebuilder = rebuilder(dir)?;
-    let draft = draft_from_document(store, &rebuilder, sha)?;
+    let source_key = crate::store::SourceKey {
+        source: failure.source.clone(),
+        key: key.clone(),
+        version,
+    };
+    let draft = draft_from_document(store, &rebuilder, &source_key, sha)?;
     // What the record would be now; the replay itself rebuilds it again inside its own
     // transaction, with whatever actions are stored by then.
     let existing = store.existing(&draft.id)?;
@@ -191,11 +203,6 @@ pub fn replay(
         outln!("{}", serde_json::to_string_pretty(&content)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let source_key = crate::store::SourceKey {
-        source: failure.source.clone(),
-        key: key.clone(),
-        version,
-    };
     let applied = store.resolve_failure(
         id,
         by,

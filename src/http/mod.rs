@@ -22,6 +22,8 @@ pub struct HttpState {
     pub clock: Arc<dyn Clock>,
     /// The power side's webhook key; without it the webhook route is not served.
     pub power_webhook_secret: Option<Secret>,
+    /// Builds the water records of power-origin applications an event brings.
+    pub rebuilder: crate::rebuild::Rebuilder,
 }
 
 /// The routes.

@@ -84,9 +84,10 @@ pub async fn power(State(state): State<HttpState>, headers: HeaderMap, body: Byt
         application,
     } = event;
     let id = event_id.clone();
+    let rebuilder = state.rebuilder.clone();
     let stored = state
         .store
-        .call(move |s| s.receive_power_event(&id, &kind, &application, &raw, now))
+        .call(move |s| s.receive_power_event(&id, &kind, &application, &raw, &rebuilder, now))
         .await;
     match stored {
         Ok(new) => {

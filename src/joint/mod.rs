@@ -28,7 +28,8 @@ pub fn water_status_of(action: &Action) -> Option<WaterStatus> {
         Action::Paused { .. }
         | Action::Resumed
         | Action::ManagerReassigned { .. }
-        | Action::Commitment { .. } => None,
+        | Action::Commitment { .. }
+        | Action::Superseded { .. } => None,
     }
 }
 
@@ -167,7 +168,7 @@ mod mapping_tests {
         };
         let facts = apply(&mapping, Document::Json(&doc), "sha-of-the-bytes", &ctx).unwrap();
         assert_eq!(facts.text("application.id").as_deref(), Some("KMGD2024030500123"));
-        assert_eq!(facts.text("applicant.kind").as_deref(), Some("PERSON"));
+        assert_eq!(facts.text("application.applicant_kind").as_deref(), Some("PERSON"));
         assert_eq!(facts.integer("water.diameter_dn"), Some(20));
         assert_eq!(facts.integer("source.version"), Some(4));
         assert_eq!(
@@ -175,7 +176,7 @@ mod mapping_tests {
             Some(rust_decimal::Decimal::from(400))
         );
         assert!(matches!(facts.get("source.updated_at"), Some(Value::Time(_))));
-        let lineage = &facts.fields["applicant.id_code"].lineage;
+        let lineage = &facts.fields["builder.credit_code"].lineage;
         assert_eq!(
             (lineage.path.as_str(), lineage.raw.as_deref()),
             ("/applicant/creditCode", Some("110105194912310021"))

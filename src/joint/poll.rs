@@ -16,6 +16,7 @@ use shuiwu_power::{PowerClient, PowerError};
 use shuiwu_wire::Clock;
 use tokio_util::sync::CancellationToken;
 
+use crate::rebuild::Rebuilder;
 use crate::store::{AsyncStore, StoreError};
 
 /// Items per listing page (the interface allows 100).
@@ -34,6 +35,9 @@ pub struct PollReport {
     pub links_planned: u64,
     pub held_duplicates: u64,
     pub awaiting_import: u64,
+    pub imported: u64,
+    pub skipped: u64,
+    pub held: u64,
     /// The listing was read to its end (not cut short by the page limit or a cancel).
     pub complete: bool,
 }
@@ -49,6 +53,8 @@ pub enum PollError {
 pub struct Poller {
     client: Arc<PowerClient>,
     store: AsyncStore,
+    /// Builds the water records of power-origin applications no project record takes.
+    rebuilder: Rebuilder,
     clock: Arc<dyn Clock>,
     /// Where a first poll starts.
     since: DateTime<Utc>,
@@ -59,6 +65,7 @@ impl Poller {
     pub fn new(
         client: Arc<PowerClient>,
         store: AsyncStore,
+        rebuilder: Rebuilder,
         clock: Arc<dyn Clock>,
         since: DateTime<Utc>,
         overlap: chrono::Duration,
@@ -66,6 +73,7 @@ impl Poller {
         Poller {
             client,
             store,
+            rebuilder,
             clock,
             since,
             overlap,
@@ -93,15 +101,19 @@ impl Poller {
             let now = self.clock.now();
             let raw = page.raw;
             let watermark = newest;
+            let rebuilder = self.rebuilder.clone();
             let landed = self
                 .store
-                .call(move |s| s.land_power_page(&items, &raw, watermark, now))
+                .call(move |s| s.land_power_page(&items, &raw, watermark, &rebuilder, now))
                 .await?;
             report.new_versions += landed.new_versions;
             report.repeats += landed.repeats;
             report.links_planned += landed.links_planned;
             report.held_duplicates += landed.held_duplicates;
             report.awaiting_import += landed.awaiting_import;
+            report.imported += landed.imported;
+            report.skipped += landed.skipped;
+            report.held += landed.held;
             match page.value.next_cursor {
                 Some(c) => page_cursor = Some(c),
                 None => {

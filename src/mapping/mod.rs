@@ -107,6 +107,11 @@ impl MappingSet {
 #[derive(Debug, Clone, Copy)]
 pub enum Document<'a> {
     Json(&'a serde_json::Value),
+    /// A JSON document whose mapped object sits at a pointer known only when it is read (one
+    /// item of a listing page, the `application` of a webhook event): the pointer replaces the
+    /// mapping's `root`, and every lineage path starts with it, so that a value traces to its
+    /// place in the bytes the platform sent.
+    JsonAt(&'a serde_json::Value, &'a str),
     Xml(&'a Element),
 }
 
@@ -175,41 +180,8 @@ pub fn apply(
         errors: Vec::new(),
     };
     match document {
-        Document::Json(doc) => {
-            let root = doc.pointer(&mapping.root);
-            for field in &mapping.fields {
-                m.field(
-                    field,
-                    field.name.clone(),
-                    field.full_path.clone(),
-                    root.and_then(|r| json_at(r, &field.tokens)).map(Node::Json),
-                );
-            }
-            for list in &mapping.lists {
-                let list_path = &list.full_path;
-                let items = match root.and_then(|r| json_at(r, &list.tokens)) {
-                    None | Some(serde_json::Value::Null) => &[][..],
-                    Some(serde_json::Value::Array(items)) => items.as_slice(),
-                    Some(other) => {
-                        m.errors.push(FieldError {
-                            field: list.name.clone(),
-                            path: list_path.clone(),
-                            raw: Some(raw_text(other)),
-                            reason: "expected a list".into(),
-                        });
-                        &[][..]
-                    }
-                };
-                m.facts.list_lengths.insert(list.name.clone(), items.len());
-                for (i, item) in items.iter().enumerate() {
-                    for field in &list.fields {
-                        let name = format!("{}[{i}].{}", list.name, field.name);
-                        let path = format!("{list_path}/{i}{}", field.path);
-                        m.field(field, name, path, json_at(item, &field.tokens).map(Node::Json));
-                    }
-                }
-            }
-        }
+        Document::Json(doc) => m.json(mapping, doc, None),
+        Document::JsonAt(doc, at) => m.json(mapping, doc, Some(at)),
         Document::Xml(doc) => {
             // The root path's first step is the document element itself.
             let steps = xml_steps(mapping, &mapping.root);
@@ -275,6 +247,47 @@ struct Mapper<'a> {
 
 impl Mapper<'_> {
     /// Maps the value `found` at `path` (the full JSON Pointer) under the fact name `name`.
+    /// Maps a JSON document from the mapping's root, or from `at` when given.
+    fn json(&mut self, mapping: &Mapping, doc: &serde_json::Value, at: Option<&str>) {
+        let root = doc.pointer(at.unwrap_or(&mapping.root));
+        let full = |path: &str, full_path: &str| match at {
+            Some(at) => format!("{at}{path}"),
+            None => full_path.to_string(),
+        };
+        for field in &mapping.fields {
+            self.field(
+                field,
+                field.name.clone(),
+                full(&field.path, &field.full_path),
+                root.and_then(|r| json_at(r, &field.tokens)).map(Node::Json),
+            );
+        }
+        for list in &mapping.lists {
+            let list_path = full(&list.path, &list.full_path);
+            let items = match root.and_then(|r| json_at(r, &list.tokens)) {
+                None | Some(serde_json::Value::Null) => &[][..],
+                Some(serde_json::Value::Array(items)) => items.as_slice(),
+                Some(other) => {
+                    self.errors.push(FieldError {
+                        field: list.name.clone(),
+                        path: list_path.clone(),
+                        raw: Some(raw_text(other)),
+                        reason: "expected a list".into(),
+                    });
+                    &[][..]
+                }
+            };
+            self.facts.list_lengths.insert(list.name.clone(), items.len());
+            for (i, item) in items.iter().enumerate() {
+                for field in &list.fields {
+                    let name = format!("{}[{i}].{}", list.name, field.name);
+                    let path = format!("{list_path}/{i}{}", field.path);
+                    self.field(field, name, path, json_at(item, &field.tokens).map(Node::Json));
+                }
+            }
+        }
+    }
+
     fn field(&mut self, field: &Field, name: String, path: String, found: Option<Node<'_>>) {
         let found = found.filter(|n| !matches!(n, Node::Json(serde_json::Value::Null)));
         let raw = found.map(|n| match n {

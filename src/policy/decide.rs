@@ -294,7 +294,7 @@ fn categorise(policy: &Policy, inputs: &Inputs) -> (CategoryDecision, String) {
     let Some(applicant) = inputs.applicant else {
         return (
             CategoryDecision::None {
-                reason: "no platform data: the applicant's kind is not known".into(),
+                reason: "no platform data yet: without the approval platform's building figures no category rule applies (table A until the data is found)".into(),
             },
             "none".into(),
         );

@@ -37,7 +37,7 @@ impl Store {
                 match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
                     Ok(applied) => {
                         if self.joint() && changed(applied) {
-                            super::outbox::plan_for_record(&tx, &record, now)?;
+                            super::outbox::plan_for_record(&tx, &record, Some(rebuilder), now)?;
                         }
                         Some(applied)
                     }
@@ -93,93 +93,11 @@ impl Store {
         rebuilder: &Rebuilder,
         check: impl FnOnce(&crate::stages::ActionContext<'_>) -> std::result::Result<(), String>,
     ) -> Result<(i64, i64)> {
-        let NewAction {
-            action,
-            at,
-            by,
-            override_reason,
-        } = new;
         let mut conn = self.lock();
         let tx = write_tx(&mut conn)?;
-        let Some(current) = current_of(&tx, record_id)? else {
-            return Err(StoreError::Refused(format!(
-                "no record {record_id} (see `gateway records list`)"
-            )));
-        };
-        let today = crate::worktime::date_of(now);
-        let draft = stored_draft(&tx, rebuilder, &current.document_sha256, today)?;
-        let mut actions = actions_of(&tx, record_id)?;
-        let before = rebuilder
-            .candidate(draft.clone(), Some(&current.existing), &actions, now)
-            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
-        let owed = latest_missing(&tx, record_id)?;
-        check(&crate::stages::ActionContext {
-            record: &before,
-            actions: &actions,
-            owed: &owed,
-        })
-        .map_err(StoreError::Refused)?;
-        let action_json = serde_json::to_string(action)
-            .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
-        tx.execute(
-            "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at, override_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                record_id,
-                action_json,
-                action.name(),
-                ts(at),
-                by,
-                ts(now),
-                override_reason
-            ],
-        )?;
-        let action_id = tx.last_insert_rowid();
-        actions.push(crate::stages::OperatorAction {
-            id: action_id,
-            action: action.clone(),
-            at,
-            by: by.to_string(),
-            override_reason: override_reason.map(str::to_string),
-        });
-        let candidate = rebuilder
-            .candidate(draft, Some(&current.existing), &actions, now)
-            .map_err(|e| StoreError::Rebuild(e.to_string()))?;
-        let mut version = current.version;
-        if current.content_sha256 != candidate.content_sha256 {
-            version += 1;
-            let now_text = ts(now);
-            tx.execute(
-                "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
-                     source_version, document_sha256, created_at, run_id, action_id)
-                 VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
-                params![
-                    record_id,
-                    version,
-                    candidate.content_json,
-                    candidate.content_sha256,
-                    candidate.lineage_json,
-                    current.source_version,
-                    current.document_sha256,
-                    now_text,
-                    action_id
-                ],
-            )?;
-            tx.execute(
-                "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
-                params![record_id, version, now_text],
-            )?;
-        }
-        // A record with a joint application (or one on its way) reports the event to the power
-        // side, whichever process records it: the outbox says so, not this process's settings.
-        super::outbox::plan_for_action(&tx, record_id, action, at, now)?;
-        let detail = serde_json::json!({
-            "action": action, "at": ts(at), "override_reason": override_reason,
-            "action_id": action_id, "record_version": version,
-        });
-        audit::append(&tx, &ts(now), by, action.name(), record_id, &detail.to_string())?;
+        let done = act(&tx, record_id, new, now, rebuilder, check)?;
         tx.commit()?;
-        Ok((action_id, version))
+        Ok(done)
     }
 
     /// Current contents of the records whose progress has a started, unfinished stage.
@@ -241,6 +159,104 @@ impl Store {
 }
 
 /// The operator actions on a record, oldest first.
+/// Records an action on a record inside the caller's transaction (see
+/// [`Store::record_action`]): judged by `check`, the record rebuilt with it, the status report
+/// planned, audited. The gateway's own actions (a withdrawal the power side reported, a record
+/// superseded) come here too, named by who they come from.
+pub(super) fn act(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    new: NewAction<'_>,
+    now: DateTime<Utc>,
+    rebuilder: &Rebuilder,
+    check: impl FnOnce(&crate::stages::ActionContext<'_>) -> std::result::Result<(), String>,
+) -> Result<(i64, i64)> {
+    let NewAction {
+        action,
+        at,
+        by,
+        override_reason,
+    } = new;
+    let Some(current) = current_of(tx, record_id)? else {
+        return Err(StoreError::Refused(format!(
+            "no record {record_id} (see `gateway records list`)"
+        )));
+    };
+    let today = crate::worktime::date_of(now);
+    let draft = stored_draft(tx, rebuilder, &current.source, &current.document_sha256, today)?;
+    let mut actions = actions_of(tx, record_id)?;
+    let before = rebuilder
+        .candidate(draft.clone(), Some(&current.existing), &actions, now)
+        .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+    let owed = latest_missing(tx, record_id)?;
+    check(&crate::stages::ActionContext {
+        record: &before,
+        actions: &actions,
+        owed: &owed,
+    })
+    .map_err(StoreError::Refused)?;
+    let action_json = serde_json::to_string(action)
+        .map_err(|e| StoreError::Corrupt(format!("action not serialisable: {e}")))?;
+    tx.execute(
+        "INSERT INTO operator_actions (record_id, action, kind, at, by, created_at, override_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            record_id,
+            action_json,
+            action.name(),
+            ts(at),
+            by,
+            ts(now),
+            override_reason
+        ],
+    )?;
+    let action_id = tx.last_insert_rowid();
+    actions.push(crate::stages::OperatorAction {
+        id: action_id,
+        action: action.clone(),
+        at,
+        by: by.to_string(),
+        override_reason: override_reason.map(str::to_string),
+    });
+    let candidate = rebuilder
+        .candidate(draft, Some(&current.existing), &actions, now)
+        .map_err(|e| StoreError::Rebuild(e.to_string()))?;
+    let mut version = current.version;
+    if current.content_sha256 != candidate.content_sha256 {
+        version += 1;
+        let now_text = ts(now);
+        tx.execute(
+            "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
+                 source_version, document_sha256, created_at, run_id, action_id)
+             VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+            params![
+                record_id,
+                version,
+                candidate.content_json,
+                candidate.content_sha256,
+                candidate.lineage_json,
+                current.source_version,
+                current.document_sha256,
+                now_text,
+                action_id
+            ],
+        )?;
+        tx.execute(
+            "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+            params![record_id, version, now_text],
+        )?;
+    }
+    // A record with a joint application (or one on its way) reports the event to the power
+    // side, whichever process records it: the outbox says so, not this process's settings.
+    super::outbox::plan_for_action(tx, record_id, action, at, now)?;
+    let detail = serde_json::json!({
+        "action": action, "at": ts(at), "override_reason": override_reason,
+        "action_id": action_id, "record_version": version,
+    });
+    audit::append(tx, &ts(now), by, action.name(), record_id, &detail.to_string())?;
+    Ok((action_id, version))
+}
+
 pub(super) fn actions_of(conn: &Connection, record_id: &str) -> Result<Vec<crate::stages::OperatorAction>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",

@@ -156,7 +156,7 @@ impl Store {
             if let Some(id) = record
                 && changed(a)
             {
-                super::outbox::plan_for_record(&tx, &id, now)?;
+                super::outbox::plan_for_record(&tx, &id, Some(rebuilder), now)?;
             }
             applied.push(a);
         }
@@ -328,7 +328,7 @@ fn commit_record(
 
 /// Holds a failure; one that names a project version also marks that version processed (held),
 /// once: a unit replayed after a crash holds nothing twice.
-fn hold_item(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<Applied> {
+pub(super) fn hold_item(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<Applied> {
     if let (Some(k), Some(v)) = (&held.key, held.version) {
         let key = SourceKey {
             source: held.source.clone(),

@@ -451,7 +451,7 @@ mod tests {
                 fetched_at: now,
             },
         };
-        store.land_power_page(&[], &page, Some(now), now).unwrap();
+        store.land_power_page(&[], &page, Some(now), &embedded_rebuilder(), now).unwrap();
         drop(store);
         // An operator's command opens it without the configuration: the flag is in the data.
         assert!(Store::open(&path).unwrap().joint());

@@ -150,7 +150,11 @@ fn check_application(conn: &Connection, path: &Path) -> Result<()> {
         path: path.display().to_string(),
         why,
     };
-    let id: i32 = conn
+    // One read transaction: the id, version and schema are read from one state of the file.
+    // Read one by one, another process's migration could commit in between, and a database
+    // seen with no version but a full schema would look like another program's.
+    let tx = conn.unchecked_transaction()?;
+    let id: i32 = tx
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(|e| not_ours(e.to_string()))?;
     if id == APPLICATION_ID {
@@ -159,9 +163,9 @@ fn check_application(conn: &Connection, path: &Path) -> Result<()> {
     if id != 0 {
         return Err(not_ours(format!("its application id is {id:#x}")));
     }
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
-    let ours: i64 = conn.query_row(
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+    let ours: i64 = tx.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('records', 'cursors', 'source_versions')",
         [],
         |r| r.get(0),
@@ -169,7 +173,8 @@ fn check_application(conn: &Connection, path: &Path) -> Result<()> {
     match (version, tables) {
         (0, 0) => Ok(()),
         (v, _) if v > 0 && ours == 3 => {
-            conn.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.commit()?;
             Ok(())
         }
         _ => Err(not_ours(format!(

@@ -134,6 +134,7 @@ fn to_call(c: [Option<String>; 14]) -> Result<OutboxCall> {
 pub(super) fn plan_for_record(
     tx: &rusqlite::Transaction<'_>,
     record_id: &str,
+    rebuilder: Option<&Rebuilder>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let Some((state, created_at, content)) = tx
@@ -175,11 +176,12 @@ pub(super) fn plan_for_record(
     }
     let content: serde_json::Value = serde_json::from_str(&content)
         .map_err(|e| StoreError::Corrupt(format!("record {record_id}: {e}")))?;
-    if content["power"].is_null() {
-        return Ok(());
+    if let Some(application) = content["application"]["id"].as_str() {
+        return plan_for_imported(tx, record_id, application, &content, now);
     }
     // A power-origin application already naming the project is linked instead of creating a
-    // second one; where several do, the earliest submitted.
+    // second one; where several do, the earliest submitted. It asks for power itself, so it is
+    // linked whether or not the project's record does.
     let project = content["project"]["code"].as_str().unwrap_or_default();
     let existing: Option<String> = tx
         .prepare_cached(
@@ -189,9 +191,15 @@ pub(super) fn plan_for_record(
         )?
         .query_row([project], |r| r.get(0))
         .optional()?;
+    if existing.is_none() && content["power"].is_null() {
+        return Ok(());
+    }
     let now_text = ts(now);
     match existing {
         Some(app) => {
+            if let Some(rebuilder) = rebuilder {
+                supersede_imported(tx, &app, record_id, rebuilder, now)?;
+            }
             let body = serde_json::json!({ "externalId": record_id }).to_string();
             enqueue(
                 tx,
@@ -236,6 +244,73 @@ pub(super) fn plan_for_record(
             )?;
             report_earlier_events(tx, record_id, now)
         }
+    }
+}
+
+/// Plans the calls of a power-origin record (`PW-…`): a household's record links its own
+/// application; one waiting for platform data links nothing yet, since the record of the
+/// project, once found, will (the application then has one water record, and its external id
+/// never has to change).
+fn plan_for_imported(
+    tx: &rusqlite::Transaction<'_>,
+    record_id: &str,
+    application: &str,
+    content: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if content["decisions"]["category"]["id"].as_str() != Some("small_residential") {
+        return Ok(());
+    }
+    let body = serde_json::json!({ "externalId": record_id }).to_string();
+    enqueue(
+        tx,
+        record_id,
+        CallKind::Link,
+        &joint::link_key(application, record_id),
+        Some(application),
+        &body,
+        &ts(now),
+    )?;
+    report_earlier_events(tx, record_id, now)
+}
+
+/// Closes the power-origin record of `application` (if it has one, waiting for platform data)
+/// now that the record of its project links the application: it continues there.
+fn supersede_imported(
+    tx: &rusqlite::Transaction<'_>,
+    application: &str,
+    by_record: &str,
+    rebuilder: &Rebuilder,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let own = crate::record::power_record_id(application);
+    let exists = tx
+        .prepare_cached("SELECT 1 FROM records WHERE id = ?1")?
+        .exists([&own])?;
+    if !exists {
+        return Ok(());
+    }
+    let action = crate::stages::Action::Superseded {
+        by_record: by_record.to_string(),
+    };
+    let new = NewAction {
+        action: &action,
+        at: now,
+        by: "gateway",
+        override_reason: None,
+    };
+    let check = |ctx: &crate::stages::ActionContext<'_>| {
+        let closed = ctx.actions.iter().any(|a| {
+            matches!(
+                a.action,
+                crate::stages::Action::Superseded { .. } | crate::stages::Action::Withdrawn { .. }
+            )
+        });
+        if closed { Err("closed already".to_string()) } else { Ok(()) }
+    };
+    match super::actions::act(tx, &own, new, now, rebuilder, check) {
+        Err(StoreError::Refused(_)) => Ok(()),
+        other => other.map(|_| ()),
     }
 }
 
@@ -483,7 +558,7 @@ impl Store {
             .query_map([], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
         for id in &ids {
-            plan_for_record(&tx, id, now)?;
+            plan_for_record(&tx, id, None, now)?;
         }
         tx.commit()?;
         Ok(ids.len())

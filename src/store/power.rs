@@ -5,8 +5,11 @@
 use serde::Serialize;
 use shuiwu_power::{Application, WaterStatus};
 
-use super::commit::insert_document;
+use super::commit::{hold_item, insert_document, mark_processed};
+use super::versions::apply_record;
 use super::*;
+use crate::rebuild::{DraftError, Rebuilder};
+use crate::record::Assembled;
 
 /// A joint application as the gateway last saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,17 +124,36 @@ pub struct PageLanded {
     pub held_duplicates: u64,
     /// Power-origin applications that no water record takes yet.
     pub awaiting_import: u64,
+    /// Versions of power-origin applications made into (or updating) a water record of their
+    /// own (`PW-…`): households, and applications waiting for platform data.
+    pub imported: u64,
+    /// Power-origin applications that are not this utility's (a site outside Kunming).
+    pub skipped: u64,
+    /// Versions held for an operator: they do not map, or cannot be decided.
+    pub held: u64,
+}
+
+/// One application as it came: the document holding it (a listing page, a webhook event)
+/// parsed, and where in it the application is.
+pub(super) struct Landing<'a> {
+    pub document: &'a serde_json::Value,
+    pub sha: &'a str,
+    pub at: String,
 }
 
 /// Lands one (application, version) once: the application as it shows, and what a
-/// power-origin one means for the water side.
+/// power-origin one means for the water side — the link to its project's record, a probable
+/// duplicate held, or a water record of its own — and a withdrawal on the power side, which
+/// closes the water record it belongs to.
 fn land_one(
     tx: &rusqlite::Transaction<'_>,
     app: &Application,
-    sha: &str,
-    now_text: &str,
+    landing: &Landing<'_>,
+    rebuilder: &Rebuilder,
+    now: DateTime<Utc>,
     landed: &mut PageLanded,
 ) -> Result<()> {
+    let now_text = ts(now);
     let key = SourceKey {
         source: "power".into(),
         key: app.application_id.clone(),
@@ -145,19 +167,184 @@ fn land_one(
         return Ok(());
     }
     landed.new_versions += 1;
-    upsert_application(tx, app, Some(sha), None, now_text)?;
-    let outcome = if app.origin == shuiwu_power::Origin::Power {
-        super::outbox::plan_for_power_origin(tx, app, sha, now_text, landed)?
+    upsert_application(tx, app, Some(landing.sha), None, &now_text)?;
+    if app.origin != shuiwu_power::Origin::Power {
+        mark_landed(tx, &key, "landed", landing.sha, &now_text)?;
     } else {
-        "landed"
-    };
+        let own = crate::record::power_record_id(&app.application_id);
+        let imported = tx
+            .prepare_cached("SELECT 1 FROM records WHERE id = ?1")?
+            .exists([&own])?;
+        // An application with a record of its own keeps it: later versions update it.
+        let outcome = if imported {
+            "import"
+        } else {
+            super::outbox::plan_for_power_origin(tx, app, landing.sha, &now_text, landed)?
+        };
+        if outcome == "awaiting_import" || outcome == "import" {
+            if outcome == "awaiting_import" {
+                landed.awaiting_import -= 1;
+            }
+            import(tx, &key, landing, rebuilder, now, landed)?;
+        } else {
+            mark_landed(tx, &key, outcome, landing.sha, &now_text)?;
+        }
+    }
+    if app.status == shuiwu_power::PowerStatus::Withdrawn {
+        withdraw(tx, app, rebuilder, now)?;
+    }
+    Ok(())
+}
+
+fn mark_landed(tx: &rusqlite::Transaction<'_>, key: &SourceKey, outcome: &str, sha: &str, now: &str) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO source_versions (source, key, version, outcome, document_sha256, processed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![key.source, key.key, key.version, outcome, sha, now_text])?;
+    .execute(params![key.source, key.key, key.version, outcome, sha, now])?;
     Ok(())
 }
+
+/// Makes (or updates) the water record of a power-origin application that no project record
+/// takes, exactly as a project version is committed: mapped with lineage into the power
+/// side's bytes, decided, versioned, its source version marked processed. What does not map
+/// is held with the document; a site outside Kunming is skipped with the reason. A household's
+/// record takes the application as its joint application at once (the link is planned), so
+/// that a project record made later never links it too.
+fn import(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    landing: &Landing<'_>,
+    rebuilder: &Rebuilder,
+    now: DateTime<Utc>,
+    landed: &mut PageLanded,
+) -> Result<()> {
+    let now_text = ts(now);
+    let today = crate::worktime::date_of(now);
+    let held = |step: &str, field: Option<String>, reason: String, detail: Option<String>| Held {
+        source: key.source.clone(),
+        key: Some(key.key.clone()),
+        version: Some(key.version),
+        step: step.into(),
+        category: match &field {
+            Some(f) => format!("power: {step} {f}"),
+            None => format!("power: {step}"),
+        },
+        field,
+        reason,
+        detail,
+        document_sha256: Some(landing.sha.to_string()),
+    };
+    let draft = match rebuilder.assemble_power(landing.document, &landing.at, landing.sha, today) {
+        Ok(Assembled::Record(draft)) => draft,
+        Ok(Assembled::Skip(reason)) => {
+            mark_processed(tx, key, Applied::Skipped, Some(&reason), Some(landing.sha), None, None, &now_text)?;
+            landed.skipped += 1;
+            return Ok(());
+        }
+        Err(DraftError::Map(e)) => {
+            let field = e.errors.first().map(|f| f.field.clone());
+            let detail = serde_json::to_string(&e.errors).ok();
+            hold_item(tx, &held("map", field, e.to_string(), detail), None, &now_text)?;
+            landed.held += 1;
+            return Ok(());
+        }
+        Err(DraftError::Assemble(e)) => {
+            let field = Some(e.field().to_string());
+            hold_item(tx, &held("assemble", field, e.to_string(), None), None, &now_text)?;
+            landed.held += 1;
+            return Ok(());
+        }
+        Err(e) => {
+            hold_item(tx, &held("map", None, e.to_string(), None), None, &now_text)?;
+            landed.held += 1;
+            return Ok(());
+        }
+    };
+    let id = draft.id.clone();
+    let household = draft
+        .record
+        .application
+        .as_ref()
+        .is_some_and(|a| a.is_household(draft.record.water.as_ref()));
+    match apply_record(tx, key, landing.sha, *draft, rebuilder, None, now)? {
+        Ok(applied) => {
+            landed.imported += 1;
+            if household {
+                tx.prepare_cached(
+                    "UPDATE power_applications SET record_id = ?2 WHERE application_id = ?1 AND record_id IS NULL",
+                )?
+                .execute(params![key.key, id])?;
+            }
+            if super::changed(applied) {
+                super::outbox::plan_for_record(tx, &id, Some(rebuilder), now)?;
+            }
+        }
+        Err(e) => {
+            let h = Held {
+                category: "decide: no policy".into(),
+                ..held("decide", None, e.to_string(), None)
+            };
+            hold_item(tx, &h, None, &now_text)?;
+            landed.held += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The applicant withdrew on the power side, which withdraws both (联合报装一并撤回): the water
+/// record the application belongs to — its own, or its project's — gets a withdrawal recorded
+/// by the power utility, unless the record is already closed (connected, rejected, withdrawn).
+fn withdraw(tx: &rusqlite::Transaction<'_>, app: &Application, rebuilder: &Rebuilder, now: DateTime<Utc>) -> Result<()> {
+    let own = crate::record::power_record_id(&app.application_id);
+    let record: Option<String> = tx
+        .prepare_cached(
+            "SELECT COALESCE(p.record_id,
+                    (SELECT o.record_id FROM outbox o WHERE o.kind = 'link' AND o.application_id = p.application_id
+                     ORDER BY o.id LIMIT 1),
+                    r.id)
+             FROM power_applications p LEFT JOIN records r ON r.id = ?2
+             WHERE p.application_id = ?1",
+        )?
+        .query_row(params![app.application_id, own], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let Some(record) = record else {
+        return Ok(());
+    };
+    let action = crate::stages::Action::Withdrawn {
+        reason: format!(
+            "申请人已在供电侧撤回联合报装（申请 {}，版本 {}，{}）",
+            app.application_id,
+            app.version,
+            shuiwu_power::format_time(app.updated_at)
+        ),
+    };
+    let new = NewAction {
+        action: &action,
+        at: now,
+        by: POWER_UTILITY,
+        override_reason: None,
+    };
+    let check = |ctx: &crate::stages::ActionContext<'_>| {
+        let stages = ctx
+            .record
+            .record
+            .decisions
+            .as_ref()
+            .map(|d| d.stages.clone())
+            .ok_or_else(|| "the record has no decisions".to_string())?;
+        crate::stages::check(ctx.actions, &action, now, &stages)
+    };
+    match super::actions::act(tx, &record, new, now, rebuilder, check) {
+        // Closed already: nothing to withdraw.
+        Err(StoreError::Refused(_)) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// Who the gateway's own actions on behalf of the power side are recorded as.
+pub const POWER_UTILITY: &str = "power-utility";
 
 impl Store {
     /// Keeps an event the power side pushed, with its raw bytes, and lands its application as
@@ -170,6 +357,7 @@ impl Store {
         kind: &str,
         app: &Application,
         raw: &RawDocument,
+        rebuilder: &Rebuilder,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut conn = self.lock();
@@ -185,7 +373,14 @@ impl Store {
             .execute(params![event_id, kind, app.application_id, app.version as i64, sha, now_text])?
             == 1;
         if new {
-            land_one(&tx, app, &sha, &now_text, &mut PageLanded::default())?;
+            let document: serde_json::Value = serde_json::from_slice(&raw.bytes)
+                .map_err(|e| StoreError::Corrupt(format!("event {event_id}: {e}")))?;
+            let landing = Landing {
+                document: &document,
+                sha: &sha,
+                at: "/application".into(),
+            };
+            land_one(&tx, app, &landing, rebuilder, now, &mut PageLanded::default())?;
         }
         tx.commit()?;
         Ok(new)
@@ -199,8 +394,11 @@ impl Store {
         apps: &[Application],
         page: &RawDocument,
         watermark: Option<DateTime<Utc>>,
+        rebuilder: &Rebuilder,
         now: DateTime<Utc>,
     ) -> Result<PageLanded> {
+        // Parsed once for the page's applications, outside the write lock.
+        let document: serde_json::Value = serde_json::from_slice(&page.bytes).unwrap_or_default();
         let mut conn = self.lock();
         let tx = write_tx(&mut conn)?;
         let now_text = ts(now);
@@ -208,7 +406,14 @@ impl Store {
         insert_document(&tx, &sha, page, None, &now_text)?;
         let mut landed = PageLanded::default();
         for app in apps {
-            land_one(&tx, app, &sha, &now_text, &mut landed)?;
+            let at = crate::rebuild::application_pointer(&document, &app.application_id, app.version as i64)
+                .unwrap_or_default();
+            let landing = Landing {
+                document: &document,
+                sha: &sha,
+                at,
+            };
+            land_one(&tx, app, &landing, rebuilder, now, &mut landed)?;
         }
         if let Some(w) = watermark {
             tx.execute(

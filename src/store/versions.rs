@@ -65,7 +65,7 @@ pub(super) fn apply_prepared(
         return write_version(tx, key, document_sha256, &sealed, None, run_id, now_at).map(Ok);
     }
     // The unit's documents are inserted before its items: the document is here.
-    let draft = stored_draft(tx, rebuilder, document_sha256, prepared.mapped_on).map_err(|e| match e {
+    let draft = stored_draft(tx, rebuilder, key, document_sha256, prepared.mapped_on).map_err(|e| match e {
         StoreError::Rebuild(why) => StoreError::Rebuild(format!("{}: {why}", prepared.id)),
         other => other,
     })?;
@@ -73,18 +73,20 @@ pub(super) fn apply_prepared(
 }
 
 /// Maps a stored raw document into a draft again, on `day`, inside the caller's transaction.
+/// `key` names what the document is of (a power-side document can hold many applications).
 /// It gave a record when it was first mapped (mapping is deterministic), so a skip or a
 /// mapping error now is a rebuild error, not a held failure.
 pub(super) fn stored_draft(
     conn: &Connection,
     rebuilder: &Rebuilder,
+    key: &SourceKey,
     document_sha256: &str,
     day: NaiveDate,
 ) -> Result<Draft> {
     let bytes: Vec<u8> = conn
         .prepare_cached("SELECT bytes FROM raw_documents WHERE sha256 = ?1")?
         .query_row([document_sha256], |r| r.get(0))?;
-    match rebuilder.assemble_bytes(&bytes, document_sha256, day) {
+    match rebuilder.assemble_stored(&key.source, &key.key, key.version, &bytes, document_sha256, day) {
         Ok(Assembled::Record(d)) => Ok(*d),
         Ok(Assembled::Skip(why)) => Err(StoreError::Rebuild(format!("its document is now skipped: {why}"))),
         Err(e) => Err(StoreError::Rebuild(format!("its document no longer maps: {e}"))),
@@ -194,13 +196,16 @@ pub(super) struct Current {
     pub(super) document_sha256: String,
     pub(super) state: String,
     pub(super) existing: Existing,
+    /// What the record is built from: `approval` and the project code, or `power` and the
+    /// application id, with the source version of the current record version.
+    pub(super) source: SourceKey,
 }
 
 pub(super) fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>> {
     let row = conn
         .prepare_cached(
             "SELECT r.current_version, r.source_version, v.content_sha256, v.document_sha256, r.state, r.created_at,
-                    json_extract(v.content, '$.decisions.customer_manager')
+                    json_extract(v.content, '$.decisions.customer_manager'), r.source, r.source_key, v.source_version
              FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
              WHERE r.id = ?1",
         )?
@@ -213,10 +218,15 @@ pub(super) fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>>
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<String>>(6)?,
+                SourceKey {
+                    source: r.get(7)?,
+                    key: r.get(8)?,
+                    version: r.get(9)?,
+                },
             ))
         })
         .optional()?;
-    let Some((version, source_version, content_sha256, document_sha256, state, created, manager)) = row
+    let Some((version, source_version, content_sha256, document_sha256, state, created, manager, source)) = row
     else {
         return Ok(None);
     };
@@ -230,5 +240,6 @@ pub(super) fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>>
             created: parse_ts(&created)?,
             manager: manager.and_then(|m| serde_json::from_str(&m).ok()),
         },
+        source,
     }))
 }

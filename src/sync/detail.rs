@@ -192,13 +192,14 @@ impl Syncer {
                 let hold = Hold {
                     version,
                     step: "assemble",
-                    field: Some(&e.0),
+                    field: Some(e.field()),
                     reason: e.to_string(),
                     ..Hold::default()
                 };
                 return Ok(held(summary, hold, Some(fetched.raw)));
             }
-            Err(e @ DraftError::NotJson(_)) => {
+            // (The last two concern power-side documents only.)
+            Err(e @ (DraftError::NotJson(_) | DraftError::NoPowerMapping | DraftError::NoApplication(_))) => {
                 let hold = Hold {
                     version,
                     step: "map",

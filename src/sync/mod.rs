@@ -199,6 +199,12 @@ impl Syncer {
         self
     }
 
+    /// Builds power-origin records too (with the power side's application mapping).
+    pub fn with_power_mapping(mut self, mapping: Arc<Mapping>) -> Self {
+        self.rebuilder = self.rebuilder.with_power(mapping);
+        self
+    }
+
     /// The mapping and rules this syncer rebuilds records with.
     pub fn rebuilder(&self) -> &Rebuilder {
         &self.rebuilder

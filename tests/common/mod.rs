@@ -93,7 +93,8 @@ pub async fn world_tuned(
     let mut client_cfg = client_config(&server);
     tune(&mut client_cfg);
     let client = Arc::new(ApprovalClient::new(client_cfg, Arc::new(clock.clone())).unwrap());
-    let mapping = MappingSet::load(None).unwrap().get("approval.project").unwrap();
+    let mappings = MappingSet::load(None).unwrap();
+    let mapping = mappings.get("approval.project").unwrap();
     let cfg = SyncConfig {
         start: shuiwu_wire::format_beijing(sync_start),
         concurrency: 8,
@@ -107,7 +108,8 @@ pub async fn world_tuned(
         policies,
         cfg,
         Arc::new(clock.clone()),
-    );
+    )
+    .with_power_mapping(mappings.get("power.application").unwrap());
     World {
         clock,
         server,

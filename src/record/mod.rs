@@ -18,6 +18,12 @@ use crate::mapping::{Code, Facts, Lineage};
 use crate::policy::{Applicant, DecisionTrace, Decisions, Inputs, ManagerDecision, Policy, Table};
 use crate::stages::{self, OperatorAction, Progress, Survey};
 
+mod power;
+mod project;
+
+pub use power::{power_record_id, assemble_power};
+pub use project::{assemble, record_id};
+
 /// Whether the project still stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -38,8 +44,9 @@ impl RecordState {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Project {
-    pub code: String,
-    pub name: String,
+    /// `None` only on a power-origin record whose applicant gave no project code.
+    pub code: Option<String>,
+    pub name: Option<String>,
     pub kind: Option<Code>,
     pub nature: Option<Code>,
     pub building_use: Option<Code>,
@@ -131,11 +138,18 @@ mod beijing {
     }
 }
 
-/// What the policy's rules read from a record built from the approval platform: the
-/// applicant is a project and table B applies.
+/// What the policy's rules read from a record. Built from the approval platform, the applicant
+/// is a project and table B applies (data obtained in advance). Built from an application made
+/// on the power side, table A applies, and the applicant is a household when a person asks for
+/// DN15–DN20; any other applicant is not known to the rules until the approval platform's data
+/// is found, so no category is decided.
 fn inputs_of(r: &PreEngagementRecord) -> Inputs {
+    let (applicant, table) = match &r.application {
+        None => (Some(Applicant::Project), Table::B),
+        Some(a) => (a.is_household(r.water.as_ref()).then_some(Applicant::Household), Table::A),
+    };
     Inputs {
-        applicant: Some(Applicant::Project),
+        applicant,
         building_use: r.project.building_use.as_ref().map(|c| c.code.clone()),
         nature: r.project.nature.as_ref().map(|c| c.code.clone()),
         floor_area_m2: r.building.floor_area_m2,
@@ -149,7 +163,7 @@ fn inputs_of(r: &PreEngagementRecord) -> Inputs {
             .map(|s| s.external_pipe_m)
             .or_else(|| r.water.as_ref().and_then(|w| w.external_pipe_m)),
         district: r.site.region_code.clone(),
-        table: Some(Table::B),
+        table: Some(table),
     }
 }
 
@@ -177,7 +191,35 @@ pub struct PreEngagementRecord {
     /// The stages' timeline from the operators' stage events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The power-side application a power-origin record was made from (用电报装同时申请用水).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<PowerOriginApplication>,
     pub source: SourceVersion,
+}
+
+/// A power-origin record's application as the power side showed it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PowerOriginApplication {
+    pub id: String,
+    /// The power side's progress (`SUBMITTED` … `WITHDRAWN`).
+    pub status: Code,
+    /// The water side's status as the power side last recorded it.
+    pub water_status: Option<Code>,
+    #[serde(with = "beijing")]
+    pub submitted_at: DateTime<Utc>,
+    /// `ORGANISATION` or `PERSON`.
+    pub applicant_kind: Code,
+}
+
+impl PowerOriginApplication {
+    /// A household (零星居民): a person asking for a DN15–DN20 meter. The power platform offers
+    /// households new connections only, so no relocation or capacity increase can be asked.
+    pub fn is_household(&self, water: Option<&WaterRequest>) -> bool {
+        self.applicant_kind.code == "PERSON"
+            && water
+                .and_then(|w| w.diameter_dn)
+                .is_some_and(|dn| (15..=20).contains(&dn))
+    }
 }
 
 /// What assembling one project version gave.
@@ -207,8 +249,7 @@ pub struct Candidate {
 }
 
 impl Draft {
-    /// What the policy's rules read from this record. Built from the approval platform, so
-    /// the applicant is a project and table B applies.
+    /// What the policy's rules read from this record.
     pub fn inputs(&self) -> Inputs {
         inputs_of(&self.record)
     }
@@ -261,134 +302,45 @@ impl Draft {
     }
 }
 
-/// The record id of an approval-platform project.
-pub fn record_id(project_code: &str) -> String {
-    format!("PE-{project_code}")
+/// Why facts could not be assembled into a record.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AssembleError {
+    /// A fact the mapping marks required is missing: only a broken mapping override can
+    /// cause this.
+    #[error("fact {0} is missing: the mapping must provide it")]
+    Missing(String),
+    /// A value is well formed on its own but wrong beside another (an identity number given
+    /// for a company, a credit code for a person).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
 }
 
-/// Why facts could not be assembled (a fact the mapping marks required is missing: only a
-/// broken mapping override can cause this).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("fact {0} is missing: the mapping must provide it")]
-pub struct MissingFact(pub String);
+impl AssembleError {
+    /// The record field it concerns.
+    pub fn field(&self) -> &str {
+        match self {
+            AssembleError::Missing(f) => f,
+            AssembleError::Invalid { field, .. } => field,
+        }
+    }
+}
 
-/// Builds a record from the facts of one project detail.
-pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, MissingFact> {
-    let need_text = |name: &str| facts.text(name).ok_or_else(|| MissingFact(name.into()));
-    let region = need_text("site.region_code")?;
-    let Some(district) = KUNMING_DISTRICTS
+/// The Kunming district a site's division code names, or why the site is not this utility's.
+fn district_of(region: &str) -> Result<&'static str, String> {
+    KUNMING_DISTRICTS
         .iter()
         .find(|(c, _)| *c == region)
         .map(|(_, n)| *n)
-    else {
-        return Ok(Assembled::Skip(format!(
-            "site in division {region}, outside Kunming"
-        )));
-    };
-    let code = need_text("project.code")?;
-    let status = match facts.text("project.status").as_deref() {
-        Some("0") => RecordState::Withdrawn,
-        _ => RecordState::Active,
-    };
-    let water = facts
-        .bool("water.requested")
-        .unwrap_or(false)
-        .then(|| WaterRequest {
-            diameter_dn: facts.integer("water.diameter_dn"),
-            use_: facts.code("water.use"),
-            daily_m3: facts.decimal("water.daily_m3"),
-            external_pipe_m: facts.decimal("water.external_pipe_m"),
-        });
-    let power = facts
-        .bool("power.requested")
-        .unwrap_or(false)
-        .then(|| PowerRequest {
-            capacity_kva: facts.decimal("power.capacity_kva"),
-        });
-    let approvals = (0..facts.list_len("approvals"))
-        .map(|i| {
-            let f = |n: &str| format!("approvals[{i}].{n}");
-            ApprovalResult {
-                title: facts.text(&f("title")),
-                document_no: facts.text(&f("document_no")),
-                issued_on: facts.date(&f("issued_on")),
-                licence_no: facts.text(&f("licence_no")),
-                licence_type: facts.text(&f("licence_type")),
-            }
-        })
-        .collect();
-    let mut attachments = Vec::new();
-    for i in 0..facts.list_len("attachments") {
-        let f = |n: &str| format!("attachments[{i}].{n}");
-        attachments.push(Attachment {
-            id: facts.text(&f("id")).ok_or_else(|| MissingFact(f("id")))?,
-            file_name: facts.text(&f("file_name")),
-            kind: facts.code(&f("kind")).ok_or_else(|| MissingFact(f("kind")))?,
-            size_bytes: facts.integer(&f("size_bytes")),
-            sha256: facts.text(&f("sha256")),
-        });
-    }
-    let record = PreEngagementRecord {
-        project: Project {
-            code: code.clone(),
-            name: need_text("project.name")?,
-            kind: facts.code("project.kind"),
-            nature: facts.code("project.nature"),
-            building_use: facts.code("project.building_use"),
-            authorisation: facts.code("project.authorisation"),
-            authority_region: facts.text("project.authority_region"),
-            approval_stage: facts.code("project.approval_stage"),
-            status,
-        },
-        site: Site {
-            region_code: region,
-            district: district.to_string(),
-            address: facts.text("site.address"),
-        },
-        builder: Builder {
-            name: need_text("builder.name")?,
-            credit_code: need_text("builder.credit_code")?,
-        },
-        contact: Contact {
-            name: facts.text("contact.name"),
-            phone: facts.text("contact.phone"),
-        },
-        building: Building {
-            floor_area_m2: facts.decimal("building.floor_area_m2"),
-            height_m: facts.decimal("building.height_m"),
-            hazardous_goods: facts.bool("building.hazardous_goods"),
-            platform_low_risk: facts.bool("building.platform_low_risk"),
-        },
-        water,
-        power,
-        approvals,
-        attachments,
-        survey: None,
-        decisions: None,
-        progress: None,
-        source: SourceVersion {
-            platform: "approval".into(),
-            key: code.clone(),
-            version: facts
-                .integer("source.version")
-                .ok_or_else(|| MissingFact("source.version".into()))?,
-            updated_at: facts
-                .time("source.updated_at")
-                .ok_or_else(|| MissingFact("source.updated_at".into()))?,
-            document_sha256: document_sha256.to_string(),
-        },
-    };
-    // The facts are used up: their lineage moves into the draft, nothing is copied.
-    let lineage: BTreeMap<String, Lineage> = facts
+        .ok_or_else(|| format!("site in division {region}, outside Kunming"))
+}
+
+/// The facts' lineage, moved into the draft: nothing is copied.
+fn lineage_of(facts: Facts) -> BTreeMap<String, Lineage> {
+    facts
         .fields
         .into_iter()
         .map(|(name, fact)| (name, fact.lineage))
-        .collect();
-    Ok(Assembled::Record(Box::new(Draft {
-        id: record_id(&code),
-        record,
-        lineage,
-    })))
+        .collect()
 }
 
 /// The record as JSON, and the SHA-256 of that JSON without its `source` part.
@@ -437,7 +389,7 @@ mod tests {
     /// `source` removed: a record that did not change keeps its hash across this code.
     #[test]
     fn the_content_hash_covers_the_record_without_its_source() {
-        let text = include_str!("../fixtures/approval/contract-example.json");
+        let text = include_str!("../../fixtures/approval/contract-example.json");
         let body = serde_json::json!({"data": serde_json::from_str::<serde_json::Value>(text).unwrap()});
         let mapping = crate::mapping::MappingSet::load(None)
             .unwrap()
