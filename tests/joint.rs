@@ -368,31 +368,20 @@ async fn the_listing_is_landed_once_per_version_across_pages_and_polls() {
     let start = t0() - Duration::days(2);
     let w = world(sim_config(5, start, t0() - Duration::hours(1)), start).await;
     let (server, d, _) = power(&w, no_limit()).await;
-    // 250 changes in one millisecond: three pages, and a batch straddling each boundary.
+    // 250 changes in one millisecond: three pages, and a batch straddling each boundary. The
+    // applicants are people asking for DN25: not households, so their records wait for
+    // platform data and nothing is sent back that would change the applications.
     let household = |i: usize| Application {
-        application_id: String::new(),
-        external_id: None,
-        origin: Origin::Power,
-        status: PowerStatus::Submitted,
-        water_status: None,
-        version: 1,
-        project_code: None,
-        project_name: None,
         applicant: shuiwu_power::Applicant {
-            kind: shuiwu_power::ApplicantKind::Person,
             name: format!("住户{i}"),
-            credit_code: None,
-            contact_name: None,
-            contact_phone: None,
+            ..person(i)
         },
-        site: shuiwu_power::Site {
-            region_code: "530102".into(),
-            address: None,
-        },
-        power: None,
-        water: None,
-        submitted_at: w.clock.now_utc(),
-        updated_at: w.clock.now_utc(),
+        water: Some(shuiwu_power::WaterNeeds {
+            diameter_dn: Some(25),
+            use_: Some("生活".into()),
+            daily_m3: Some(1.0),
+        }),
+        ..power_origin(&w, None)
     };
     let ids = server.sim.insert_batch((0..250).map(household).collect());
     let first = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
@@ -402,7 +391,7 @@ async fn the_listing_is_landed_once_per_version_across_pages_and_polls() {
         "{first:?}"
     );
     assert!(first.complete);
-    assert_eq!(first.awaiting_import, 250);
+    assert_eq!((first.imported, first.awaiting_import, first.held), (250, 0, 0), "{first:?}");
     // Again: the overlap reads the batch a second time; nothing is landed twice.
     w.clock.advance(Duration::seconds(1));
     let again = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
@@ -413,7 +402,10 @@ async fn the_listing_is_landed_once_per_version_across_pages_and_polls() {
     }
     w.clock.advance(Duration::minutes(5));
     let changed = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
-    assert_eq!(changed.new_versions, 7, "{changed:?}");
+    assert_eq!((changed.new_versions, changed.imported), (7, 7), "{changed:?}");
+    // One water record per application, each at the version its latest change made.
+    let records = w.store.records_by_source("power").unwrap();
+    assert_eq!(records.len(), 250);
     let stored = w.store.joint_applications(1000).unwrap();
     assert_eq!(stored.len(), 250);
     assert_eq!(
@@ -566,4 +558,199 @@ async fn stage_events_recorded_before_the_power_side_was_configured_are_reported
         3,
         "accepted, surveyed, connected, in order"
     );
+}
+
+/// A valid resident identity number (GB 11643) for test person `i`, born 1990 in 五华区.
+fn id_number(i: usize) -> String {
+    let first17 = format!("53010219900101{:03}", i % 1000);
+    let check = shuiwu_wire::ids::id_card_check(&first17).unwrap();
+    format!("{first17}{check}")
+}
+
+fn person(i: usize) -> shuiwu_power::Applicant {
+    shuiwu_power::Applicant {
+        kind: shuiwu_power::ApplicantKind::Person,
+        name: "李四".into(),
+        credit_code: Some(id_number(i)),
+        contact_name: Some("李四".into()),
+        contact_phone: Some("13800000000".into()),
+    }
+}
+
+/// A power-origin application as the power side's form makes it, submitted now.
+fn power_origin(w: &World, project: Option<&str>) -> Application {
+    Application {
+        application_id: String::new(),
+        external_id: None,
+        origin: Origin::Power,
+        status: PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: project.map(str::to_string),
+        project_name: None,
+        applicant: person(0),
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: Some("昆明市五华区某街道1号".into()),
+        },
+        power: Some(shuiwu_power::PowerNeeds { capacity_kva: Some(8.0) }),
+        water: Some(shuiwu_power::WaterNeeds {
+            diameter_dn: Some(20),
+            use_: Some("生活".into()),
+            daily_m3: Some(0.5),
+        }),
+        submitted_at: w.clock.now_utc(),
+        updated_at: w.clock.now_utc(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_origin_applications_become_water_records() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(20, start, t0() - Duration::hours(1)), start).await;
+    w.pass().await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    let known = w
+        .store
+        .records_by_source("approval")
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("a project record");
+    let known_code = known.trim_start_matches("PE-").to_string();
+    let company = |code: Option<&str>| Application {
+        applicant: shuiwu_power::Applicant {
+            kind: shuiwu_power::ApplicantKind::Organisation,
+            name: "昆明某餐饮有限公司".into(),
+            credit_code: Some({
+                let first17 = "91530102MA6K00001";
+                format!("{first17}{}", shuiwu_wire::ids::credit_code_check(first17).unwrap())
+            }),
+            contact_name: Some("王五".into()),
+            contact_phone: Some("13900000000".into()),
+        },
+        water: Some(shuiwu_power::WaterNeeds {
+            diameter_dn: Some(50),
+            use_: Some("生产".into()),
+            daily_m3: Some(20.0),
+        }),
+        ..power_origin(&w, code)
+    };
+    let household = server.sim.insert(power_origin(&w, None));
+    // A household naming a project code the approval platform does not know is still one.
+    let household_unknown_code = server.sim.insert(Application {
+        applicant: person(1),
+        ..power_origin(&w, Some("2026-530102-47-01-999999"))
+    });
+    // Its project is registered on the approval platform only later.
+    let later_code = "2022-530112-47-01-587143";
+    let waiting = server.sim.insert(company(Some(later_code)));
+    let joins = server.sim.insert(company(Some(&known_code)));
+    let outside = server.sim.insert(Application {
+        site: shuiwu_power::Site {
+            region_code: "530302".into(),
+            address: Some("曲靖市麒麟区".into()),
+        },
+        applicant: person(2),
+        ..power_origin(&w, None)
+    });
+    let bad_id = server.sim.insert(Application {
+        applicant: shuiwu_power::Applicant {
+            credit_code: Some("530102199001010000".into()),
+            ..person(3)
+        },
+        ..power_origin(&w, None)
+    });
+    w.clock.advance(Duration::seconds(5));
+    let r = deliver_all(&w, &d).await;
+    let polled = r.polled.clone().unwrap();
+    let held = w.store.failures(Some("held"), 100).unwrap();
+    assert_eq!(
+        (polled.imported, polled.skipped, polled.held, polled.links_planned),
+        (3, 1, 1, 1),
+        "{r:?} {held:?}"
+    );
+    let content = |id: &str| -> serde_json::Value {
+        let v = w.store.record_versions(id).unwrap();
+        v.last().expect("a version").content.clone()
+    };
+    // The household: small residential, table A, its identity and premises as materials, and
+    // linked to its own application on the power side.
+    let h = content(&format!("PW-{household}"));
+    assert_eq!(h["decisions"]["category"]["id"], "small_residential", "{h}");
+    assert_eq!(h["decisions"]["table"], "A", "{h}");
+    let materials: Vec<&str> = h["decisions"]["materials_required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(materials, ["identity_card", "premises_right"], "{h}");
+    assert_eq!(h["application"]["applicant_kind"]["code"], "PERSON");
+    assert_eq!(h["source"]["platform"], "power");
+    assert_eq!(
+        server.sim.application(&household).unwrap().external_id.as_deref(),
+        Some(format!("PW-{household}").as_str())
+    );
+    let h2 = content(&format!("PW-{household_unknown_code}"));
+    assert_eq!(h2["decisions"]["category"]["id"], "small_residential");
+    // The company without platform data: no category, table A, not linked yet.
+    let c = content(&format!("PW-{waiting}"));
+    assert_eq!(c["decisions"]["category"]["state"], "none", "{c}");
+    assert_eq!(c["decisions"]["table"], "A", "{c}");
+    assert_eq!(server.sim.application(&waiting).unwrap().external_id, None);
+    // The company naming a known project joins that project's record.
+    assert_eq!(
+        server.sim.application(&joins).unwrap().external_id.as_deref(),
+        Some(known.as_str())
+    );
+    assert!(w.store.record_versions(&format!("PW-{joins}")).unwrap().is_empty());
+    // Outside Kunming: skipped with the reason; an identity number that is not one: held.
+    assert!(w.store.record_versions(&format!("PW-{outside}")).unwrap().is_empty());
+    let held = w.store.failures(Some("held"), 100).unwrap();
+    let bad = held
+        .iter()
+        .find(|f| f.key.as_deref() == Some(bad_id.as_str()))
+        .expect("the bad identity number is held");
+    assert_eq!(bad.field.as_deref(), Some("builder.credit_code"), "{bad:?}");
+    assert!(bad.document_sha256.is_some());
+    // Every field keeps its lineage to the power side's bytes.
+    let versions = w.store.record_versions(&format!("PW-{household}")).unwrap();
+    let (lineage, _) = gateway::mapping::lineage::from_json(&versions[0].lineage).unwrap();
+    let l = &lineage["builder.credit_code"];
+    let (bytes, _) = w.store.document(&l.document).unwrap().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(doc.pointer(&l.path).and_then(|v| v.as_str()), Some(id_number(0).as_str()));
+    assert!(l.path.starts_with("/items/"), "{}", l.path);
+
+    // The power side withdraws the household: the water record is closed as withdrawn by the
+    // applicant, and the water side reports it.
+    server.sim.set_status(&household, PowerStatus::Withdrawn);
+    w.clock.advance(Duration::minutes(2));
+    deliver_all(&w, &d).await;
+    let h = content(&format!("PW-{household}"));
+    assert_eq!(h["progress"]["state"], "withdrawn", "{h}");
+    assert_eq!(
+        server.sim.application(&household).unwrap().water_status,
+        Some(WaterStatus::Withdrawn)
+    );
+    let actions = w.store.actions(&format!("PW-{household}")).unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].by, "power-utility");
+
+    // Platform data found for the waiting company's project: the project's record links the
+    // application and the waiting record is superseded by it.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/approval/contract-example.json")).unwrap();
+    doc["GXSJ"] = shuiwu_wire::format_beijing(w.clock.now_utc() - Duration::minutes(1)).into();
+    w.server.sim.insert(doc).unwrap();
+    w.clock.advance(Duration::minutes(10));
+    w.pass().await;
+    deliver_all(&w, &d).await;
+    let project = format!("PE-{later_code}");
+    assert_eq!(
+        server.sim.application(&waiting).unwrap().external_id.as_deref(),
+        Some(project.as_str())
+    );
+    let c = content(&format!("PW-{waiting}"));
+    assert_eq!(c["progress"]["state"], "superseded", "{c}");
+    assert_eq!(content(&project)["decisions"]["table"], "B");
 }

@@ -270,14 +270,15 @@ fn import(
     match apply_record(tx, key, landing.sha, *draft, rebuilder, None, now)? {
         Ok(applied) => {
             landed.imported += 1;
+            if super::changed(applied) {
+                super::outbox::plan_for_record(tx, &id, Some(rebuilder), now)?;
+            }
+            // After the plan, which would take a record already holding it as joined.
             if household {
                 tx.prepare_cached(
                     "UPDATE power_applications SET record_id = ?2 WHERE application_id = ?1 AND record_id IS NULL",
                 )?
                 .execute(params![key.key, id])?;
-            }
-            if super::changed(applied) {
-                super::outbox::plan_for_record(tx, &id, Some(rebuilder), now)?;
             }
         }
         Err(e) => {

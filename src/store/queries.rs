@@ -127,6 +127,14 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// The ids of the records built from one source (`approval` or `power`), in id order.
+    pub fn records_by_source(&self, source: &str) -> Result<Vec<String>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached("SELECT id FROM records WHERE source = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([source], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub fn record_count(&self) -> Result<i64> {
         Ok(self
             .lock()
