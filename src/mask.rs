@@ -64,26 +64,40 @@ pub fn record_json(content: &mut serde_json::Value, lineage: &BTreeMap<String, L
 }
 
 /// Masks, in a raw JSON document, every value that some mapping marks personal, wherever the
-/// mapping's paths find it (list items included). Used where a raw document is shown.
+/// mapping's paths find it (list items included). Used where a raw document is shown. A
+/// mapping of the power side's application resource is applied wherever the document holds
+/// one: the whole answer, a webhook event's `application`, each item of a listing page.
 pub fn raw_document(document: &mut serde_json::Value, mappings: &MappingSet) {
     for m in mappings.all() {
-        for f in m.fields.iter().filter(|f| f.personal.is_some()) {
-            let pointer = format!("{}{}", m.root, f.path);
-            mask_at(document, &pointer, f.personal);
+        let mut roots = vec![m.root.clone()];
+        if m.source == "power" && m.root.is_empty() {
+            roots.push("/application".into());
+            let items = document["items"].as_array().map_or(0, Vec::len);
+            roots.extend((0..items).map(|i| format!("/items/{i}")));
         }
-        for list in &m.lists {
-            let Some(items) = document
-                .pointer(&format!("{}{}", m.root, list.path))
-                .and_then(|v| v.as_array())
-            else {
-                continue;
-            };
-            let n = items.len();
-            for f in list.fields.iter().filter(|f| f.personal.is_some()) {
-                for i in 0..n {
-                    let pointer = format!("{}{}/{i}{}", m.root, list.path, f.path);
-                    mask_at(document, &pointer, f.personal);
-                }
+        for root in &roots {
+            mask_under(document, m, root);
+        }
+    }
+}
+
+fn mask_under(document: &mut serde_json::Value, m: &crate::mapping::Mapping, root: &str) {
+    for f in m.fields.iter().filter(|f| f.personal.is_some()) {
+        let pointer = format!("{root}{}", f.path);
+        mask_at(document, &pointer, f.personal);
+    }
+    for list in &m.lists {
+        let Some(items) = document
+            .pointer(&format!("{root}{}", list.path))
+            .and_then(|v| v.as_array())
+        else {
+            continue;
+        };
+        let n = items.len();
+        for f in list.fields.iter().filter(|f| f.personal.is_some()) {
+            for i in 0..n {
+                let pointer = format!("{root}{}/{i}{}", list.path, f.path);
+                mask_at(document, &pointer, f.personal);
             }
         }
     }
@@ -129,5 +143,23 @@ mod tests {
         assert_eq!(phone("110"), "***");
         assert_eq!(phone("1234567"), "*******");
         assert_eq!(id_number("12345678"), "********");
+    }
+
+    #[test]
+    fn every_application_of_a_power_side_document_is_masked() {
+        let mappings = MappingSet::load(None).unwrap();
+        let app = |id: &str| {
+            serde_json::json!({"applicationId": id, "applicant": {"kind": "PERSON", "name": "李四",
+                "creditCode": "110105194912310021", "contactPhone": "13800000000"}})
+        };
+        let mut page = serde_json::json!({"items": [app("A"), app("B")], "nextCursor": null});
+        raw_document(&mut page, &mappings);
+        let mut event = serde_json::json!({"eventId": "evt_1", "application": app("C")});
+        raw_document(&mut event, &mappings);
+        let text = format!("{page}{event}");
+        for secret in ["李四", "110105194912310021", "13800000000"] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+        assert!(text.contains("1101**********0021"), "{text}");
     }
 }

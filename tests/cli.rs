@@ -59,6 +59,7 @@ fn demo_then_inspect_with_personal_data_masked() {
     assert!(stdout.contains("one-time notices issued"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("low_risk")), "{stdout}");
     assert!(stdout.contains("trace PE-"), "{stdout}");
+    assert!(stdout.contains("imported from the power side"), "{stdout}");
     assert_clean("demo output", &stdout);
     assert_clean("debug logs", &logs);
     assert!(
@@ -183,6 +184,32 @@ fn demo_then_inspect_with_personal_data_masked() {
     );
     assert!(shown.contains("\"LXR\": \"张*\""), "{shown}");
     assert_clean("failures show", &shown);
+
+    // A household that applied on the power side: its record's identity number and name are
+    // masked wherever they are shown, and trace to the power side's listing bytes.
+    let (list, _) = text(&gateway(&[
+        "--db", db, "records", "list", "--limit", "1000", "--json",
+    ]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let household = rows
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .find(|id| id.starts_with("PW-"))
+        .expect("a record imported from the power side");
+    let out = gateway(&["--db", db, "trace", household, "--field", "builder", "--json"]);
+    let (trace, _) = text(&out);
+    assert!(out.status.success(), "{trace}");
+    let v: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    for f in v["fields"].as_array().unwrap() {
+        let raw = f["raw"].as_str().unwrap_or_default();
+        assert!(raw.contains('*'), "{f}");
+        assert!(f["path"].as_str().unwrap().starts_with("/items/"), "{f}");
+        assert_eq!(f["fetches"][0]["method"], "GET", "{f}");
+    }
+    let (show, _) = text(&gateway(&["--db", db, "records", "show", household, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let id_code = v["content"]["builder"]["credit_code"].as_str().unwrap();
+    assert!(id_code.contains("**********"), "{id_code}");
 
     let out = gateway(&["--db", db, "records", "show", "PE-nope"]);
     assert!(!out.status.success());

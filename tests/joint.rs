@@ -391,7 +391,11 @@ async fn the_listing_is_landed_once_per_version_across_pages_and_polls() {
         "{first:?}"
     );
     assert!(first.complete);
-    assert_eq!((first.imported, first.awaiting_import, first.held), (250, 0, 0), "{first:?}");
+    assert_eq!(
+        (first.imported, first.awaiting_import, first.held),
+        (250, 0, 0),
+        "{first:?}"
+    );
     // Again: the overlap reads the batch a second time; nothing is landed twice.
     w.clock.advance(Duration::seconds(1));
     let again = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
@@ -593,7 +597,9 @@ fn power_origin(w: &World, project: Option<&str>) -> Application {
             region_code: "530102".into(),
             address: Some("昆明市五华区某街道1号".into()),
         },
-        power: Some(shuiwu_power::PowerNeeds { capacity_kva: Some(8.0) }),
+        power: Some(shuiwu_power::PowerNeeds {
+            capacity_kva: Some(8.0),
+        }),
         water: Some(shuiwu_power::WaterNeeds {
             diameter_dn: Some(20),
             use_: Some("生活".into()),
@@ -624,7 +630,10 @@ async fn power_origin_applications_become_water_records() {
             name: "昆明某餐饮有限公司".into(),
             credit_code: Some({
                 let first17 = "91530102MA6K00001";
-                format!("{first17}{}", shuiwu_wire::ids::credit_code_check(first17).unwrap())
+                format!(
+                    "{first17}{}",
+                    shuiwu_wire::ids::credit_code_check(first17).unwrap()
+                )
             }),
             contact_name: Some("王五".into()),
             contact_phone: Some("13900000000".into()),
@@ -702,9 +711,19 @@ async fn power_origin_applications_become_water_records() {
         server.sim.application(&joins).unwrap().external_id.as_deref(),
         Some(known.as_str())
     );
-    assert!(w.store.record_versions(&format!("PW-{joins}")).unwrap().is_empty());
+    assert!(
+        w.store
+            .record_versions(&format!("PW-{joins}"))
+            .unwrap()
+            .is_empty()
+    );
     // Outside Kunming: skipped with the reason; an identity number that is not one: held.
-    assert!(w.store.record_versions(&format!("PW-{outside}")).unwrap().is_empty());
+    assert!(
+        w.store
+            .record_versions(&format!("PW-{outside}"))
+            .unwrap()
+            .is_empty()
+    );
     let held = w.store.failures(Some("held"), 100).unwrap();
     let bad = held
         .iter()
@@ -718,7 +737,10 @@ async fn power_origin_applications_become_water_records() {
     let l = &lineage["builder.credit_code"];
     let (bytes, _) = w.store.document(&l.document).unwrap().unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(doc.pointer(&l.path).and_then(|v| v.as_str()), Some(id_number(0).as_str()));
+    assert_eq!(
+        doc.pointer(&l.path).and_then(|v| v.as_str()),
+        Some(id_number(0).as_str())
+    );
     assert!(l.path.starts_with("/items/"), "{}", l.path);
 
     // The power side withdraws the household: the water record is closed as withdrawn by the
@@ -753,4 +775,43 @@ async fn power_origin_applications_become_water_records() {
     let c = content(&format!("PW-{waiting}"));
     assert_eq!(c["progress"]["state"], "superseded", "{c}");
     assert_eq!(content(&project)["decisions"]["table"], "B");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_listing_item_is_held_and_the_others_are_read() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(5, start, t0() - Duration::hours(1)), start).await;
+    let (server, d, _) = power(&w, no_limit()).await;
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            server.sim.insert(Application {
+                applicant: person(i),
+                ..power_origin(&w, None)
+            })
+        })
+        .collect();
+    server.sim.malform_in_listing(&ids[2]);
+    w.clock.advance(Duration::seconds(5));
+    let polled = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!((polled.imported, polled.held), (4, 1), "{polled:?}");
+    assert!(polled.complete);
+    let held = w.store.failures(Some("held"), 100).unwrap();
+    let bad = held
+        .iter()
+        .find(|f| f.key.as_deref() == Some(ids[2].as_str()))
+        .expect("the unreadable item is held");
+    assert_eq!(bad.step, "decode");
+    assert!(bad.reason.contains("applicant"), "{}", bad.reason);
+    let (bytes, _) = w
+        .store
+        .document(bad.document_sha256.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains(&ids[2]));
+    // The listing moves on: the next poll (reading the households' links back as new
+    // versions) holds nothing twice.
+    w.clock.advance(Duration::seconds(5));
+    let again = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
+    assert_eq!((again.new_versions, again.held), (4, 0), "{again:?}");
+    assert_eq!(w.store.failures(Some("held"), 100).unwrap().len(), held.len());
 }

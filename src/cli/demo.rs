@@ -135,11 +135,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         first.details_fetched
     );
 
+    // Meanwhile applicants applied on the power utility's platform: households, companies
+    // naming projects the backfill just read (or codes the approval platform does not know,
+    // or none), a site outside Kunming. The first delivery round reads them and sends the
+    // joint applications the backfill's records ask for.
+    let store = crate::store::AsyncStore::new(gateway.store.clone());
+    let mut joint = crate::joint::deliver::DeliveryReport::default();
+    if let Some(d) = &gateway.deliverer {
+        let known: Vec<String> = store
+            .call(|s| s.records_by_source("approval"))
+            .await?
+            .into_iter()
+            .filter_map(|id| id.strip_prefix("PE-").map(str::to_string))
+            .collect();
+        power_server
+            .sim
+            .insert_batch(shuiwu_power::sim::generate::power_origin(
+                args.seed,
+                DEMO_POWER_APPLICATIONS,
+                &known,
+                Utc::now(),
+                3,
+            ));
+        joint.merge(d.round(&token).await?);
+    }
+
     // Upstream activity between two passes: builders revise some projects, withdraw others.
     // From async code the store is reached on the blocking pool, as everywhere else.
-    let store = crate::store::AsyncStore::new(gateway.store.clone());
     let active = store.call(|s| s.records(Some("active"), 16)).await?;
-    for (i, r) in active.iter().enumerate() {
+    for (i, r) in active.iter().filter(|r| r.id.starts_with("PE-")).enumerate() {
         if i < 12 {
             server.sim.change(&r.source_key, |doc| {
                 doc["JZMJ"] = Value::from("9800.00");
@@ -180,42 +204,34 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<Vec<_>>(),
     );
-    // The joint applications the backfill's records asked for, delivered to the power side.
-    // Meanwhile two builders applied on the power side for one of those projects, and three
-    // households applied there without a project.
+    // The second round reports the second pass's changes (withdrawn projects) and repeats
+    // the calls whose answers were lost.
     if let Some(d) = &gateway.deliverer {
-        let pending = store.call(|s| s.outbox(Some("pending"), 10_000)).await?.0;
-        if let Some(project) = pending
-            .iter()
-            .find(|c| c.kind == crate::store::CallKind::Create)
-            .and_then(|c| serde_json::from_str::<Value>(&c.body).ok())
-            .and_then(|b| b["projectCode"].as_str().map(str::to_string))
-        {
-            for hours_ago in [30, 2] {
-                power_server.sim.insert(power_origin(Some(&project), hours_ago));
-            }
-        }
-        for _ in 0..3 {
-            power_server.sim.insert(power_origin(None, 1));
-        }
-        let j = d.round(&token).await?;
+        joint.merge(d.round(&token).await?);
         let p = power_server.sim.stats();
-        let polled = j.polled.clone().unwrap_or_default();
-        let duplicates = store
-            .call(|s| s.failures(Some("held"), 10_000))
-            .await?
+        let polled = joint.polled.clone().unwrap_or_default();
+        let held = store.call(|s| s.failures(Some("held"), 10_000)).await?;
+        let duplicates = held
             .iter()
             .filter(|f| f.source == "power" && f.step == "link")
             .count();
+        let imported = store.call(|s| s.power_origin_counts()).await?;
         outln!(
-            "\njoint water+power applications: {} created on the power side ({} answers lost after the change and repeated as replays), {} power-origin applications linked instead of creating a second one, {} held as probable duplicates, {} read from the power side awaiting import, {} calls held; the power side holds {} water-origin applications",
-            j.created + j.replayed,
-            j.replayed,
-            j.linked,
+            "\njoint water+power applications: {} created on the power side ({} answers lost after the change and repeated as replays), {} power-origin applications linked to their project's record or their own, {} held as probable duplicates, {} calls held; the power side holds {} water-origin applications",
+            joint.created + joint.replayed,
+            joint.replayed,
+            joint.linked,
             duplicates,
-            polled.awaiting_import,
-            j.held,
+            joint.held,
             p.created
+        );
+        outln!(
+            "imported from the power side: {} households (small_residential, table A), {} applications waiting for platform data (no category yet), {} superseded by their project's record; {} skipped (site outside Kunming), {} held",
+            imported.households,
+            imported.waiting,
+            imported.superseded,
+            polled.skipped,
+            polled.held
         );
     }
     let notices: u64 = first.notices_issued + second.notices_issued;
@@ -247,6 +263,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         outln!("  cargo run --release -- --db {db} records show {}", r.id);
         outln!("  cargo run --release -- --db {db} trace {} --field water", r.id);
     }
+    let household = store
+        .call(|s| s.records_by_source("power"))
+        .await?
+        .into_iter()
+        .next();
+    if let Some(id) = &household {
+        outln!("  cargo run --release -- --db {db} trace {id} --field builder");
+    }
     outln!("  cargo run --release -- --db {db} failures list");
     outln!("  cargo run --release -- --db {db} power list");
     outln!("  cargo run --release -- --db {db} outbox list");
@@ -256,45 +280,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A power-origin application as the power side's platform takes one: a company naming its
-/// project, or a household with none.
-fn power_origin(project: Option<&str>, submitted_hours_ago: i64) -> shuiwu_power::Application {
-    let now = Utc::now();
-    shuiwu_power::Application {
-        application_id: String::new(),
-        external_id: None,
-        origin: shuiwu_power::Origin::Power,
-        status: shuiwu_power::PowerStatus::Submitted,
-        water_status: None,
-        version: 1,
-        project_code: project.map(str::to_string),
-        project_name: None,
-        applicant: shuiwu_power::Applicant {
-            kind: if project.is_some() {
-                shuiwu_power::ApplicantKind::Organisation
-            } else {
-                shuiwu_power::ApplicantKind::Person
-            },
-            name: if project.is_some() {
-                "昆明某建设有限公司"
-            } else {
-                "李某"
-            }
-            .into(),
-            credit_code: None,
-            contact_name: None,
-            contact_phone: None,
-        },
-        site: shuiwu_power::Site {
-            region_code: "530102".into(),
-            address: None,
-        },
-        power: None,
-        water: None,
-        submitted_at: now - Duration::hours(submitted_hours_ago),
-        updated_at: now,
-    }
-}
+/// How many applications the demo's applicants make on the power side's platform.
+const DEMO_POWER_APPLICATIONS: u64 = 20;
 
 fn print_summary(outcomes: &[OutcomeCount]) {
     let order = ["created", "updated", "withdrawn", "unchanged", "skipped", "held"];

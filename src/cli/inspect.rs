@@ -255,8 +255,13 @@ pub fn trace(
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // The approval platform numbers a project's versions BBH; the power side, `version`.
+    let built_from = match row.content["source"]["platform"].as_str() {
+        Some("power") => "power-side application version",
+        _ => "BBH",
+    };
     outln!(
-        "record {id}, version {} ({}), built from BBH {}",
+        "record {id}, version {} ({}), built from {built_from} {}",
         row.version,
         row.change,
         row.source_version

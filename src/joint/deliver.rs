@@ -44,6 +44,26 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
+    /// Adds another round's counts to these.
+    pub fn merge(&mut self, other: DeliveryReport) {
+        match (&mut self.polled, other.polled) {
+            (Some(mine), Some(theirs)) => mine.merge(&theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+        self.attempted += other.attempted;
+        self.created += other.created;
+        self.replayed += other.replayed;
+        self.adopted += other.adopted;
+        self.linked += other.linked;
+        self.applied += other.applied;
+        self.no_op += other.no_op;
+        self.replaced_by_link += other.replaced_by_link;
+        self.retried += other.retried;
+        self.waiting += other.waiting;
+        self.held += other.held;
+    }
+
     fn add(&mut self, outcome: &Outcome) {
         self.attempted += 1;
         match outcome {

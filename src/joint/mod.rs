@@ -168,7 +168,10 @@ mod mapping_tests {
         };
         let facts = apply(&mapping, Document::Json(&doc), "sha-of-the-bytes", &ctx).unwrap();
         assert_eq!(facts.text("application.id").as_deref(), Some("KMGD2024030500123"));
-        assert_eq!(facts.text("application.applicant_kind").as_deref(), Some("PERSON"));
+        assert_eq!(
+            facts.text("application.applicant_kind").as_deref(),
+            Some("PERSON")
+        );
         assert_eq!(facts.integer("water.diameter_dn"), Some(20));
         assert_eq!(facts.integer("source.version"), Some(4));
         assert_eq!(

@@ -42,6 +42,22 @@ pub struct PollReport {
     pub complete: bool,
 }
 
+impl PollReport {
+    /// Adds another poll's counts to these; complete when the other one was.
+    pub fn merge(&mut self, other: &PollReport) {
+        self.pages += other.pages;
+        self.new_versions += other.new_versions;
+        self.repeats += other.repeats;
+        self.links_planned += other.links_planned;
+        self.held_duplicates += other.held_duplicates;
+        self.awaiting_import += other.awaiting_import;
+        self.imported += other.imported;
+        self.skipped += other.skipped;
+        self.held += other.held;
+        self.complete = other.complete;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("reading the power side's listing: {0}")]
@@ -96,15 +112,23 @@ impl Poller {
                 () = cancel.cancelled() => return Ok(report),
             };
             report.pages += 1;
-            let items = page.value.items;
-            newest = items.iter().map(|a| a.updated_at).max().max(newest);
+            let next_cursor = page.value.next_cursor.clone();
+            let (items, unreadable) = page.value.split();
+            // An unreadable item is held, not waited for: the cursor passes it as it passes the
+            // others, so one bad item never stalls the listing.
+            newest = items
+                .iter()
+                .map(|a| a.updated_at)
+                .chain(unreadable.iter().filter_map(|u| u.updated_at()))
+                .max()
+                .max(newest);
             let now = self.clock.now();
             let raw = page.raw;
             let watermark = newest;
             let rebuilder = self.rebuilder.clone();
             let landed = self
                 .store
-                .call(move |s| s.land_power_page(&items, &raw, watermark, &rebuilder, now))
+                .call(move |s| s.land_power_page(&items, &unreadable, &raw, watermark, &rebuilder, now))
                 .await?;
             report.new_versions += landed.new_versions;
             report.repeats += landed.repeats;
@@ -114,7 +138,7 @@ impl Poller {
             report.imported += landed.imported;
             report.skipped += landed.skipped;
             report.held += landed.held;
-            match page.value.next_cursor {
+            match next_cursor {
                 Some(c) => page_cursor = Some(c),
                 None => {
                     report.complete = true;

@@ -469,7 +469,19 @@ pub fn decide(
         ),
     );
 
-    let stages = match (category.decided(), inputs.table, works) {
+    // A row for either case of external works (a household's) needs no pipe length.
+    let either = |table: Table, id: &str| {
+        let (yes, no) = (policy.limit(table, id, true), policy.limit(table, id, false));
+        match (yes, no) {
+            (Some(a), Some(b)) if std::ptr::eq(a, b) => Some(true),
+            _ => None,
+        }
+    };
+    let works_for_table = match (category.decided(), inputs.table) {
+        (Some(id), Some(table)) => works.or_else(|| either(table, id)),
+        _ => works,
+    };
+    let stages = match (category.decided(), inputs.table, works_for_table) {
         (Some(id), Some(table), Some(works)) => match policy.limit(table, id, works) {
             Some(l) if l.standard_terms => StagesDecision::StandardTerms,
             Some(l) => {

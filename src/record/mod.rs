@@ -21,7 +21,7 @@ use crate::stages::{self, OperatorAction, Progress, Survey};
 mod power;
 mod project;
 
-pub use power::{power_record_id, assemble_power};
+pub use power::{assemble_power, power_record_id};
 pub use project::{assemble, record_id};
 
 /// Whether the project still stands.
@@ -146,7 +146,10 @@ mod beijing {
 fn inputs_of(r: &PreEngagementRecord) -> Inputs {
     let (applicant, table) = match &r.application {
         None => (Some(Applicant::Project), Table::B),
-        Some(a) => (a.is_household(r.water.as_ref()).then_some(Applicant::Household), Table::A),
+        Some(a) => (
+            a.is_household(r.water.as_ref()).then_some(Applicant::Household),
+            Table::A,
+        ),
     };
     Inputs {
         applicant,

@@ -14,8 +14,16 @@ pub fn power_record_id(application_id: &str) -> String {
 
 /// Builds a record from the facts of one power-side application resource.
 pub fn assemble_power(facts: Facts, document_sha256: &str) -> Result<Assembled, AssembleError> {
-    let need_text = |name: &str| facts.text(name).ok_or_else(|| AssembleError::Missing(name.into()));
-    let need_code = |name: &str| facts.code(name).ok_or_else(|| AssembleError::Missing(name.into()));
+    let need_text = |name: &str| {
+        facts
+            .text(name)
+            .ok_or_else(|| AssembleError::Missing(name.into()))
+    };
+    let need_code = |name: &str| {
+        facts
+            .code(name)
+            .ok_or_else(|| AssembleError::Missing(name.into()))
+    };
     let region = need_text("site.region_code")?;
     let district = match district_of(&region) {
         Ok(d) => d,
@@ -27,7 +35,9 @@ pub fn assemble_power(facts: Facts, document_sha256: &str) -> Result<Assembled, 
     // field: which one it must be follows from the applicant's kind.
     let credit_code = need_text("builder.credit_code")?;
     let checked = match kind.code.as_str() {
-        "PERSON" => validate_id_card(&credit_code).map_err(|e| format!("not a valid 居民身份证号 for a person: {e}")),
+        "PERSON" => {
+            validate_id_card(&credit_code).map_err(|e| format!("not a valid 居民身份证号 for a person: {e}"))
+        }
         _ => validate_credit_code(&credit_code)
             .map_err(|e| format!("not a valid 统一社会信用代码 for an organisation: {e}")),
     };

@@ -9,7 +9,11 @@ pub fn record_id(project_code: &str) -> String {
 
 /// Builds a record from the facts of one project detail.
 pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, AssembleError> {
-    let need_text = |name: &str| facts.text(name).ok_or_else(|| AssembleError::Missing(name.into()));
+    let need_text = |name: &str| {
+        facts
+            .text(name)
+            .ok_or_else(|| AssembleError::Missing(name.into()))
+    };
     let region = need_text("site.region_code")?;
     let district = match district_of(&region) {
         Ok(d) => d,
@@ -51,9 +55,13 @@ pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, Assemb
     for i in 0..facts.list_len("attachments") {
         let f = |n: &str| format!("attachments[{i}].{n}");
         attachments.push(Attachment {
-            id: facts.text(&f("id")).ok_or_else(|| AssembleError::Missing(f("id")))?,
+            id: facts
+                .text(&f("id"))
+                .ok_or_else(|| AssembleError::Missing(f("id")))?,
             file_name: facts.text(&f("file_name")),
-            kind: facts.code(&f("kind")).ok_or_else(|| AssembleError::Missing(f("kind")))?,
+            kind: facts
+                .code(&f("kind"))
+                .ok_or_else(|| AssembleError::Missing(f("kind")))?,
             size_bytes: facts.integer(&f("size_bytes")),
             sha256: facts.text(&f("sha256")),
         });
@@ -115,4 +123,3 @@ pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, Assemb
         lineage: lineage_of(facts),
     })))
 }
-

@@ -328,7 +328,12 @@ fn commit_record(
 
 /// Holds a failure; one that names a project version also marks that version processed (held),
 /// once: a unit replayed after a crash holds nothing twice.
-pub(super) fn hold_item(tx: &rusqlite::Transaction<'_>, held: &Held, run_id: Option<i64>, now: &str) -> Result<Applied> {
+pub(super) fn hold_item(
+    tx: &rusqlite::Transaction<'_>,
+    held: &Held,
+    run_id: Option<i64>,
+    now: &str,
+) -> Result<Applied> {
     if let (Some(k), Some(v)) = (&held.key, held.version) {
         let key = SourceKey {
             source: held.source.clone(),

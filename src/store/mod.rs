@@ -72,6 +72,7 @@ pub use open::{APPLICATION_ID, readable_by_others};
 pub(crate) use open::{private_dir, private_file_options};
 pub use outbox::{CallKind, DeliveryResult, OutboxCall};
 pub use power::JointApplication;
+pub use queries::PowerOriginCounts;
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -451,7 +452,9 @@ mod tests {
                 fetched_at: now,
             },
         };
-        store.land_power_page(&[], &page, Some(now), &embedded_rebuilder(), now).unwrap();
+        store
+            .land_power_page(&[], &[], &page, Some(now), &embedded_rebuilder(), now)
+            .unwrap();
         drop(store);
         // An operator's command opens it without the configuration: the flag is in the data.
         assert!(Store::open(&path).unwrap().joint());

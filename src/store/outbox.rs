@@ -306,7 +306,11 @@ fn supersede_imported(
                 crate::stages::Action::Superseded { .. } | crate::stages::Action::Withdrawn { .. }
             )
         });
-        if closed { Err("closed already".to_string()) } else { Ok(()) }
+        if closed {
+            Err("closed already".to_string())
+        } else {
+            Ok(())
+        }
     };
     match super::actions::act(tx, &own, new, now, rebuilder, check) {
         Err(StoreError::Refused(_)) => Ok(()),

@@ -196,7 +196,13 @@ fn land_one(
     Ok(())
 }
 
-fn mark_landed(tx: &rusqlite::Transaction<'_>, key: &SourceKey, outcome: &str, sha: &str, now: &str) -> Result<()> {
+fn mark_landed(
+    tx: &rusqlite::Transaction<'_>,
+    key: &SourceKey,
+    outcome: &str,
+    sha: &str,
+    now: &str,
+) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO source_versions (source, key, version, outcome, document_sha256, processed_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -238,7 +244,16 @@ fn import(
     let draft = match rebuilder.assemble_power(landing.document, &landing.at, landing.sha, today) {
         Ok(Assembled::Record(draft)) => draft,
         Ok(Assembled::Skip(reason)) => {
-            mark_processed(tx, key, Applied::Skipped, Some(&reason), Some(landing.sha), None, None, &now_text)?;
+            mark_processed(
+                tx,
+                key,
+                Applied::Skipped,
+                Some(&reason),
+                Some(landing.sha),
+                None,
+                None,
+                &now_text,
+            )?;
             landed.skipped += 1;
             return Ok(());
         }
@@ -296,7 +311,12 @@ fn import(
 /// The applicant withdrew on the power side, which withdraws both (联合报装一并撤回): the water
 /// record the application belongs to — its own, or its project's — gets a withdrawal recorded
 /// by the power utility, unless the record is already closed (connected, rejected, withdrawn).
-fn withdraw(tx: &rusqlite::Transaction<'_>, app: &Application, rebuilder: &Rebuilder, now: DateTime<Utc>) -> Result<()> {
+fn withdraw(
+    tx: &rusqlite::Transaction<'_>,
+    app: &Application,
+    rebuilder: &Rebuilder,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let own = crate::record::power_record_id(&app.application_id);
     let record: Option<String> = tx
         .prepare_cached(
@@ -393,6 +413,7 @@ impl Store {
     pub fn land_power_page(
         &self,
         apps: &[Application],
+        unreadable: &[shuiwu_power::Unreadable],
         page: &RawDocument,
         watermark: Option<DateTime<Utc>>,
         rebuilder: &Rebuilder,
@@ -415,6 +436,24 @@ impl Store {
                 at,
             };
             land_one(&tx, app, &landing, rebuilder, now, &mut landed)?;
+        }
+        for item in unreadable {
+            let held = Held {
+                source: "power".into(),
+                key: item.application_id().map(str::to_string),
+                version: item.version(),
+                step: "decode".into(),
+                field: None,
+                reason: format!("a listing item is not an application: {}", item.reason),
+                category: "power: unreadable application".into(),
+                detail: Some(item.value.to_string()),
+                document_sha256: Some(sha.clone()),
+            };
+            if hold_item(&tx, &held, None, &now_text)? == Applied::Held {
+                landed.held += 1;
+            } else {
+                landed.repeats += 1;
+            }
         }
         if let Some(w) = watermark {
             tx.execute(

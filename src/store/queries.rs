@@ -96,6 +96,27 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// The records made from power-origin applications: households, those waiting for
+    /// platform data (no category), and those superseded by their project's record.
+    pub fn power_origin_counts(&self) -> Result<PowerOriginCounts> {
+        let conn = self.read();
+        let (households, waiting, superseded) = conn.query_row(
+            "SELECT coalesce(sum(json_extract(v.content, '$.decisions.category.id') = 'small_residential'), 0),
+                    coalesce(sum(json_extract(v.content, '$.decisions.category.state') = 'none'
+                                 AND json_extract(v.content, '$.progress.state') <> 'superseded'), 0),
+                    coalesce(sum(json_extract(v.content, '$.progress.state') = 'superseded'), 0)
+             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE r.source = 'power'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(PowerOriginCounts {
+            households,
+            waiting,
+            superseded,
+        })
+    }
+
     pub fn records(&self, state: Option<&str>, limit: usize) -> Result<Vec<RecordRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
@@ -350,4 +371,12 @@ fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
         state: r.get(9)?,
         created_at: r.get(10)?,
     })
+}
+
+/// See [`Store::power_origin_counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PowerOriginCounts {
+    pub households: i64,
+    pub waiting: i64,
+    pub superseded: i64,
 }

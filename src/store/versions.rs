@@ -65,10 +65,11 @@ pub(super) fn apply_prepared(
         return write_version(tx, key, document_sha256, &sealed, None, run_id, now_at).map(Ok);
     }
     // The unit's documents are inserted before its items: the document is here.
-    let draft = stored_draft(tx, rebuilder, key, document_sha256, prepared.mapped_on).map_err(|e| match e {
-        StoreError::Rebuild(why) => StoreError::Rebuild(format!("{}: {why}", prepared.id)),
-        other => other,
-    })?;
+    let draft =
+        stored_draft(tx, rebuilder, key, document_sha256, prepared.mapped_on).map_err(|e| match e {
+            StoreError::Rebuild(why) => StoreError::Rebuild(format!("{}: {why}", prepared.id)),
+            other => other,
+        })?;
     apply_record(tx, key, document_sha256, draft, rebuilder, run_id, now_at)
 }
 
@@ -226,7 +227,8 @@ pub(super) fn current_of(conn: &Connection, id: &str) -> Result<Option<Current>>
             ))
         })
         .optional()?;
-    let Some((version, source_version, content_sha256, document_sha256, state, created, manager, source)) = row
+    let Some((version, source_version, content_sha256, document_sha256, state, created, manager, source)) =
+        row
     else {
         return Ok(None);
     };

@@ -132,6 +132,37 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A person's licences: the identity card, and for most the title to the premises (a
+/// household's two items), the title sometimes revoked.
+fn person_licences(holder: &str, pick: impl Fn(u64, u64) -> u64) -> Vec<Licence> {
+    let name = "（模拟）申请人";
+    let mut out = vec![licence(
+        "SFZ",
+        "居民身份证",
+        holder,
+        name,
+        holder,
+        "1",
+        "2036-01-01",
+        None,
+    )];
+    if pick(9, 100) < 80 {
+        let number = format!("云(2023)昆明市不动产权第{:07}号", pick(10, 10_000_000));
+        let status = if pick(11, 100) < 5 { "2" } else { "1" };
+        out.push(licence(
+            "BDCQZS",
+            "不动产权证书",
+            &number,
+            name,
+            holder,
+            status,
+            "长期",
+            None,
+        ));
+    }
+    out
+}
+
 const TYPES: [&str; 6] = ["YYZZ", "JSYDGHXKZ", "JSGCGHXKZ", "JZGCSGXKZ", "BDCQZS", "SFZ"];
 
 /// Counters tests assert on.
@@ -267,6 +298,9 @@ impl LicenceSim {
         let pick = |salt: u64, n: u64| mix(h ^ salt) % n;
         if pick(1, 100) < 6 {
             return Vec::new();
+        }
+        if shuiwu_wire::ids::validate_id_card(holder).is_ok() {
+            return person_licences(holder, pick);
         }
         let name = "（模拟）建设单位";
         let mut out = Vec::new();

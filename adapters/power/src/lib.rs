@@ -19,6 +19,6 @@ pub mod wire;
 pub use client::{Answer, ClientAuth, Created, PowerClient, PowerConfig};
 pub use error::PowerError;
 pub use wire::{
-    Applicant, ApplicantKind, Application, CreateApplication, ListPage, Origin, PowerNeeds, PowerStatus,
-    Site, WaterNeeds, WaterStatus, WaterStatusReport, format_time, parse_time,
+    Applicant, ApplicantKind, Application, CreateApplication, ListItem, ListPage, Origin, PowerNeeds,
+    PowerStatus, Site, Unreadable, WaterNeeds, WaterStatus, WaterStatusReport, format_time, parse_time,
 };

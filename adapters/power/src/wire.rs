@@ -233,12 +233,65 @@ pub struct WaterStatusReport {
     pub note: Option<String>,
 }
 
-/// One page of the change listing.
+/// One page of the change listing. An item that is not an application the interface
+/// describes does not make the page unreadable: it is kept as it came, for the water side to
+/// hold with its reason, and the other items of the page are read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListPage {
-    pub items: Vec<Application>,
+    pub items: Vec<ListItem>,
     pub next_cursor: Option<String>,
+}
+
+/// One item of a listing page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ListItem {
+    Application(Box<Application>),
+    Unreadable(serde_json::Value),
+}
+
+/// A listing item that is not an application: what it was and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub value: serde_json::Value,
+    pub reason: String,
+}
+
+impl Unreadable {
+    /// The application id, version and change time the item gives, as far as it gives them.
+    pub fn application_id(&self) -> Option<&str> {
+        self.value["applicationId"].as_str()
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.value["version"].as_i64()
+    }
+
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.value["updatedAt"].as_str().and_then(parse_time)
+    }
+}
+
+impl ListPage {
+    /// The page's applications, and the items that are not ones with the reason.
+    pub fn split(self) -> (Vec<Application>, Vec<Unreadable>) {
+        let mut apps = Vec::with_capacity(self.items.len());
+        let mut unreadable = Vec::new();
+        for item in self.items {
+            match item {
+                ListItem::Application(a) => apps.push(*a),
+                ListItem::Unreadable(value) => {
+                    let reason = match serde_json::from_value::<Application>(value.clone()) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "not an application".to_string(),
+                    };
+                    unreadable.push(Unreadable { value, reason });
+                }
+            }
+        }
+        (apps, unreadable)
+    }
 }
 
 /// An instant as the interface writes it: Beijing time's offset, milliseconds, and no

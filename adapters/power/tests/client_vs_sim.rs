@@ -370,8 +370,9 @@ async fn the_listing_pages_through_a_batch_that_shares_a_millisecond() {
         let page = c.list(before, 5, cursor.as_deref()).await.unwrap();
         // The request went out with the offset's `+` as `%2B`.
         assert!(page.raw.meta.url.contains("%2B08%3A00"), "{}", page.raw.meta.url);
-        seen.extend(page.value.items.into_iter().map(|a| a.application_id));
-        match page.value.next_cursor {
+        let next_cursor = page.value.next_cursor.clone();
+        seen.extend(page.value.split().0.into_iter().map(|a| a.application_id));
+        match next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
         }

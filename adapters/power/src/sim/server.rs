@@ -93,6 +93,9 @@ pub struct SimStats {
 
 struct SimState {
     apps: Applications,
+    /// Applications the listing shows malformed (their `applicant` missing), as a platform
+    /// with a bug might.
+    malformed: std::collections::HashSet<String>,
     tokens: HashMap<String, DateTime<Utc>>,
     faults: VecDeque<Injection>,
     recent: VecDeque<Instant>,
@@ -151,6 +154,7 @@ impl PowerSim {
             clock,
             state: Mutex::new(SimState {
                 apps: Applications::default(),
+                malformed: Default::default(),
                 tokens: HashMap::new(),
                 faults: VecDeque::new(),
                 recent: VecDeque::new(),
@@ -273,6 +277,12 @@ impl PowerSim {
 
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
+    }
+
+    /// Makes the listing show application `id` without its `applicant`, every time, as a
+    /// power side with a defect would.
+    pub fn malform_in_listing(&self, id: &str) {
+        self.lock().malformed.insert(id.to_string());
     }
 
     /// Revokes every token issued: the next call with one answers 401 `invalid_token`.
@@ -737,7 +747,22 @@ async fn list(State(sim): State<PowerSim>, RawQuery(query): RawQuery, headers: H
             None => return bad(400, "invalid_parameter", "unknown cursor"),
         },
     };
-    let (items, next) = sim.lock().apps.list(after, limit, cursor);
+    let (items, next, malformed) = {
+        let st = sim.lock();
+        let (items, next) = st.apps.list(after, limit, cursor);
+        (items, next, st.malformed.clone())
+    };
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|a| {
+            let broken = malformed.contains(&a.application_id);
+            let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
+            if broken && let Some(o) = v.as_object_mut() {
+                o.remove("applicant");
+            }
+            v
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({ "items": items, "nextCursor": next.map(encode_cursor) }),
