@@ -459,32 +459,15 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
     };
     tokio::spawn(gateway::http::serve(listener, state, token.clone()));
     server.sim.push_to(url, "whsec-test".into());
-    let template = Application {
-        application_id: String::new(),
-        external_id: None,
-        origin: Origin::Power,
-        status: PowerStatus::Submitted,
-        water_status: None,
-        version: 1,
-        project_code: None,
-        project_name: None,
-        applicant: shuiwu_power::Applicant {
-            kind: shuiwu_power::ApplicantKind::Person,
-            name: "住户".into(),
-            credit_code: None,
-            contact_name: None,
-            contact_phone: None,
-        },
-        site: shuiwu_power::Site {
-            region_code: "530102".into(),
-            address: None,
-        },
-        power: None,
-        water: None,
-        submitted_at: w.clock.now_utc(),
-        updated_at: w.clock.now_utc(),
-    };
-    let ids = server.sim.insert_batch(vec![template.clone(); 12]);
+    // Twelve households apply on the power side.
+    let ids = server.sim.insert_batch(
+        (0..12)
+            .map(|i| Application {
+                applicant: person(i),
+                ..power_origin(&w, None)
+            })
+            .collect(),
+    );
     for id in ids.iter().take(4) {
         server.sim.set_status(id, PowerStatus::Accepted);
     }
@@ -510,6 +493,15 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
         .map(|a| (a.application_id.clone(), a.version as u64))
         .collect();
     assert_eq!(seen, truth, "the water side knows every change before any poll");
+    // Each became a water record whose fields trace into the event's bytes.
+    let records = store.call(|s| s.records_by_source("power")).await.unwrap();
+    assert_eq!(records.len(), 12);
+    let versions = w.store.record_versions(&records[0]).unwrap();
+    let (lineage, _) = gateway::mapping::lineage::from_json(&versions.last().unwrap().lineage).unwrap();
+    assert_eq!(
+        lineage["builder.credit_code"].path,
+        "/application/applicant/creditCode"
+    );
     // The poll, the reference, finds the same and lands nothing new.
     let polled = d.round(&CancellationToken::new()).await.unwrap().polled.unwrap();
     assert_eq!((polled.new_versions, polled.repeats), (0, 12), "{polled:?}");

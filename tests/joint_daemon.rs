@@ -149,11 +149,16 @@ fn outbox(db: &Path) -> Outbox {
     calls
 }
 
-/// The power side's applications by external id: (count, water status).
+/// The power side's applications linked to a water record, by external id: (count, water
+/// status). (Power-origin applications that no water record took, waiting for platform data or
+/// held as duplicates, are left out.)
 fn held_by(power: &PowerSimServer) -> BTreeMap<String, (usize, Option<shuiwu_power::WaterStatus>)> {
     let mut out: BTreeMap<String, (usize, Option<shuiwu_power::WaterStatus>)> = BTreeMap::new();
     for a in power.sim.applications() {
-        let e = out.entry(a.external_id.clone().unwrap_or_default()).or_default();
+        let Some(external) = a.external_id.clone() else {
+            continue;
+        };
+        let e = out.entry(external).or_default();
         e.0 += 1;
         e.1 = a.water_status;
     }
@@ -189,6 +194,16 @@ async fn sigkill_during_deliveries_makes_every_call_take_effect_exactly_once() {
             drop(store);
             stage_events(&with_power, &db, &secret, &at);
         });
+    }
+    // Applicants applied on the power side too, the same on both: households, companies naming
+    // projects the sync read (or codes nobody knows, or none), a site outside Kunming.
+    let generator = &approval.sim.config().generator;
+    let known: Vec<String> = (0..generator.count).map(|i| generator.xmdm(i)).collect();
+    let now = chrono::Utc::now();
+    for power in [&reference_power, &crashed_power] {
+        power
+            .sim
+            .insert_batch(shuiwu_power::sim::generate::power_origin(5, 40, &known, now, 3));
     }
     let total = rows(&crashed_db, "outbox");
     assert!(total > 150, "{total} calls to deliver");
@@ -263,7 +278,12 @@ async fn sigkill_during_deliveries_makes_every_call_take_effect_exactly_once() {
         "statuses applied once each"
     );
     assert!(c.faults_after > 0, "answers were lost after changes");
-    // The records and the outbox are those of the uninterrupted run.
+    // The records (those imported from the power side among them) and the outbox are those
+    // of the uninterrupted run.
+    assert!(
+        got_records.iter().filter(|r| r.0.starts_with("PW-")).count() > 10,
+        "power-origin records imported"
+    );
     assert_eq!(got_records, want_records);
     assert!(want_outbox.iter().all(|c| c.3 == "done"), "{want_outbox:?}");
     assert_eq!(got_outbox, want_outbox);

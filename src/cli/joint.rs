@@ -161,7 +161,11 @@ pub fn power_list(store: &Store, limit: usize, json: bool) -> anyhow::Result<Exi
                     a.status.clone(),
                     a.water_status.clone().unwrap_or_else(|| "-".into()),
                     a.version.to_string(),
-                    a.record_id.clone().unwrap_or_else(|| "-".into()),
+                    match (&a.record_id, &a.own_record) {
+                        (Some(r), _) => r.clone(),
+                        (None, Some(own)) => format!("{own} (waiting)"),
+                        (None, None) => "-".into(),
+                    },
                     a.project_code.clone().unwrap_or_else(|| "-".into()),
                     format_human(a.updated_at),
                 ]
@@ -206,7 +210,11 @@ pub fn power_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCod
         app.version,
         format_human(app.updated_at)
     );
-    outln!("  record {}", app.record_id.as_deref().unwrap_or("(none)"));
+    match (&app.record_id, &app.own_record) {
+        (Some(r), _) => outln!("  record {r}"),
+        (None, Some(own)) => outln!("  record {own}, waiting for platform data (not linked)"),
+        (None, None) => outln!("  record (none)"),
+    }
     outln!(
         "  project {}",
         app.project_code.as_deref().unwrap_or("(none given)")

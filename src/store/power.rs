@@ -22,6 +22,9 @@ pub struct JointApplication {
     pub version: i64,
     pub project_code: Option<String>,
     pub record_id: Option<String>,
+    /// The water record made from this power-origin application (`PW-…`) when it has one: a
+    /// household's (then also `record_id`), or one waiting for platform data, not linked.
+    pub own_record: Option<String>,
     pub document_sha256: Option<String>,
     #[serde(serialize_with = "rfc3339")]
     pub submitted_at: DateTime<Utc>,
@@ -36,7 +39,8 @@ impl JointApplication {
 }
 
 const APP_COLUMNS: &str = "application_id, external_id, origin, status, water_status, version, project_code,
-     record_id, document_sha256, submitted_at, updated_at";
+     record_id, document_sha256, submitted_at, updated_at,
+     (SELECT r.id FROM records r WHERE r.id = 'PW-' || application_id)";
 
 fn app_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JointApplication, String, String)> {
     Ok((
@@ -49,6 +53,7 @@ fn app_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(JointApplication, String, 
             version: r.get(5)?,
             project_code: r.get(6)?,
             record_id: r.get(7)?,
+            own_record: r.get(11)?,
             document_sha256: r.get(8)?,
             submitted_at: DateTime::<Utc>::MIN_UTC,
             updated_at: DateTime::<Utc>::MIN_UTC,
