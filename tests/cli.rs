@@ -211,6 +211,31 @@ fn demo_then_inspect_with_personal_data_masked() {
     let id_code = v["content"]["builder"]["credit_code"].as_str().unwrap();
     assert!(id_code.contains("**********"), "{id_code}");
 
+    // A project's joint application: its status on the power side traces to the power side's
+    // last answer through the power mapping.
+    let (apps, _) = text(&gateway(&[
+        "--db", db, "power", "list", "--limit", "1000", "--json",
+    ]));
+    let apps: Vec<serde_json::Value> = serde_json::from_str(&apps).unwrap();
+    let joined = apps
+        .iter()
+        .filter_map(|a| a["record_id"].as_str())
+        .find(|r| r.starts_with("PE-"))
+        .expect("a project with a joint application");
+    let out = gateway(&["--db", db, "trace", joined, "--field", "joint", "--json"]);
+    let (trace, _) = text(&out);
+    assert!(out.status.success(), "{trace}");
+    let v: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let status = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["field"] == "joint.status")
+        .expect("joint.status traced");
+    assert!(status["path"].as_str().unwrap().ends_with("/status"), "{status}");
+    assert_eq!(status["mapping"], "power/application.toml");
+    assert!(status["document_size"].as_u64().unwrap() > 0);
+
     let out = gateway(&["--db", db, "records", "show", "PE-nope"]);
     assert!(!out.status.success());
     assert!(text(&out).1.contains("no record PE-nope"));

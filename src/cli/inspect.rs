@@ -187,7 +187,13 @@ pub fn trace(
             name == f || name.starts_with(&format!("{f}.")) || name.starts_with(&format!("{f}["))
         })
     };
-    let selected: Vec<(&String, &Lineage)> = lineage.iter().filter(|(name, _)| wanted(name)).collect();
+    // The joint application's status and version, traced into the power side's last answer.
+    let joint = super::joint::joint_facts(store, id)?;
+    let selected: Vec<(&String, &Lineage)> = lineage
+        .iter()
+        .chain(joint.iter().map(|(name, l, _)| (name, l)))
+        .filter(|(name, _)| wanted(name))
+        .collect();
     let decisions: Vec<serde_json::Value> = decision_traces
         .iter()
         .filter(|(name, _)| wanted(name))
@@ -225,9 +231,12 @@ pub fn trace(
         }
         let doc = documents.get(&*l.document).cloned().flatten();
         let mut slot_content = content.clone();
-        let value = mask::slot(&mut slot_content, name)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null);
+        let value = match joint.iter().find(|(n, ..)| n == name) {
+            Some((_, _, v)) => v.clone(),
+            None => mask::slot(&mut slot_content, name)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        };
         let raw = match (l.personal, &l.raw) {
             (Some(kind), Some(raw)) => Some(mask::mask(kind, raw)),
             (_, raw) => raw.clone(),

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use chrono::Utc;
 use shuiwu_wire::format_human;
 
@@ -232,6 +232,60 @@ pub fn power_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCod
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A record's joint application as the power side last showed it, read from the stored answer
+/// by the power mapping (`mappings/power/application.toml`): the `joint.*` fields of
+/// `gateway trace`, each with its lineage into the power side's bytes. Empty when the record
+/// has no joint application or its last answer is not stored.
+pub(super) fn joint_facts(
+    store: &Store,
+    record_id: &str,
+) -> anyhow::Result<Vec<(String, crate::mapping::Lineage, serde_json::Value)>> {
+    let Some(app) = store.joint_application_of(record_id)? else {
+        return Ok(Vec::new());
+    };
+    let Some(sha) = &app.document_sha256 else {
+        return Ok(Vec::new());
+    };
+    let Some((bytes, _)) = store.document(sha)? else {
+        return Ok(Vec::new());
+    };
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(Vec::new());
+    };
+    let Some(at) = crate::rebuild::application_pointer(&document, &app.application_id, app.version) else {
+        return Ok(Vec::new());
+    };
+    let mappings = crate::mapping::MappingSet::load(None)?;
+    let mapping = mappings
+        .get(crate::app::POWER_MAPPING)
+        .context("no mapping file defines the power side's application")?;
+    let ctx = crate::mapping::Context {
+        today: shuiwu_wire::beijing_today(),
+    };
+    let facts = crate::mapping::apply(
+        &mapping,
+        crate::mapping::Document::JsonAt(&document, &at),
+        sha,
+        &ctx,
+    )?;
+    let wanted = [
+        ("application.id", "joint.application_id"),
+        ("application.external_id", "joint.external_id"),
+        ("application.status", "joint.status"),
+        ("application.water_status", "joint.water_status"),
+        ("source.version", "joint.version"),
+        ("source.updated_at", "joint.updated_at"),
+    ];
+    Ok(wanted
+        .into_iter()
+        .filter_map(|(from, to)| {
+            let fact = facts.fields.get(from)?;
+            let value = serde_json::to_value(&fact.value).unwrap_or_default();
+            Some((to.to_string(), fact.lineage.clone(), value))
+        })
+        .collect())
 }
 
 #[cfg(test)]
