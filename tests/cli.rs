@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::cli::gateway;
+use common::cli::{gateway, ok};
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -235,6 +235,18 @@ fn demo_then_inspect_with_personal_data_masked() {
     assert!(status["path"].as_str().unwrap().ends_with("/status"), "{status}");
     assert_eq!(status["mapping"], "power/application.toml");
     assert!(status["document_size"].as_u64().unwrap() > 0);
+
+    // A probable duplicate held for an operator shows as held on its application.
+    let (failures, _) = text(&gateway(&["--db", db, "failures", "list", "--all", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&failures).unwrap();
+    let duplicate = rows
+        .iter()
+        .find(|f| f["source"] == "power" && f["step"] == "link")
+        .expect("the demo holds a probable duplicate");
+    let app = duplicate["key"].as_str().unwrap();
+    let shown = ok(&gateway(&["--db", db, "power", "show", app]));
+    assert!(shown.contains("held: power-origin application"), "{shown}");
+    assert!(shown.contains("probable duplicate"), "{shown}");
 
     let out = gateway(&["--db", db, "records", "show", "PE-nope"]);
     assert!(!out.status.success());

@@ -148,15 +148,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .into_iter()
             .filter_map(|id| id.strip_prefix("PE-").map(str::to_string))
             .collect();
-        power_server
-            .sim
-            .insert_batch(shuiwu_power::sim::generate::power_origin(
-                args.seed,
-                DEMO_POWER_APPLICATIONS,
-                &known,
-                Utc::now(),
-                3,
-            ));
+        let mut applications = shuiwu_power::sim::generate::power_origin(
+            args.seed,
+            DEMO_POWER_APPLICATIONS,
+            &known,
+            Utc::now(),
+            3,
+        );
+        // A second builder applies for a project someone already applied for: the later one is
+        // held for an operator as a probable duplicate.
+        if let Some(first) = applications
+            .iter()
+            .find(|a| a.project_code.as_ref().is_some_and(|c| known.contains(c)))
+        {
+            let mut again = first.clone();
+            again.submitted_at += Duration::hours(1);
+            applications.push(again);
+        }
+        power_server.sim.insert_batch(applications);
         joint.merge(d.round(&token).await?);
     }
 

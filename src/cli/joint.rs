@@ -191,10 +191,17 @@ pub fn power_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCod
         .into_iter()
         .filter(|c| app.record_id.as_deref() == Some(c.record_id.as_str()))
         .collect();
+    // Held for an operator (a probable duplicate, a listing item that did not read).
+    let held: Vec<_> = store
+        .failures_of("power", &app.application_id)?
+        .into_iter()
+        .filter(|f| f.state == "held")
+        .collect();
     if json {
         let value = serde_json::json!({
             "application": app,
             "calls": calls.iter().map(call_json).collect::<Vec<_>>(),
+            "held": held,
         });
         outln!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -221,6 +228,13 @@ pub fn power_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCod
     );
     if let Some(sha) = &app.document_sha256 {
         outln!("  last read from raw document {sha}");
+    }
+    for f in &held {
+        outln!(
+            "  held: {} (gateway failures show {})",
+            table::clip(&f.reason, 240),
+            f.id
+        );
     }
     for c in calls.iter().rev() {
         outln!(

@@ -163,10 +163,13 @@ impl Store {
 }
 
 /// Active records whose current version has no materials check, or whose latest check
-/// missed items before `?2`.
+/// missed items before `?2`; not a record with no category (one waiting for platform data),
+/// which requires nothing yet. (Last, so that the content is read for the few candidates only.)
 const NEEDS_MATERIALS: &str = "r.state = 'active' AND (
     NOT EXISTS (SELECT 1 FROM materials_checks m
                 WHERE m.record_id = r.id AND m.record_version = r.current_version)
     OR EXISTS (SELECT 1 FROM materials_checks m
                WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = r.id)
-                 AND m.zero_materials = 0 AND m.checked_at < ?2))";
+                 AND m.zero_materials = 0 AND m.checked_at < ?2))
+    AND NOT EXISTS (SELECT 1 FROM record_versions c WHERE c.record_id = r.id AND c.version = r.current_version
+                    AND json_extract(c.content, '$.decisions.category.state') = 'none')";

@@ -290,6 +290,16 @@ impl Store {
         Ok((rows, total))
     }
 
+    /// The failures of one item of a source (a project code, an application id), newest first.
+    pub fn failures_of(&self, source: &str, key: &str) -> Result<Vec<FailureRow>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {FAILURE_COLUMNS} FROM failures WHERE source = ?1 AND key = ?2 ORDER BY id DESC"
+        ))?;
+        let rows = stmt.query_map(params![source, key], failure_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// How many failures there are in a state (all states when `None`).
     pub fn failure_count(&self, state: Option<&str>) -> Result<i64> {
         Ok(self.lock().query_row(
