@@ -193,9 +193,10 @@ fn demo_then_inspect_with_personal_data_masked() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
     let household = rows
         .iter()
+        .filter(|r| r["category"] == "small_residential")
         .filter_map(|r| r["id"].as_str())
         .find(|id| id.starts_with("PW-"))
-        .expect("a record imported from the power side");
+        .expect("a household's record imported from the power side");
     let out = gateway(&["--db", db, "trace", household, "--field", "builder", "--json"]);
     let (trace, _) = text(&out);
     assert!(out.status.success(), "{trace}");
@@ -210,6 +211,18 @@ fn demo_then_inspect_with_personal_data_masked() {
     let v: serde_json::Value = serde_json::from_str(&show).unwrap();
     let id_code = v["content"]["builder"]["credit_code"].as_str().unwrap();
     assert!(id_code.contains("**********"), "{id_code}");
+    // Its materials are the applicant's identity card and title, asked of the licence library
+    // with the identity number.
+    let (notice, _) = text(&gateway(&["--db", db, "notice", household, "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&notice).unwrap();
+    let items: Vec<(&str, Option<&str>)> = v["checklist"]["checklist"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["item"].as_str().unwrap(), i["by"]["source"].as_str()))
+        .collect();
+    assert_eq!(items[0], ("identity_card", Some("licences")), "{notice}");
+    assert_eq!(items[1].0, "premises_right", "{notice}");
 
     // A project's joint application: its status on the power side traces to the power side's
     // last answer through the power mapping.
