@@ -238,19 +238,21 @@ pub fn evaluate(
 }
 
 /// The one-time notice (一次性告知) for the missing items, as printable Chinese text.
+/// `about` heads the notice: for a project its name, code and builder; for a household its
+/// application and the applicant's name, masked (the notice is stored and shown by the
+/// gateway's commands; the letter itself is addressed by the customer manager).
 pub fn notice_text(
-    project_name: &str,
-    project_code: &str,
-    builder: &str,
+    about: &[(&str, String)],
     manager: &str,
     missing: &[CheckItem],
     issued_on: NaiveDate,
 ) -> String {
     let mut text = String::new();
     text.push_str("一次性告知书\n\n");
-    text.push_str(&format!(
-        "项目名称：{project_name}\n项目代码：{project_code}\n建设单位：{builder}\n\n"
-    ));
+    for (label, value) in about {
+        text.push_str(&format!("{label}：{value}\n"));
+    }
+    text.push('\n');
     text.push_str("经通过政务数据共享核查，下列材料未能由我集团自行获取，请一次性补齐：\n");
     for (i, m) in missing.iter().enumerate() {
         text.push_str(&format!(
@@ -353,7 +355,16 @@ mod tests {
     fn the_notice_lists_every_missing_item_at_once() {
         let c = evaluate(&required(), "P", &[], None, &[], day(), Some(true));
         let missing: Vec<CheckItem> = c.missing().cloned().collect();
-        let text = notice_text("某项目", "P", "某公司", "TY-01", &missing, day());
+        let about = [
+            ("项目名称", "某项目".to_string()),
+            ("项目代码", "P".to_string()),
+            ("建设单位", "某公司".to_string()),
+        ];
+        let text = notice_text(&about, "TY-01", &missing, day());
+        assert!(
+            text.contains("项目名称：某项目\n项目代码：P\n建设单位：某公司\n\n"),
+            "{text}"
+        );
         assert!(
             text.contains("1. 营业执照") && text.contains("2. 建设用地") && text.contains("3. 总平面图"),
             "{text}"

@@ -337,3 +337,106 @@ async fn records_checked_at_once_share_one_licence_query_per_holder() {
     }
     assert_eq!(answers.len(), 1, "{answers:?}");
 }
+
+/// A household that applied on the power side: its identity card is found, its title to the
+/// premises is not, and the one notice names the missing title without showing the applicant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_households_notice_names_the_missing_title_and_masks_the_applicant() {
+    let start = t0() - Duration::days(2);
+    let w = world(sim_config(3, start, t0() - Duration::hours(1)), start).await;
+    let first17 = "53010219900101007";
+    let id_number = format!("{first17}{}", shuiwu_wire::ids::id_card_check(first17).unwrap());
+    let mut licences = LicenceSimConfig::default();
+    licences.fixtures.insert(
+        id_number.clone(),
+        vec![shuiwu_licences::Licence {
+            number: id_number.clone(),
+            name: Some("居民身份证".into()),
+            type_code: "SFZ".into(),
+            holder_name: Some("欧阳娜娜".into()),
+            holder_code: Some(id_number.clone()),
+            issuer: Some("昆明市公安局五华分局".into()),
+            issued_on: Some("2020-01-01".into()),
+            valid_until: Some("2040-01-01".into()),
+            status: "1".into(),
+            project_code: None,
+            file_sha256: None,
+        }],
+    );
+    let licence_server = LicenceSim::new(licences, Arc::new(w.clock.clone()))
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mappings = MappingSet::load(None).unwrap();
+    let syncer = syncer_with_licences(&w, start, licence_config(&licence_server))
+        .with_power_mapping(mappings.get("power.application").unwrap());
+    let now = w.clock.now_utc();
+    let app = shuiwu_power::Application {
+        application_id: "KMGD2026112000001".into(),
+        external_id: None,
+        origin: shuiwu_power::Origin::Power,
+        status: shuiwu_power::PowerStatus::Submitted,
+        water_status: None,
+        version: 1,
+        project_code: None,
+        project_name: None,
+        applicant: shuiwu_power::Applicant {
+            kind: shuiwu_power::ApplicantKind::Person,
+            name: "欧阳娜娜".into(),
+            credit_code: Some(id_number.clone()),
+            contact_name: None,
+            contact_phone: Some("13987654321".into()),
+        },
+        site: shuiwu_power::Site {
+            region_code: "530102".into(),
+            address: Some("昆明市五华区某路1号".into()),
+        },
+        power: None,
+        water: Some(shuiwu_power::WaterNeeds {
+            diameter_dn: Some(15),
+            use_: Some("生活".into()),
+            daily_m3: Some(0.3),
+        }),
+        submitted_at: now,
+        updated_at: now,
+    };
+    let page = shuiwu_wire::RawDocument {
+        bytes: Arc::from(
+            serde_json::to_vec(&serde_json::json!({"items": [app], "nextCursor": null}))
+                .unwrap()
+                .as_slice(),
+        ),
+        meta: shuiwu_wire::FetchMeta {
+            source: "power".into(),
+            method: "GET".into(),
+            url: "http://127.0.0.1/api/joint/v2/applications".into(),
+            status: 200,
+            request_id: None,
+            content_type: Some("application/json".into()),
+            fetched_at: now,
+        },
+    };
+    let landed = w
+        .store
+        .land_power_page(&[app], &[], &page, Some(now), syncer.rebuilder(), now)
+        .unwrap();
+    assert_eq!(landed.imported, 1, "{landed:?}");
+    let report = syncer.pass(&CancellationToken::new()).await.unwrap();
+    assert!(report.notices_issued >= 1, "{report:?}");
+    let id = "PW-KMGD2026112000001";
+    let (_, _, checklist) = w.store.latest_materials(id).unwrap().expect("checked");
+    let items: Vec<(&str, bool)> = checklist
+        .items
+        .iter()
+        .map(|i| (i.item.as_str(), i.satisfied))
+        .collect();
+    assert_eq!(items, [("identity_card", true), ("premises_right", false)]);
+    let (_, text) = w
+        .store
+        .notice(id)
+        .unwrap()
+        .expect("a notice for the missing title");
+    assert!(text.contains("不动产权证书"), "{text}");
+    assert!(text.contains("申请人：欧***"), "{text}");
+    assert!(!text.contains("欧阳娜娜") && !text.contains(&id_number), "{text}");
+}

@@ -172,10 +172,25 @@ impl Syncer {
         );
         let missing: Vec<materials::CheckItem> = checklist.missing().cloned().collect();
         let notice_items = serde_json::to_string(&missing).unwrap_or_default();
+        let text_of = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let about = match content["application"]["id"].as_str() {
+            // A power-origin record: the application, and its applicant masked (a person).
+            Some(application) => vec![
+                ("供电侧报装申请", application.to_string()),
+                (
+                    "申请人",
+                    crate::mask::name(content["builder"]["name"].as_str().unwrap_or_default()),
+                ),
+                ("用水地址", text_of(&content["site"]["address"])),
+            ],
+            None => vec![
+                ("项目名称", text_of(&content["project"]["name"])),
+                ("项目代码", code.clone()),
+                ("建设单位", text_of(&content["builder"]["name"])),
+            ],
+        };
         let text = materials::notice_text(
-            content["project"]["name"].as_str().unwrap_or_default(),
-            &code,
-            content["builder"]["name"].as_str().unwrap_or_default(),
+            &about,
             d["customer_manager"]["manager"].as_str().unwrap_or("-"),
             &missing,
             today,
