@@ -7,6 +7,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod backup;
 mod calendar;
 mod daemon;
 #[cfg(feature = "simulators")]
@@ -131,6 +132,25 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// A consistent copy of the database while the gateway runs, checked (integrity, audit
+    /// chain) before it is called good; written to a new file readable by this user only.
+    Backup {
+        file: PathBuf,
+        /// Who takes it, for the audit log (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a checked backup in place of the database; refused while a gateway writes to it.
+    /// The database it replaces is kept beside it, renamed.
+    Restore {
+        file: PathBuf,
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Whether the gateway can do its work: holiday calendars, database, last sync.
     Health {
@@ -321,6 +341,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             calendar::run(&calendar, command)
         }
         Command::Health { json } => health(&cli.config, cli.db.as_deref(), json),
+        Command::Backup { file, by, json } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            let by = by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "operator".into());
+            backup::backup(&store, &file, &by, json)
+        }
+        Command::Restore { file, by, json } => {
+            if by.trim().is_empty() {
+                anyhow::bail!("--by must name who restores");
+            }
+            backup::restore_into(&db_path(&cli.config, cli.db.as_deref()), &file, &by, json)
+        }
         Command::Audit { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             let entries = store.audit_entries()?;
@@ -483,14 +516,19 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 /// The store for read-only commands: `--db`, else `GATEWAY_STORE_PATH`, else the configuration
 /// file's `store.path` (read without requiring secrets), else the default path.
-fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::Store> {
-    let path = match db {
+/// The database a command acts on: `--db`, else `GATEWAY_STORE_PATH`, else the configuration's.
+fn db_path(config: &Path, db: Option<&Path>) -> PathBuf {
+    match db {
         Some(p) => p.to_path_buf(),
         None => match std::env::var_os("GATEWAY_STORE_PATH") {
             Some(p) => PathBuf::from(p),
             None => store_path_from(config).unwrap_or_else(|| crate::config::StoreConfig::default().path),
         },
-    };
+    }
+}
+
+fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::Store> {
+    let path = db_path(config, db);
     if !path.exists() {
         anyhow::bail!(
             "no database at {} (run a sync or `gateway demo` first, or pass --db)",

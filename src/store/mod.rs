@@ -14,6 +14,7 @@
 
 mod actions;
 pub mod audit;
+pub mod backup;
 mod blocking;
 mod commit;
 pub mod lock;

@@ -43,23 +43,24 @@ impl Store {
 
     /// Every audit log entry, in order.
     pub fn audit_entries(&self) -> Result<Vec<audit::Entry>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(audit::Entry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                subject: r.get(4)?,
-                detail: r.get(5)?,
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
+        audit::entries(&self.lock())
+    }
+
+    /// Appends one audit entry in a transaction of its own: what the gateway did that is not a
+    /// record change (a backup taken, a database restored).
+    pub fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let seq = audit::append(&tx, &ts(now), actor, action, subject, detail)?;
+        tx.commit()?;
+        Ok(seq)
     }
 
     pub fn cursor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
