@@ -154,6 +154,7 @@ pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
             }
             shown.set_prefix(total.to_string());
         }
+        Progress::MaterialsChecked => {}
     });
     (syncer, Some(bar))
 }
@@ -260,12 +261,17 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let service = super::service::Service::from_env();
     let gateway = Gateway::open_writer(cfg, Arc::new(SystemClock))?;
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let interval = cfg.sync.interval();
     tracing::info!(db = %gateway.store.path().display(), interval_secs = interval.as_secs(), "gateway running");
-    let syncer = gateway.syncer;
+    // Every committed unit is a sign of life for the watchdog.
+    let syncer = {
+        let service = service.clone();
+        gateway.syncer.with_progress(move |_| service.beat())
+    };
     let store = AsyncStore::new(gateway.store.clone());
     // The power side's webhooks, when their key is configured.
     let http = match &cfg.power_webhook_secret {
@@ -289,7 +295,20 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         .deliverer
         .clone()
         .map(|d| tokio::spawn(deliver_until_cancelled(d, store.clone(), token.clone())));
+    // The database is open and the server listens: ready.
+    service.beat();
+    service.ready(&format!("syncing into {}", gateway.store.path().display()));
+    service.spawn_watchdog(token.clone());
+    {
+        // The manager hears of the stop when the signal comes, not when the loop has ended.
+        let (service, token) = (service.clone(), token.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            service.stopping();
+        });
+    }
     while !token.is_cancelled() {
+        service.beat();
         let wait = match syncer.pass(&token).await {
             Ok(report) => {
                 log_report(&report);
@@ -317,10 +336,12 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 interval.max(Duration::from_secs(60))
             }
         };
-        tokio::select! {
-            _ = token.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        service.status(&format!(
+            "last pass ended {}; next in {} s",
+            shuiwu_wire::format_human(Utc::now()),
+            wait.as_secs()
+        ));
+        service.sleep(wait, &token).await;
     }
     if let Some(d) = delivery
         && let Err(e) = d.await

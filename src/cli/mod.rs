@@ -15,6 +15,7 @@ mod demo;
 mod events;
 mod inspect;
 mod joint;
+mod service;
 #[cfg(feature = "simulators")]
 mod simulate;
 mod table;

@@ -117,6 +117,8 @@ pub enum Progress {
         items: usize,
         cursor: Option<DateTime<Utc>>,
     },
+    /// One record's zero-materials check was stored.
+    MaterialsChecked,
 }
 
 type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;

@@ -172,6 +172,7 @@ impl Syncer {
                     match outcome {
                         Ok(Outcome::Done { notice_issued }) => {
                             report.checked += 1;
+                            self.report(super::Progress::MaterialsChecked);
                             report.notices_issued += u64::from(notice_issued);
                         }
                         Ok(Outcome::Later) => {
