@@ -125,7 +125,7 @@ fn action_of(
 }
 
 /// The mapping and rules in force, as the operator commands apply them.
-fn rebuilder(dir: Option<&Path>) -> anyhow::Result<Rebuilder> {
+pub(super) fn rebuilder(dir: Option<&Path>) -> anyhow::Result<Rebuilder> {
     let mappings = MappingSet::load(dir)?;
     let rules = Rules::load(dir).map_err(anyhow::Error::msg)?;
     Rebuilder::from_set(&mappings, std::sync::Arc::new(rules))
@@ -134,7 +134,7 @@ fn rebuilder(dir: Option<&Path>) -> anyhow::Result<Rebuilder> {
 
 /// Maps a stored document (of `key`: a project, or one power-side application) afresh, with
 /// the mapping files in force now.
-fn draft_from_document(
+pub(super) fn draft_from_document(
     store: &Store,
     rebuilder: &Rebuilder,
     key: &crate::store::SourceKey,
@@ -149,74 +149,6 @@ fn draft_from_document(
         Ok(Assembled::Skip(reason)) => bail!("the document is now skipped: {reason}"),
         Err(e) => bail!("the document still does not map: {e}"),
     }
-}
-
-/// `gateway failures replay ID`: maps the held document again with the rules in force now and,
-/// unless a dry run, commits the record it gives (audited).
-pub fn replay(
-    store: &Store,
-    dir: Option<&Path>,
-    id: i64,
-    by: &str,
-    dry_run: bool,
-) -> anyhow::Result<ExitCode> {
-    let failure = store.failure(id)?.with_context(|| format!("no failure {id}"))?;
-    if failure.state != "held" {
-        bail!("failure {id} is {}, not held", failure.state);
-    }
-    if failure.step == "detail" {
-        bail!("a detail failure needs the platform again: gateway failures replay {id} --refetch --by …");
-    }
-    if !matches!(failure.step.as_str(), "map" | "assemble" | "decide") {
-        bail!("a {} failure cannot be replayed", failure.step);
-    }
-    let (Some(key), Some(version), Some(sha)) = (&failure.key, failure.version, &failure.document_sha256)
-    else {
-        bail!("failure {id} names no project version and document to replay");
-    };
-    let rebuilder = rebuilder(dir)?;
-    let source_key = crate::store::SourceKey {
-        source: failure.source.clone(),
-        key: key.clone(),
-        version,
-    };
-    let draft = draft_from_document(store, &rebuilder, &source_key, sha)?;
-    // What the record would be now; the replay itself rebuilds it again inside its own
-    // transaction, with whatever actions are stored by then.
-    let existing = store.existing(&draft.id)?;
-    let actions = store.actions(&draft.id)?;
-    let candidate = rebuilder.candidate(draft.clone(), existing.as_ref(), &actions, Utc::now())?;
-    let current = store.record_versions(&candidate.id)?;
-    let change = match current.last() {
-        None => "would create the record".to_string(),
-        Some(v) if v.content_sha256 == candidate.content_sha256 => {
-            format!("would leave {} unchanged", candidate.id)
-        }
-        Some(v) => format!("would make version {} of {}", v.version + 1, candidate.id),
-    };
-    if dry_run {
-        let mut content: serde_json::Value = serde_json::from_str(&candidate.content_json)?;
-        let (lineage, _) = crate::mapping::lineage::from_json(&candidate.lineage_json)?;
-        crate::mask::record_json(&mut content, &lineage);
-        super::times::with_offsets(&mut content, super::times::For::People);
-        outln!("dry run: failure {id} now maps; replaying it {change}:");
-        outln!("{}", serde_json::to_string_pretty(&content)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let applied = store.resolve_failure(
-        id,
-        by,
-        "replayed with the rules in force",
-        Some((&source_key, sha, draft, &rebuilder)),
-        &[],
-        Utc::now(),
-    )?;
-    outln!(
-        "failure {id} replayed: {} {}",
-        applied.map_or("?", |a| a.as_str()),
-        candidate.id
-    );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `gateway failures dismiss ID`: out of the queue with a reason (audited).

@@ -15,6 +15,7 @@ mod demo;
 mod events;
 mod inspect;
 mod joint;
+mod replay;
 mod service;
 #[cfg(feature = "simulators")]
 mod simulate;
@@ -283,16 +284,31 @@ pub enum FailuresCommand {
     },
     /// Map the held document again with the rules in force now (after a mapping or policy
     /// fix) and commit the record it gives; `--dry-run` shows it without committing.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all", "category", "step"])))]
     Replay {
-        id: i64,
+        /// One failure.
+        id: Option<i64>,
+        /// Every held failure.
         #[arg(long)]
+        all: bool,
+        /// The held failures of one category (as `failures list` shows it).
+        #[arg(long)]
+        category: Option<String>,
+        /// The held failures of one step (`map`, `assemble`, `decide`).
+        #[arg(long)]
+        step: Option<String>,
+        /// Who replays, for the audit log (not needed for a dry run).
+        #[arg(long, default_value = "")]
         by: String,
+        /// Show, for each item, what the replay would change, and change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// For a `detail` failure: fetch the project from the platform again (needs the
+        /// For one `detail` failure: fetch the project from the platform again (needs the
         /// configuration and its secrets).
-        #[arg(long)]
+        #[arg(long, requires = "id")]
         refetch: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Take a failure out of the queue without a record, with the reason.
     Dismiss {
@@ -457,12 +473,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } => inspect::failures_list(&store, state.as_deref(), all, limit, json),
                 FailuresCommand::Show { id, json } => inspect::failures_show(&store, id, json),
                 FailuresCommand::Replay {
-                    id,
+                    id: Some(id),
                     by,
                     refetch: true,
                     ..
                 } => {
                     drop(store);
+                    if by.trim().is_empty() {
+                        anyhow::bail!("--by must name who replays");
+                    }
                     let mut cfg = load_config(&cli.config)?;
                     if let Some(db) = &cli.db {
                         cfg.store.path = db.clone();
@@ -471,15 +490,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 FailuresCommand::Replay {
                     id,
+                    all,
+                    category,
+                    step,
                     by,
                     dry_run,
-                    refetch: false,
-                } => events::replay(
+                    json,
+                    ..
+                } => replay::replay(
                     &store,
                     mappings_dir_from(&cli.config).as_deref(),
-                    id,
+                    &replay::Selection {
+                        id,
+                        all,
+                        category,
+                        step,
+                    },
                     &by,
                     dry_run,
+                    json,
                 ),
                 FailuresCommand::Dismiss { id, by, reason } => events::dismiss(&store, id, &by, &reason),
             }

@@ -22,39 +22,7 @@ impl Store {
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, None, &ts(now))?;
         }
-        let state: Option<String> = tx
-            .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        match state.as_deref() {
-            None => return Err(StoreError::Refused(format!("no failure {id}"))),
-            Some("held") => {}
-            Some(other) => return Err(StoreError::Refused(format!("failure {id} is {other}, not held"))),
-        }
-        let now_text = ts(now);
-        let applied = match replay {
-            Some((key, document, draft, rebuilder)) => {
-                let record = draft.id.clone();
-                match apply_record(&tx, key, document, draft, rebuilder, None, now)? {
-                    Ok(applied) => {
-                        if self.joint() && changed(applied) {
-                            super::outbox::plan_for_record(&tx, &record, Some(rebuilder), now)?;
-                        }
-                        Some(applied)
-                    }
-                    Err(e) => return Err(StoreError::Rebuild(e.to_string())),
-                }
-            }
-            None => None,
-        };
-        let new_state = if applied.is_some() {
-            "replayed"
-        } else {
-            "dismissed"
-        };
-        tx.execute(
-            "UPDATE failures SET state = ?2, resolved_at = ?3, resolved_by = ?4, resolution = ?5 WHERE id = ?1",
-            params![id, new_state, now_text, by, reason],
-        )?;
+        let applied = resolve_in(&tx, self.joint(), id, by, reason, replay, now)?;
         let detail =
             serde_json::json!({"failure": id, "reason": reason, "outcome": applied.map(Applied::as_str)});
         let action = if applied.is_some() {
@@ -64,7 +32,7 @@ impl Store {
         };
         audit::append(
             &tx,
-            &now_text,
+            &ts(now),
             by,
             action,
             &format!("failure {id}"),
@@ -72,6 +40,56 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(applied)
+    }
+
+    /// Replays many held failures in one transaction, audited as one operator action naming
+    /// every item and its outcome. An item that cannot be decided now (no policy for its day)
+    /// stays held and is reported with the reason; the others are committed.
+    pub fn replay_failures(
+        &self,
+        items: Vec<(i64, SourceKey, String, Draft)>,
+        by: &str,
+        rebuilder: &Rebuilder,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, std::result::Result<Applied, String>)>> {
+        let mut conn = self.lock();
+        let tx = write_tx(&mut conn)?;
+        let joint = self.joint();
+        let mut done = Vec::with_capacity(items.len());
+        for (id, key, sha, draft) in items {
+            let outcome = match resolve_in(
+                &tx,
+                joint,
+                id,
+                by,
+                "replayed with the rules in force (bulk)",
+                Some((&key, &sha, draft, rebuilder)),
+                now,
+            ) {
+                Ok(Some(applied)) => Ok(applied),
+                Ok(None) => Err("not replayed".to_string()),
+                Err(StoreError::Rebuild(why) | StoreError::Refused(why)) => Err(why),
+                Err(e) => return Err(e),
+            };
+            done.push((id, outcome));
+        }
+        let detail = serde_json::json!({
+            "items": done.iter().map(|(id, o)| serde_json::json!({
+                "failure": id,
+                "outcome": o.as_ref().map_or("still_failing", |a| a.as_str()),
+                "reason": o.as_ref().err(),
+            })).collect::<Vec<_>>(),
+        });
+        audit::append(
+            &tx,
+            &ts(now),
+            by,
+            "failures_replayed",
+            &format!("{} failures", done.len()),
+            &detail.to_string(),
+        )?;
+        tx.commit()?;
+        Ok(done)
     }
 
     /// The operator actions on a record, oldest first.
@@ -156,6 +174,53 @@ impl Store {
     pub fn existing(&self, id: &str) -> Result<Option<Existing>> {
         Ok(current_of(&self.read(), id)?.map(|c| c.existing))
     }
+}
+
+/// Takes a held failure out of the queue inside the caller's transaction: `replayed` with the
+/// record its document now gives, or `dismissed`. Not audited here: the caller audits one entry
+/// for the whole operator action.
+fn resolve_in(
+    tx: &rusqlite::Transaction<'_>,
+    joint: bool,
+    id: i64,
+    by: &str,
+    reason: &str,
+    replay: Option<(&SourceKey, &str, Draft, &Rebuilder)>,
+    now: DateTime<Utc>,
+) -> Result<Option<Applied>> {
+    let state: Option<String> = tx
+        .query_row("SELECT state FROM failures WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    match state.as_deref() {
+        None => return Err(StoreError::Refused(format!("no failure {id}"))),
+        Some("held") => {}
+        Some(other) => return Err(StoreError::Refused(format!("failure {id} is {other}, not held"))),
+    }
+    let applied = match replay {
+        Some((key, document, draft, rebuilder)) => {
+            let record = draft.id.clone();
+            match apply_record(tx, key, document, draft, rebuilder, None, now)? {
+                Ok(applied) => {
+                    if joint && changed(applied) {
+                        super::outbox::plan_for_record(tx, &record, Some(rebuilder), now)?;
+                    }
+                    Some(applied)
+                }
+                Err(e) => return Err(StoreError::Rebuild(e.to_string())),
+            }
+        }
+        None => None,
+    };
+    let new_state = if applied.is_some() {
+        "replayed"
+    } else {
+        "dismissed"
+    };
+    tx.execute(
+        "UPDATE failures SET state = ?2, resolved_at = ?3, resolved_by = ?4, resolution = ?5 WHERE id = ?1",
+        params![id, new_state, ts(now), by, reason],
+    )?;
+    Ok(applied)
 }
 
 /// The operator actions on a record, oldest first.

@@ -381,8 +381,8 @@ pub(super) fn insert_failure(
         .as_bytes(),
     );
     tx.prepare_cached(
-        "INSERT OR IGNORE INTO failures (fingerprint, source, key, version, step, field, reason, detail, document_sha256, run_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT OR IGNORE INTO failures (fingerprint, source, key, version, step, field, reason, detail, document_sha256, run_id, created_at, category)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         fingerprint,
@@ -395,7 +395,8 @@ pub(super) fn insert_failure(
         held.detail,
         held.document_sha256,
         run_id,
-        now
+        now,
+        held.category
     ])?;
     Ok(())
 }

@@ -233,6 +233,9 @@ pub struct FailureRow {
     pub document_sha256: Option<String>,
     pub state: String,
     pub created_at: String,
+    /// What kind of problem (`building.floor_area_m2: non_negative`, `power: probable
+    /// duplicate`): what bulk replays and counts go by.
+    pub category: String,
 }
 
 /// One sync pass as listed. `outcome` is `running` while it runs, `interrupted` when it was

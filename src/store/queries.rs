@@ -281,7 +281,7 @@ impl Store {
              ORDER BY f.id DESC LIMIT ?1"
         ))?;
         let rows = stmt
-            .query_map([limit as i64], |r| Ok((failure_row(r)?, r.get::<_, i64>(11)?)))?
+            .query_map([limit as i64], |r| Ok((failure_row(r)?, r.get::<_, i64>(12)?)))?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let total: i64 = conn.query_row(
             "SELECT count(*) FROM (SELECT 1 FROM failures WHERE state = 'held' GROUP BY source, coalesce(key, ''))",
@@ -365,7 +365,7 @@ impl Store {
 }
 
 const FAILURE_COLUMNS: &str =
-    "id, source, key, version, step, field, reason, detail, document_sha256, state, created_at";
+    "id, source, key, version, step, field, reason, detail, document_sha256, state, created_at, category";
 
 fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
     let detail: Option<String> = r.get(7)?;
@@ -381,6 +381,7 @@ fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
         document_sha256: r.get(8)?,
         state: r.get(9)?,
         created_at: r.get(10)?,
+        category: r.get(11)?,
     })
 }
 

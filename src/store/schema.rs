@@ -257,4 +257,12 @@ CREATE TABLE power_events (
     received_at      TEXT NOT NULL
 ) STRICT;
 "#,
+    // 9: a failure's category (what kind of problem, e.g. `building.floor_area_m2: non_negative`),
+    // for replaying and counting failures by kind. Failures held before it get their field, or
+    // their step when they name no field.
+    r#"
+ALTER TABLE failures ADD COLUMN category TEXT NOT NULL DEFAULT '';
+UPDATE failures SET category = coalesce(field, step);
+CREATE INDEX failures_by_category ON failures(state, category);
+"#,
 ];
