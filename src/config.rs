@@ -67,12 +67,16 @@ pub struct HttpConfig {
     /// Where the daemon listens: loopback by default; put it behind the utility's reverse
     /// proxy to reach it from elsewhere.
     pub listen: std::net::SocketAddr,
+    /// `/readyz` says not ready when the last pass ended longer ago than this many sync
+    /// intervals (a pass that takes long or a loop that stopped).
+    pub ready_max_pass_age_intervals: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8686)),
+            ready_max_pass_age_intervals: 3,
         }
     }
 }

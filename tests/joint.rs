@@ -456,6 +456,7 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
         clock: Arc::new(w.clock.clone()),
         power_webhook_secret: Some(shuiwu_wire::Secret::new("whsec-test")),
         rebuilder: w.syncer.rebuilder().clone(),
+        readiness: None,
     };
     tokio::spawn(gateway::http::serve(listener, state, token.clone()));
     server.sim.push_to(url, "whsec-test".into());

@@ -306,12 +306,11 @@ async fn the_daemon_delivers_beside_the_sync_takes_webhooks_and_stops_on_sigterm
         .local_addr()
         .unwrap()
         .port();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&config, text).unwrap();
     power.sim.push_to(
         format!("http://127.0.0.1:{port}/webhooks/power"),
         "whsec-daemon".into(),

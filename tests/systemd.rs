@@ -61,9 +61,12 @@ async fn ready_watchdog_and_stopping_through_a_real_notify_socket() {
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
     text.push_str(&format!(
-        "\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[power]\nbase_url = \"{}\"\nclient_id = \"{}\"\n",
+        "\n[power]\nbase_url = \"{}\"\nclient_id = \"{}\"\n",
         power.base_url(),
         power.sim.config().client_id
     ));

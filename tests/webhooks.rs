@@ -37,6 +37,7 @@ async fn start() -> Server {
             Arc::new(gateway::policy::Rules::load(None).unwrap()),
         )
         .unwrap(),
+        readiness: None,
     };
     tokio::spawn(serve(listener, state, token.clone()));
     Server {

@@ -273,23 +273,34 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         gateway.syncer.with_progress(move |_| service.beat())
     };
     let store = AsyncStore::new(gateway.store.clone());
-    // The power side's webhooks, when their key is configured.
-    let http = match &cfg.power_webhook_secret {
-        Some(secret) => {
-            let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("[http] listen {}: {e}", cfg.http.listen))?;
-            tracing::info!(listen = %cfg.http.listen, "serving POST /webhooks/power");
-            let state = crate::http::HttpState {
-                store: store.clone(),
-                clock: Arc::new(SystemClock),
-                power_webhook_secret: Some(secret.clone()),
-                rebuilder: syncer.rebuilder().clone(),
-            };
-            Some(tokio::spawn(crate::http::serve(listener, state, token.clone())))
-        }
-        None => None,
+    // The HTTP server: health and readiness always, the power side's webhooks with their key.
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("[http] listen {}: {e}", cfg.http.listen))?;
+    let listening = listener.local_addr()?;
+    tracing::info!(
+        listen = %listening,
+        webhooks = cfg.power_webhook_secret.is_some(),
+        "serving GET /healthz, GET /readyz{}",
+        if cfg.power_webhook_secret.is_some() { ", POST /webhooks/power" } else { "" }
+    );
+    let intervals = i32::try_from(cfg.http.ready_max_pass_age_intervals.max(1)).unwrap_or(i32::MAX);
+    let max_pass_age = chrono::Duration::from_std(interval)
+        .unwrap_or(chrono::Duration::MAX)
+        .checked_mul(intervals)
+        .unwrap_or(chrono::Duration::MAX);
+    let state = crate::http::HttpState {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        power_webhook_secret: cfg.power_webhook_secret.clone(),
+        rebuilder: syncer.rebuilder().clone(),
+        readiness: Some(Arc::new(crate::http::health::Readiness::new(
+            cfg.mappings.dir.clone(),
+            syncer.approval_client().clone(),
+            max_pass_age,
+        ))),
     };
+    let http = Some(tokio::spawn(crate::http::serve(listener, state, token.clone())));
     // Calls to the power side go out beside the sync, on their own schedule.
     let delivery = gateway
         .deliverer

@@ -1,14 +1,16 @@
-//! The daemon's HTTP server: for now the power side's webhooks, on `[http] listen`.
+//! The daemon's HTTP server on `[http] listen`: health and readiness, and the power side's
+//! webhooks when their key is set.
 //!
 //! Handlers reach the store through [`AsyncStore`] like every other async code, and the server
 //! stops with the daemon's cancellation token, letting a request in hand finish.
 
+pub mod health;
 pub mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::post;
+use axum::routing::{get, post};
 use shuiwu_wire::{Clock, Secret};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +26,15 @@ pub struct HttpState {
     pub power_webhook_secret: Option<Secret>,
     /// Builds the water records of power-origin applications an event brings.
     pub rebuilder: crate::rebuild::Rebuilder,
+    /// What `/readyz` judges with; without it the route answers 404.
+    pub readiness: Option<Arc<health::Readiness>>,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
-    let mut router = Router::new();
+    let mut router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
     if state.power_webhook_secret.is_some() {
         router = router.route("/webhooks/power", post(webhooks::power));
     }

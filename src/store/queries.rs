@@ -16,6 +16,35 @@ impl Store {
     }
 
     /// The newest passes, newest first.
+    /// The newest pass: its id, when it ended (`None` while it runs or if it never ended),
+    /// its outcome (`running` while it runs) and error.
+    pub fn last_run(&self) -> Result<Option<LastRun>> {
+        let conn = self.read();
+        let row = conn
+            .query_row(
+                "SELECT id, finished_at, outcome, error FROM runs ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, finished, outcome, error)| {
+            Ok(LastRun {
+                id,
+                finished_at: finished.as_deref().map(parse_ts).transpose()?,
+                outcome: outcome.unwrap_or_else(|| "running".into()),
+                error,
+            })
+        })
+        .transpose()
+    }
+
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
@@ -391,4 +420,13 @@ pub struct PowerOriginCounts {
     pub households: i64,
     pub waiting: i64,
     pub superseded: i64,
+}
+
+/// See [`Store::last_run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastRun {
+    pub id: i64,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: String,
+    pub error: Option<String>,
 }

@@ -207,6 +207,11 @@ impl Syncer {
         self
     }
 
+    /// The approval platform's client (its quota and maintenance gates, for readiness).
+    pub fn approval_client(&self) -> &Arc<ApprovalClient> {
+        &self.client
+    }
+
     /// The mapping and rules this syncer rebuilds records with.
     pub fn rebuilder(&self) -> &Rebuilder {
         &self.rebuilder

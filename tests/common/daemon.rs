@@ -42,6 +42,10 @@ rate_per_second = 0
 start = "{start}"
 interval_secs = {interval_secs}
 concurrency = 4
+
+[http]
+# Any free port: tests run daemons side by side.
+listen = "127.0.0.1:0"
 "#,
         db = db.display(),
         url = server.base_url(),

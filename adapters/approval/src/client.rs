@@ -200,6 +200,16 @@ impl ApprovalClient {
         }
     }
 
+    /// Which gate is shut (`quota` or `maintenance`) and until when, if one is.
+    pub fn gate(&self) -> Option<(&'static str, DateTime<Utc>)> {
+        let now = self.clock.now();
+        match *self.lock_gate() {
+            Some(Gate::Quota(t)) if t > now => Some(("quota", t)),
+            Some(Gate::Maintenance(t)) if t > now => Some(("maintenance", t)),
+            _ => None,
+        }
+    }
+
     /// Lists projects whose `GXSJ` lies in `[start, end)`.
     pub async fn list_projects(
         &self,
