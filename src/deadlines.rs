@@ -118,14 +118,13 @@ pub fn watch(store: &Store, rules: &Rules, now: DateTime<Utc>) -> Result<Vec<Dea
         };
         let Some(due) = &d.due_at else { continue };
         if store.raise_alert(&d.record_id, &d.stage, kind, due, now)? {
-            tracing::warn!(
-                record = %d.record_id,
-                stage = %d.stage,
-                due = %due,
-                manager = d.customer_manager.as_deref().unwrap_or("-"),
-                "{}",
-                if kind == "alarm" { "deadline ALARM: the stage is overdue" } else { "deadline warning: a third or less of the working time is left" }
-            );
+            crate::events::InternalEvent::emit(crate::events::DeadlineAlertRaised {
+                record_id: &d.record_id,
+                stage: &d.stage,
+                kind,
+                due,
+                manager: d.customer_manager.as_deref().unwrap_or("-"),
+            });
             raised.push(d);
         }
     }

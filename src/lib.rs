@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod datafiles;
 pub mod deadlines;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

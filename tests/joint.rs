@@ -457,6 +457,7 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
         power_webhook_secret: Some(shuiwu_wire::Secret::new("whsec-test")),
         rebuilder: w.syncer.rebuilder().clone(),
         readiness: None,
+        metrics: None,
     };
     tokio::spawn(gateway::http::serve(listener, state, token.clone()));
     server.sim.push_to(url, "whsec-test".into());

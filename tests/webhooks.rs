@@ -38,6 +38,7 @@ async fn start() -> Server {
         )
         .unwrap(),
         readiness: None,
+        metrics: None,
     };
     tokio::spawn(serve(listener, state, token.clone()));
     Server {

@@ -159,21 +159,9 @@ pub fn with_progress(syncer: Syncer) -> (Syncer, Option<ProgressBar>) {
     (syncer, Some(bar))
 }
 
-fn log_report(r: &PassReport) {
-    tracing::info!(
-        run = r.run_id,
-        cursor_before = %r.cursor_before,
-        cursor_after = %r.cursor_after,
-        windows = r.windows,
-        list_requests = r.list_requests,
-        details = r.details_fetched,
-        outcomes = ?r.outcomes,
-        materials_checked = r.materials_checked,
-        materials_unchecked = r.materials_unchecked,
-        materials_stopped = r.materials_stopped.as_deref().unwrap_or(""),
-        end = ?r.end,
-        "sync pass finished"
-    );
+fn log_report(r: &PassReport, seconds: f64) {
+    use crate::events::InternalEvent;
+    crate::events::PassFinished { report: r, seconds }.emit();
 }
 
 /// The pass report for people.
@@ -238,6 +226,7 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let (syncer, bar) = with_progress(gateway.syncer);
+    let started = std::time::Instant::now();
     let mut report = syncer.pass(&token).await?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -245,7 +234,7 @@ pub async fn sync_once(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if let Some(d) = &gateway.deliverer {
         report.joint = Some(d.round(&token).await?);
     }
-    log_report(&report);
+    log_report(&report, started.elapsed().as_secs_f64());
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -281,7 +270,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
         listen = %listening,
         webhooks = cfg.power_webhook_secret.is_some(),
-        "serving GET /healthz, GET /readyz{}",
+        "serving GET /healthz, GET /readyz, GET /metrics{}",
         if cfg.power_webhook_secret.is_some() { ", POST /webhooks/power" } else { "" }
     );
     let intervals = i32::try_from(cfg.http.ready_max_pass_age_intervals.max(1)).unwrap_or(i32::MAX);
@@ -289,7 +278,17 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         .unwrap_or(chrono::Duration::MAX)
         .checked_mul(intervals)
         .unwrap_or(chrono::Duration::MAX);
+    // The process's one metrics recorder: the internal events record into it, `/metrics`
+    // renders it. Installed once; a second install (never in `run`) would be refused.
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("metrics recorder not installed: {e}");
+            None
+        }
+    };
     let state = crate::http::HttpState {
+        metrics,
         store: store.clone(),
         clock: Arc::new(SystemClock),
         power_webhook_secret: cfg.power_webhook_secret.clone(),
@@ -320,9 +319,10 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     }
     while !token.is_cancelled() {
         service.beat();
+        let started = std::time::Instant::now();
         let wait = match syncer.pass(&token).await {
             Ok(report) => {
-                log_report(&report);
+                log_report(&report, started.elapsed().as_secs_f64());
                 // Warnings and alarms are raised once each, when due, and recorded.
                 let rules = gateway.rules.clone();
                 let watched = store
@@ -343,7 +343,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 // A refused account or a database error: say it loudly, keep the daemon alive,
                 // and try again later; nothing was committed for the failed unit.
-                tracing::error!("sync pass failed: {e}");
+                crate::events::InternalEvent::emit(crate::events::PassFailed {
+                    error: &e.to_string(),
+                });
                 interval.max(Duration::from_secs(60))
             }
         };
@@ -376,19 +378,7 @@ async fn deliver_until_cancelled(deliverer: Arc<Deliverer>, store: AsyncStore, t
     const LOOK_EVERY: Duration = Duration::from_secs(5);
     while !token.is_cancelled() {
         match deliverer.round(&token).await {
-            Ok(r) if r.attempted > 0 => tracing::info!(
-                attempted = r.attempted,
-                created = r.created,
-                replayed = r.replayed,
-                adopted = r.adopted,
-                linked = r.linked,
-                applied = r.applied,
-                no_op = r.no_op,
-                retried = r.retried,
-                held = r.held,
-                "joint-application calls delivered"
-            ),
-            Ok(_) => {}
+            Ok(r) => crate::events::InternalEvent::emit(crate::events::CallsDelivered { report: &r }),
             Err(e) => tracing::error!("delivering calls to the power side failed: {e}"),
         }
         let wait = match store.call(|s| s.next_call_due()).await {

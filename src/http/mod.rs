@@ -1,10 +1,11 @@
-//! The daemon's HTTP server on `[http] listen`: health and readiness, and the power side's
-//! webhooks when their key is set.
+//! The daemon's HTTP server on `[http] listen`: health, readiness and metrics, and the power
+//! side's webhooks when their key is set.
 //!
 //! Handlers reach the store through [`AsyncStore`] like every other async code, and the server
 //! stops with the daemon's cancellation token, letting a request in hand finish.
 
 pub mod health;
+pub mod metrics;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -28,13 +29,16 @@ pub struct HttpState {
     pub rebuilder: crate::rebuild::Rebuilder,
     /// What `/readyz` judges with; without it the route answers 404.
     pub readiness: Option<Arc<health::Readiness>>,
+    /// The metrics recorder's handle; without it `/metrics` answers 404.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The routes.
 pub fn router(state: HttpState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics));
     if state.power_webhook_secret.is_some() {
         router = router.route("/webhooks/power", post(webhooks::power));
     }

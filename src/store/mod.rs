@@ -73,7 +73,7 @@ pub use open::{APPLICATION_ID, readable_by_others};
 pub(crate) use open::{private_dir, private_file_options};
 pub use outbox::{CallKind, DeliveryResult, OutboxCall};
 pub use power::JointApplication;
-pub use queries::PowerOriginCounts;
+pub use queries::{LastRun, PowerOriginCounts, Sample};
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -16,6 +16,44 @@ impl Store {
     }
 
     /// The newest passes, newest first.
+    /// What `/metrics` reports of the store at one moment: each cursor's lag behind `now`, held
+    /// failures by category, the outbox's pending calls and the oldest one's age, records waiting
+    /// for a materials check, records.
+    pub fn sample(&self, now: DateTime<Utc>, recheck_before: DateTime<Utc>) -> Result<Sample> {
+        let mut sample = Sample::default();
+        {
+            let conn = self.read();
+            let mut stmt = conn.prepare_cached("SELECT source, watermark FROM cursors")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            for row in rows {
+                let (source, watermark) = row?;
+                let lag = (now - parse_ts(&watermark)?).num_milliseconds() as f64 / 1000.0;
+                sample.cursor_lag_seconds.insert(source, lag);
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT category, count(*) FROM failures WHERE state = 'held' GROUP BY category",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (category, n) = row?;
+                sample.failures_held.insert(category, n);
+            }
+            let (pending, oldest): (i64, Option<String>) = conn.query_row(
+                "SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            sample.outbox_pending = pending;
+            sample.outbox_oldest_age_seconds = match oldest {
+                Some(t) => (now - parse_ts(&t)?).num_milliseconds() as f64 / 1000.0,
+                None => 0.0,
+            };
+            sample.records = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
+        }
+        sample.materials_backlog = self.count_records_needing_materials(recheck_before)?;
+        Ok(sample)
+    }
+
     /// The newest pass: its id, when it ended (`None` while it runs or if it never ended),
     /// its outcome (`running` while it runs) and error.
     pub fn last_run(&self) -> Result<Option<LastRun>> {
@@ -429,4 +467,15 @@ pub struct LastRun {
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: String,
     pub error: Option<String>,
+}
+
+/// See [`Store::sample`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Sample {
+    pub cursor_lag_seconds: std::collections::BTreeMap<String, f64>,
+    pub failures_held: std::collections::BTreeMap<String, i64>,
+    pub outbox_pending: i64,
+    pub outbox_oldest_age_seconds: f64,
+    pub materials_backlog: u64,
+    pub records: i64,
 }

@@ -1,0 +1,107 @@
+//! `GET /metrics` of the real daemon, scraped after it synced from the simulator: the numbers
+//! are those of what happened (project versions by outcome, held failures by category, records,
+//! passes) and the cursor's lag is what the cursor rule leaves.
+#![cfg(feature = "simulators")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::daemon::{exit_within, gateway, rows, simulator, wait_for, write_config};
+use gateway::store::Store;
+
+/// The scrape: each sample line (`name{labels} value`) by its name with labels.
+fn scrape(port: u16) -> Option<BTreeMap<String, f64>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    if !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = text.split("\r\n\r\n").nth(1)?;
+    Some(
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn sum(m: &BTreeMap<String, f64>, prefix: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scraped_numbers_are_what_happened() {
+    let server = simulator(400).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "metrics", &server, 1);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&config, text).unwrap();
+    let db = dir.path().join("metrics.db");
+    let mut child = gateway(&config, &["run"]).spawn().unwrap();
+    // Two passes have finished: the backfill and one that found nothing new.
+    let passes = |m: &BTreeMap<String, f64>| sum(m, "gateway_passes_total{outcome=\"caught_up\"}");
+    let metrics = tokio::task::block_in_place(|| {
+        let mut last = None;
+        wait_for("two passes", Duration::from_secs(120), Some(&mut child), || {
+            last = scrape(port).filter(|m| passes(m) >= 2.0);
+            last.is_some()
+        });
+        last.unwrap()
+    });
+    let store = Store::open(&db).unwrap();
+    let processed = rows(&db, "source_versions") as f64;
+    assert!(processed > 300.0, "{processed}");
+    assert_eq!(
+        sum(&metrics, "gateway_project_versions_total{"),
+        processed,
+        "{metrics:?}"
+    );
+    let created = store
+        .processed()
+        .unwrap()
+        .iter()
+        .filter(|p| p.3 == "created")
+        .count() as f64;
+    assert_eq!(
+        metrics["gateway_project_versions_total{outcome=\"created\"}"],
+        created
+    );
+    let held = store.failures(Some("held"), 10_000).unwrap().len() as f64;
+    assert!(held > 0.0, "the simulator's malformed projects are held");
+    assert_eq!(sum(&metrics, "gateway_failures_held{"), held, "{metrics:?}");
+    assert_eq!(metrics["gateway_records"], store.record_count().unwrap() as f64);
+    // The cursor trails now by the platform's visibility lag and the settling time (360 s) and
+    // less than one more window.
+    let lag = metrics["gateway_cursor_lag_seconds{source=\"approval\"}"];
+    assert!((300.0..=86_400.0 + 360.0).contains(&lag), "lag {lag}");
+    assert_eq!(metrics["gateway_outbox_pending"], 0.0);
+
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
+    assert_eq!(status.code(), Some(0));
+}
