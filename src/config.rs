@@ -70,6 +70,9 @@ pub struct HttpConfig {
     /// `/readyz` says not ready when the last pass ended longer ago than this many sync
     /// intervals (a pass that takes long or a loop that stopped).
     pub ready_max_pass_age_intervals: u32,
+    /// The admin API's operators: a file of salted token hashes (`gateway admin-token NAME`
+    /// makes a line); without it `/admin/v1` is not served.
+    pub admin_tokens_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -77,6 +80,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8686)),
             ready_max_pass_age_intervals: 3,
+            admin_tokens_file: None,
         }
     }
 }

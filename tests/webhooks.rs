@@ -39,6 +39,7 @@ async fn start() -> Server {
         .unwrap(),
         readiness: None,
         metrics: None,
+        admin_tokens: None,
     };
     tokio::spawn(serve(listener, state, token.clone()));
     Server {

@@ -270,7 +270,8 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
         listen = %listening,
         webhooks = cfg.power_webhook_secret.is_some(),
-        "serving GET /healthz, GET /readyz, GET /metrics{}",
+        "serving GET /healthz, GET /readyz, GET /metrics{}{}",
+        if cfg.http.admin_tokens_file.is_some() { ", /admin/v1" } else { "" },
         if cfg.power_webhook_secret.is_some() { ", POST /webhooks/power" } else { "" }
     );
     let intervals = i32::try_from(cfg.http.ready_max_pass_age_intervals.max(1)).unwrap_or(i32::MAX);
@@ -287,7 +288,18 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             None
         }
     };
+    let admin_tokens = match &cfg.http.admin_tokens_file {
+        Some(path) => {
+            let tokens = crate::http::tokens::Tokens::load(path)?;
+            if tokens.is_empty() {
+                tracing::warn!(file = %path.display(), "the admin tokens file names no operator: /admin/v1 refuses every call");
+            }
+            Some(Arc::new(tokens))
+        }
+        None => None,
+    };
     let state = crate::http::HttpState {
+        admin_tokens,
         metrics,
         store: store.clone(),
         clock: Arc::new(SystemClock),

@@ -36,7 +36,7 @@ fn masked_body(call: &OutboxCall) -> serde_json::Value {
     body
 }
 
-fn call_json(call: &OutboxCall) -> serde_json::Value {
+pub(super) fn call_json(call: &OutboxCall) -> serde_json::Value {
     let mut v = serde_json::to_value(call).unwrap_or_default();
     v["body"] = masked_body(call);
     v

@@ -15,7 +15,7 @@ mod demo;
 mod events;
 mod inspect;
 mod joint;
-mod replay;
+pub mod replay;
 mod service;
 #[cfg(feature = "simulators")]
 mod simulate;
@@ -153,6 +153,12 @@ pub enum Command {
         by: String,
         #[arg(long)]
         json: bool,
+    },
+    /// A new bearer token for the admin API: prints the token (once; keep it secret) and the
+    /// line to add to `[http] admin_tokens_file`, which holds only its salted hash.
+    AdminToken {
+        /// The operator the token names in the audit log.
+        name: String,
     },
     /// Whether the gateway can do its work: holiday calendars, database, last sync.
     Health {
@@ -358,6 +364,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             calendar::run(&calendar, command)
         }
         Command::Health { json } => health(&cli.config, cli.db.as_deref(), json),
+        Command::AdminToken { name } => {
+            if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
+                anyhow::bail!("the operator's name must be one word, not empty");
+            }
+            let (token, line) = crate::http::tokens::issue(&name);
+            outln!("token for {name} (shown once; give it to {name} and keep it out of logs):\n{token}");
+            outln!("\nadd this line to the file named by [http] admin_tokens_file:\n{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Backup { file, by, json } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;
             let by = by
@@ -514,6 +529,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// An outbox call as the commands show it (its body's personal data masked), for the admin API.
+pub fn outbox_call_json(call: &crate::store::OutboxCall) -> serde_json::Value {
+    joint::call_json(call)
 }
 
 /// Exit code 4: another gateway holds the database (`run`, `sync --once`); any other error: 1.

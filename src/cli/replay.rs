@@ -177,15 +177,15 @@ fn plan(store: &Store, rebuilder: &Rebuilder, f: &FailureRow) -> anyhow::Result<
     Ok((item, Some((source_key, sha.clone(), draft))))
 }
 
-/// `gateway failures replay ID | --all | --category C | --step S [--dry-run]`.
-pub fn replay(
+/// Replays the selected held failures (or, in a dry run, says what replaying them would do):
+/// the items and a summary. What `gateway failures replay` and the admin API both do.
+pub fn run(
     store: &Store,
-    dir: Option<&Path>,
+    rebuilder: &Rebuilder,
     selection: &Selection,
     by: &str,
     dry_run: bool,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<(Vec<Item>, Value)> {
     if !dry_run && by.trim().is_empty() {
         bail!("--by must name who replays");
     }
@@ -208,11 +208,10 @@ pub fn replay(
             .filter(|f| selection.takes(f))
             .collect(),
     };
-    let rebuilder = super::events::rebuilder(dir)?;
     let mut items = Vec::with_capacity(held.len());
     let mut to_commit = Vec::new();
     for f in &held {
-        let (item, draft) = plan(store, &rebuilder, f)?;
+        let (item, draft) = plan(store, rebuilder, f)?;
         if let Some((key, sha, draft)) = draft {
             to_commit.push((f.id, key, sha, draft));
         }
@@ -226,7 +225,7 @@ pub fn replay(
                     id,
                     by,
                     "replayed with the rules in force",
-                    Some((&key, &sha, draft, &rebuilder)),
+                    Some((&key, &sha, draft, rebuilder)),
                     &[],
                     Utc::now(),
                 )?;
@@ -234,7 +233,7 @@ pub fn replay(
             }
             (_, last) => {
                 to_commit.extend(last);
-                store.replay_failures(to_commit, by, &rebuilder, Utc::now())?
+                store.replay_failures(to_commit, by, rebuilder, Utc::now())?
             }
         };
         for (id, outcome) in applied {
@@ -259,6 +258,20 @@ pub fn replay(
         "not_replayable": count(&["not_replayable"]),
         "dry_run": dry_run,
     });
+    Ok((items, summary))
+}
+
+/// `gateway failures replay ID | --all | --category C | --step S [--dry-run]`.
+pub fn replay(
+    store: &Store,
+    dir: Option<&Path>,
+    selection: &Selection,
+    by: &str,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let rebuilder = super::events::rebuilder(dir)?;
+    let (items, summary) = run(store, &rebuilder, selection, by, dry_run)?;
     if json {
         outln!(
             "{}",

@@ -1,11 +1,13 @@
-//! The daemon's HTTP server on `[http] listen`: health, readiness and metrics, and the power
-//! side's webhooks when their key is set.
+//! The daemon's HTTP server on `[http] listen`: health, readiness and metrics, the admin API
+//! when a tokens file is configured, and the power side's webhooks when their key is set.
 //!
 //! Handlers reach the store through [`AsyncStore`] like every other async code, and the server
 //! stops with the daemon's cancellation token, letting a request in hand finish.
 
+pub mod admin;
 pub mod health;
 pub mod metrics;
+pub mod tokens;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub struct HttpState {
     pub readiness: Option<Arc<health::Readiness>>,
     /// The metrics recorder's handle; without it `/metrics` answers 404.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The admin API's operators; without them `/admin/v1` is not served.
+    pub admin_tokens: Option<Arc<tokens::Tokens>>,
 }
 
 /// The routes.
@@ -39,6 +43,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics));
+    if state.admin_tokens.is_some() {
+        router = router.merge(admin::routes());
+    }
     if state.power_webhook_secret.is_some() {
         router = router.route("/webhooks/power", post(webhooks::power));
     }
