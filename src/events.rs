@@ -48,10 +48,6 @@ impl InternalEvent for PassFinished<'_> {
         for (outcome, n) in &r.outcomes {
             counter!("gateway_project_versions_total", "outcome" => *outcome).increment(*n);
         }
-        counter!("gateway_requests_total", "platform" => "approval", "endpoint" => "list")
-            .increment(r.list_requests);
-        counter!("gateway_requests_total", "platform" => "approval", "endpoint" => "detail")
-            .increment(r.details_fetched);
         counter!("gateway_materials_checks_total").increment(r.materials_checked);
         counter!("gateway_notices_issued_total").increment(r.notices_issued);
     }
@@ -130,8 +126,7 @@ impl InternalEvent for CallsDelivered<'_> {
             ("retried", r.retried),
             ("held", r.held),
         ] {
-            counter!("gateway_requests_total", "platform" => "power", "endpoint" => "call", "outcome" => outcome)
-                .increment(n);
+            counter!("gateway_joint_calls_total", "outcome" => outcome).increment(n);
         }
     }
 }

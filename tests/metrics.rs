@@ -60,14 +60,37 @@ async fn the_scraped_numbers_are_what_happened() {
     let mut child = gateway(&config, &["run"]).spawn().unwrap();
     // Two passes have finished: the backfill and one that found nothing new.
     let passes = |m: &BTreeMap<String, f64>| sum(m, "gateway_passes_total{outcome=\"caught_up\"}");
-    let metrics = tokio::task::block_in_place(|| {
+    let (metrics, before, after) = tokio::task::block_in_place(|| {
         let mut last = None;
+        let (mut before, mut after) = (0, 0);
         wait_for("two passes", Duration::from_secs(120), Some(&mut child), || {
+            before = server.sim.stats().details;
             last = scrape(port).filter(|m| passes(m) >= 2.0);
+            after = server.sim.stats().details;
             last.is_some()
         });
-        last.unwrap()
+        (last.unwrap(), before, after)
     });
+    // Every detail request the platform saw is counted, by outcome, with its latency.
+    let details = sum(
+        &metrics,
+        "gateway_requests_total{platform=\"approval\",endpoint=\"detail\"",
+    );
+    assert!(
+        (before as f64 - 8.0..=after as f64).contains(&details),
+        "{details} counted; the platform saw {before}..{after}"
+    );
+    assert!(
+        metrics["gateway_request_duration_seconds_count{platform=\"approval\",endpoint=\"detail\"}"]
+            >= details - 8.0,
+        "{metrics:?}"
+    );
+    assert!(
+        sum(
+            &metrics,
+            "gateway_requests_total{platform=\"approval\",endpoint=\"list\""
+        ) >= 2.0
+    );
     let store = Store::open(&db).unwrap();
     let processed = rows(&db, "source_versions") as f64;
     assert!(processed > 300.0, "{processed}");

@@ -275,8 +275,18 @@ impl ApprovalClient {
         let policy = &self.cfg.retry;
         let backoff = shuiwu_wire::retry::jittered(policy.min_delay, policy.max_delay, policy.max_retries);
         let max_wait = policy.max_wait;
+        let endpoint = endpoint_of(path);
         (|| async {
-            let fetched = self.attempt(path, query, limit).await?;
+            let started = std::time::Instant::now();
+            let attempted = self.attempt(path, query, limit).await;
+            shuiwu_wire::events::RequestCompleted {
+                platform: "approval",
+                endpoint,
+                outcome: attempted.as_ref().map_or_else(|e| e.kind(), |_| "ok"),
+                elapsed: started.elapsed(),
+            }
+            .emit();
+            let fetched = attempted?;
             if let Some(expected) = expected_sha256 {
                 use sha2::Digest;
                 let got = hex::encode(sha2::Sha256::digest(&fetched.raw.bytes));
@@ -297,7 +307,14 @@ impl ApprovalClient {
             Some(self.wait_for(e).map_or(planned, |w| w.max(planned)))
         })
         .notify(|e: &ApprovalError, wait: Duration| {
-            tracing::warn!(path, error = %e, kind = e.kind(), ?wait, "approval call failed; retrying");
+            shuiwu_wire::events::RetryScheduled {
+                platform: "approval",
+                endpoint,
+                error: e,
+                kind: e.kind(),
+                wait,
+            }
+            .emit();
         })
         .await
     }
@@ -537,6 +554,19 @@ async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Vec<
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// The bounded name of what a path asks for, for metrics (never the ids in it).
+fn endpoint_of(path: &str) -> &'static str {
+    if path.starts_with("/api/v1/attachments/") {
+        "attachment"
+    } else if path.starts_with("/api/v1/projects/") {
+        "detail"
+    } else if path == "/api/v1/projects" {
+        "list"
+    } else {
+        "other"
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

@@ -172,23 +172,51 @@ impl LicenceClient {
             Duration::from_secs(20),
             self.cfg.max_retries,
         );
-        (|| self.attempt(action, &body))
-            .retry(backoff)
-            .sleep(tokio::time::sleep)
-            .when(|e: &LicenceError| e.is_transient() && *e != LicenceError::TokenExpired)
-            .adjust(|e: &LicenceError, d: Option<Duration>| {
-                let d = d?;
-                // RATE_LIMIT: wait 2 s or more.
-                Some(if *e == LicenceError::RateLimited {
-                    d.max(Duration::from_secs(2))
+        let endpoint = if action == "GetToken" { "token" } else { "query" };
+        (|| async {
+            let started = std::time::Instant::now();
+            let answer = self.attempt(action, &body).await;
+            shuiwu_wire::events::RequestCompleted {
+                platform: "licences",
+                endpoint,
+                outcome: match &answer {
+                    Ok(_) => "ok",
+                    Err(LicenceError::RateLimited) => "rate_limited",
+                    Err(e) if e.is_transient() => "transient_error",
+                    Err(_) => "refused",
+                },
+                elapsed: started.elapsed(),
+            }
+            .emit();
+            answer
+        })
+        .retry(backoff)
+        .sleep(tokio::time::sleep)
+        .when(|e: &LicenceError| e.is_transient() && *e != LicenceError::TokenExpired)
+        .adjust(|e: &LicenceError, d: Option<Duration>| {
+            let d = d?;
+            // RATE_LIMIT: wait 2 s or more.
+            Some(if *e == LicenceError::RateLimited {
+                d.max(Duration::from_secs(2))
+            } else {
+                d
+            })
+        })
+        .notify(|e: &LicenceError, wait: Duration| {
+            shuiwu_wire::events::RetryScheduled {
+                platform: "licences",
+                endpoint,
+                error: e,
+                kind: if *e == LicenceError::RateLimited {
+                    "rate_limited"
                 } else {
-                    d
-                })
-            })
-            .notify(|e: &LicenceError, wait: Duration| {
-                tracing::warn!(action, error = %e, ?wait, "licence call failed; retrying");
-            })
-            .await
+                    "transient_error"
+                },
+                wait,
+            }
+            .emit();
+        })
+        .await
     }
 
     async fn attempt(&self, action: &str, body: &str) -> Result<(Reply, RawDocument), LicenceError> {

@@ -299,21 +299,46 @@ impl PowerClient {
                 })
             })
             .notify(|e: &PowerError, wait: Duration| {
-                tracing::warn!(path = %request.path, error = %e, ?wait, "power call failed; retrying");
+                shuiwu_wire::events::RetryScheduled {
+                    platform: "power",
+                    endpoint: endpoint_of(&request),
+                    error: e,
+                    kind: outcome_of(e),
+                    wait,
+                }
+                .emit();
             })
             .await
     }
 
     async fn authorised<T: DeserializeOwned>(&self, request: &Request<'_>) -> Result<Answer<T>, PowerError> {
         let token = self.token(None).await?;
-        match self.attempt(request, &token).await {
+        match self.timed(request, &token).await {
             Err(PowerError::InvalidToken) => {
                 tracing::info!("power token refused; getting a new one and repeating the call once");
                 let token = self.token(Some(&token)).await?;
-                self.attempt(request, &token).await
+                self.timed(request, &token).await
             }
             other => other,
         }
+    }
+
+    /// One attempt, told as a request event.
+    async fn timed<T: DeserializeOwned>(
+        &self,
+        request: &Request<'_>,
+        token: &str,
+    ) -> Result<Answer<T>, PowerError> {
+        let started = std::time::Instant::now();
+        let answer = self.attempt(request, token).await;
+        shuiwu_wire::events::RequestCompleted {
+            platform: "power",
+            endpoint: endpoint_of(request),
+            outcome: answer.as_ref().map_or_else(outcome_of, |_| "ok"),
+            elapsed: started.elapsed(),
+        }
+        .emit();
+        answer
     }
 
     /// The cached token, or a new one when it is (nearly) expired or is `refused` (when
@@ -545,6 +570,32 @@ impl PowerClient {
                 detail: "an answer outside the interface".into(),
             }),
         }
+    }
+}
+
+/// The bounded name of a call, for metrics.
+fn endpoint_of(request: &Request<'_>) -> &'static str {
+    let p = request.path.as_str();
+    if p.ends_with("/link") {
+        "link"
+    } else if p.ends_with("/water-status") {
+        "water_status"
+    } else if p == APPLICATIONS && request.method == reqwest::Method::POST {
+        "create"
+    } else if p == APPLICATIONS {
+        "list"
+    } else {
+        "get"
+    }
+}
+
+/// A failure's outcome label, for metrics.
+fn outcome_of(e: &PowerError) -> &'static str {
+    match e {
+        PowerError::RateLimited { .. } => "rate_limited",
+        PowerError::InvalidToken => "invalid_token",
+        e if e.is_transient() => "transient_error",
+        _ => "refused",
     }
 }
 

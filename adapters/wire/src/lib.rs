@@ -7,6 +7,7 @@
 //! an injected [`Clock`] so that tests can run quotas, lags and deadlines without sleeping.
 
 mod clock;
+pub mod events;
 pub mod ids;
 mod raw;
 pub mod retry;
