@@ -65,6 +65,13 @@ impl Gateway {
                 problems.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
             );
         }
+        // Which rules this writer runs with, for whoever reads the log of a pass later.
+        for m in gateway.mappings.all() {
+            tracing::info!(file = %m.file, sha256 = %m.sha256, "mapping in force");
+        }
+        for p in gateway.rules.policies.versions() {
+            tracing::info!(file = %p.file, version = %p.version, effective = %p.effective, sha256 = %p.sha256, "policy in force");
+        }
         let closed = gateway.store.close_abandoned_runs(clock.now())?;
         if closed > 0 {
             tracing::warn!(
