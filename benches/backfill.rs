@@ -333,6 +333,7 @@ fn one(n: u64) {
             read_timeout: Duration::from_secs(30),
             total_timeout: Duration::from_secs(60),
             max_document_bytes: shuiwu_approval::default_max_document_bytes(),
+            daily_quota: None,
             retry: RetryPolicy::default(),
         };
         let client = Arc::new(ApprovalClient::new(client, Arc::new(SystemClock)).expect("client"));

@@ -91,6 +91,12 @@ async fn the_scraped_numbers_are_what_happened() {
             "gateway_requests_total{platform=\"approval\",endpoint=\"list\""
         ) >= 2.0
     );
+    // Every answered call counts against the day's quota, as the platform counts it.
+    let quota = metrics["gateway_quota_used{platform=\"approval\"}"];
+    assert!(
+        quota >= details,
+        "{quota} counted against the quota, {details} detail calls"
+    );
     let store = Store::open(&db).unwrap();
     let processed = rows(&db, "source_versions") as f64;
     assert!(processed > 300.0, "{processed}");

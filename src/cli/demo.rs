@@ -90,6 +90,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             total_timeout: std::time::Duration::from_secs(10),
             // Short waits: the demo's faults are one-off, and it should take seconds.
             max_document_bytes: shuiwu_approval::default_max_document_bytes(),
+            daily_quota: None,
             retry: RetryPolicy {
                 max_retries: 3,
                 min_delay: std::time::Duration::from_millis(50),

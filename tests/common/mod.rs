@@ -63,6 +63,7 @@ pub fn client_config(server: &SimServer) -> ClientConfig {
         read_timeout: Duration::from_secs(5),
         total_timeout: Duration::from_secs(10),
         max_document_bytes: shuiwu_approval::default_max_document_bytes(),
+        daily_quota: None,
         retry: RetryPolicy {
             max_retries: 3,
             min_delay: Duration::from_millis(5),

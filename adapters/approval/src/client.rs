@@ -55,6 +55,10 @@ pub struct ClientConfig {
     /// (an attachment's limit is its announced size).
     #[serde(default = "default_max_document_bytes")]
     pub max_document_bytes: u64,
+    /// The platform's daily call quota, when the utility knows it: the calls left are then
+    /// reported beside the calls used (`gateway_quota_left`).
+    #[serde(default)]
+    pub daily_quota: Option<u64>,
 }
 
 fn default_rate() -> u32 {
@@ -149,6 +153,10 @@ pub struct ApprovalClient {
     /// Platform clock minus ours, learnt from the `Date` header after a `4011`.
     skew_ms: AtomicI64,
     gate: Mutex<Option<Gate>>,
+    /// Calls counted against the platform's daily quota on its day (Beijing date): every answer
+    /// that passed authentication and the rate limit, business errors included. Counted by this
+    /// process since it started, so a restart during the day counts from zero again.
+    quota_used: Mutex<(chrono::NaiveDate, u64)>,
 }
 
 static CRYPTO: Once = Once::new();
@@ -179,6 +187,7 @@ impl ApprovalClient {
             limiter,
             skew_ms: AtomicI64::new(0),
             gate: Mutex::new(None),
+            quota_used: Mutex::new((chrono::NaiveDate::MIN, 0)),
         })
     }
 
@@ -395,7 +404,46 @@ impl ApprovalClient {
                 fetched_at: self.clock.now(),
             },
         };
-        self.interpret(raw, &headers)
+        let interpreted = self.interpret(raw, &headers);
+        self.count_quota(&interpreted);
+        interpreted
+    }
+
+    /// Counts an answer against the day's quota, as the platform counts it, and reports it.
+    fn count_quota<T>(&self, answer: &Result<T, ApprovalError>) {
+        use ApprovalError::*;
+        let counted = match answer {
+            Ok(_) => true,
+            Err(RateLimited { .. } | BadSignature | TimestampRejected | NonceRejected | Transport(_)) => {
+                false
+            }
+            Err(_) => true,
+        };
+        let spent = matches!(answer, Err(QuotaExhausted { .. }));
+        let day = self
+            .platform_now()
+            .with_timezone(&shuiwu_wire::beijing())
+            .date_naive();
+        let used = {
+            let mut q = self.quota_used.lock().unwrap_or_else(|e| e.into_inner());
+            if q.0 != day {
+                *q = (day, 0);
+            }
+            if counted {
+                q.1 += 1;
+            }
+            q.1
+        };
+        let left = match (spent, self.cfg.daily_quota) {
+            (true, _) => Some(0),
+            (false, quota) => quota.map(|q| q.saturating_sub(used)),
+        };
+        shuiwu_wire::events::QuotaCounted {
+            platform: "approval",
+            used,
+            left,
+        }
+        .emit();
     }
 
     /// Classifies a complete response per the contract.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{counter, gauge, histogram};
 
 /// One request to a platform ended (one attempt: retries are requests of their own).
 pub struct RequestCompleted<'a> {
@@ -61,5 +61,29 @@ impl RetryScheduled<'_> {
         );
         counter!("gateway_retries_total", "platform" => self.platform, "endpoint" => self.endpoint)
             .increment(1);
+    }
+}
+
+/// The calls counted against a platform's daily quota so far today, and those left when the
+/// quota is known (0 once the platform says it is spent).
+pub struct QuotaCounted {
+    pub platform: &'static str,
+    pub used: u64,
+    pub left: Option<u64>,
+}
+
+impl QuotaCounted {
+    pub fn emit(self) {
+        gauge!("gateway_quota_used", "platform" => self.platform).set(self.used as f64);
+        if let Some(left) = self.left {
+            gauge!("gateway_quota_left", "platform" => self.platform).set(left as f64);
+            if left == 0 {
+                tracing::warn!(
+                    platform = self.platform,
+                    used = self.used,
+                    "the daily call quota is spent"
+                );
+            }
+        }
     }
 }
