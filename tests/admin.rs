@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{exit_within, gateway, rows, simulator, wait_for, write_config};
+use common::daemon::{
+    exit_within, gateway, http, listen_on_free_port, rows, simulator, wait_for, write_config,
+};
 
 /// One request: the status and the JSON body.
 fn call(
@@ -17,30 +19,10 @@ fn call(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let json = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let (status, body) = http(port, method, path, token, body).expect("the daemon answers");
     (
         status,
-        serde_json::from_str(json).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
 
@@ -66,17 +48,11 @@ async fn tokens_name_the_operator_and_every_write_is_audited_with_it() {
     std::fs::write(&tokens, format!("# operators of the admin API\n{line}\n")).unwrap();
 
     let config = write_config(dir.path(), "admin", &server, 1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = listen_on_free_port(&config);
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
     let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nadmin_tokens_file = \"{}\"",
-            tokens.display()
-        ),
+        &listen,
+        &format!("{listen}\nadmin_tokens_file = \"{}\"", tokens.display()),
     );
     std::fs::write(&config, text).unwrap();
     let log = dir.path().join("daemon.log");

@@ -9,28 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Datelike;
-use common::daemon::{exit_within, gateway, simulator, wait_for, write_config};
+use common::daemon::{exit_within, gateway, http, listen_on_free_port, simulator, wait_for, write_config};
 use shuiwu_approval::sim::Fault;
 
 /// GET `path` on the daemon: the status and the JSON body.
 fn get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split("\r\n\r\n").nth(1)?;
-    // A chunked body: the JSON is between the chunk sizes.
-    let json = body
-        .find('{')
-        .and_then(|a| body.rfind('}').map(|b| &body[a..=b]))?;
-    Some((status, serde_json::from_str(json).ok()?))
+    let (status, body) = http(port, "GET", path, None, None)?;
+    Some((status, serde_json::from_str(&body).ok()?))
 }
 
 /// Years the deadlines need now (this one and, from October, the next) that the embedded
@@ -60,15 +45,8 @@ async fn readiness_names_a_missing_calendar_and_a_maintenance_window() {
         std::fs::write(calendar_file(&maps, *y), format!("year = {y}\n")).unwrap();
     }
     let config = write_config(dir.path(), "ready", &server, 1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
+    let port = listen_on_free_port(&config);
+    let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         format!("{text}\n[mappings]\ndir = \"{}\"\n", maps.display()),

@@ -13,7 +13,7 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::daemon::{gateway, rows, simulator, wait_for, write_config};
+use common::daemon::{gateway, listen_on_free_port, rows, simulator, wait_for, write_config};
 use gateway::store::Store;
 use rand::Rng;
 use shuiwu_power::sim::{PowerSim, PowerSimConfig, PowerSimServer};
@@ -301,16 +301,7 @@ async fn the_daemon_delivers_beside_the_sync_takes_webhooks_and_stops_on_sigterm
     let dir = tempfile::tempdir().unwrap();
     let (_, config) = configs(dir.path(), "daemon", &approval, &power);
     // A free port for the daemon's server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    std::fs::write(&config, text).unwrap();
+    let port = listen_on_free_port(&config);
     power.sim.push_to(
         format!("http://127.0.0.1:{port}/webhooks/power"),
         "whsec-daemon".into(),

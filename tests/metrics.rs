@@ -8,21 +8,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::daemon::{exit_within, gateway, rows, simulator, wait_for, write_config};
+use common::daemon::{
+    exit_within, gateway, http, listen_on_free_port, rows, simulator, wait_for, write_config,
+};
 use gateway::store::Store;
 
 /// The scrape: each sample line (`name{labels} value`) by its name with labels.
 fn scrape(port: u16) -> Option<BTreeMap<String, f64>> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    if !text.starts_with("HTTP/1.0 200") && !text.starts_with("HTTP/1.1 200") {
+    let (status, body) = http(port, "GET", "/metrics", None, None)?;
+    if status != 200 {
         return None;
     }
-    let body = text.split("\r\n\r\n").nth(1)?;
     Some(
         body.lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -46,16 +42,7 @@ async fn the_scraped_numbers_are_what_happened() {
     let server = simulator(400).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "metrics", &server, 1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    std::fs::write(&config, text).unwrap();
+    let port = listen_on_free_port(&config);
     let db = dir.path().join("metrics.db");
     let mut child = gateway(&config, &["run"]).spawn().unwrap();
     // Two passes have finished: the backfill and one that found nothing new.

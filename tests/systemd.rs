@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use shuiwu_power::sim::{PowerSim, PowerSimConfig};
 use shuiwu_wire::SystemClock;
 
-use common::daemon::{exit_within, gateway, simulator, write_config};
+use common::daemon::{exit_within, gateway, listen_on_free_port, simulator, write_config};
 
 /// The next notification, or `None` after `limit`.
 fn next(socket: &UnixDatagram, limit: Duration) -> Option<String> {
@@ -51,20 +51,13 @@ async fn ready_watchdog_and_stopping_through_a_real_notify_socket() {
     let server = simulator(200).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "svc", &server, 1);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = listen_on_free_port(&config);
     // The power side too: its webhooks are what the server is for.
     let power = PowerSim::new(PowerSimConfig::contract_defaults(1), Arc::new(SystemClock))
         .serve("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap().replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str(&format!(
         "\n[power]\nbase_url = \"{}\"\nclient_id = \"{}\"\n",
         power.base_url(),

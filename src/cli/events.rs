@@ -202,7 +202,7 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
     let rebuilder = rebuilder(dir)?;
     // The action is judged and the record rebuilt inside one transaction, against the record
     // as it is at that moment (a sync may be committing a new version of it right now).
-    let (action_id, version) = store.record_action(
+    let (action_id, version) = store.record_stage_event(
         &id,
         crate::store::NewAction {
             action: &action,
@@ -212,7 +212,6 @@ pub fn record(store: &Store, dir: Option<&Path>, command: RecordCommand) -> anyh
         },
         now,
         &rebuilder,
-        |ctx| stages::judge(ctx, &action, at, override_reason.as_deref()),
     )?;
     outln!(
         "recorded action {action_id}: {} by {by} at {} on {id}; the record is at version {version}",

@@ -284,7 +284,7 @@ async fn record_event(
     with_store(&state, move |s| {
         let action = body.action;
         let override_reason = body.override_reason;
-        let (action_id, version) = s.record_action(
+        let (action_id, version) = s.record_stage_event(
             &id,
             crate::store::NewAction {
                 action: &action,
@@ -294,7 +294,6 @@ async fn record_event(
             },
             now,
             &rebuilder,
-            |ctx| crate::stages::judge(ctx, &action, at, override_reason.as_deref()),
         )?;
         Ok(Json(
             json!({ "record": id, "action_id": action_id, "record_version": version, "by": by }),

@@ -131,6 +131,29 @@ pub struct SourceVersion {
     pub document_sha256: String,
 }
 
+impl SourceVersion {
+    /// The source version the facts of one document name (`source.version`,
+    /// `source.updated_at`), of item `key` on `platform`.
+    fn from_facts(
+        facts: &Facts,
+        platform: &str,
+        key: &str,
+        document_sha256: &str,
+    ) -> Result<Self, AssembleError> {
+        Ok(SourceVersion {
+            platform: platform.into(),
+            key: key.to_string(),
+            version: facts
+                .integer("source.version")
+                .ok_or_else(|| AssembleError::Missing("source.version".into()))?,
+            updated_at: facts
+                .time("source.updated_at")
+                .ok_or_else(|| AssembleError::Missing("source.updated_at".into()))?,
+            document_sha256: document_sha256.to_string(),
+        })
+    }
+}
+
 mod beijing {
     use chrono::{DateTime, Utc};
     pub fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

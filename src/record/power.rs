@@ -106,17 +106,7 @@ pub fn assemble_power(facts: Facts, document_sha256: &str) -> Result<Assembled, 
                 .ok_or_else(|| AssembleError::Missing("application.submitted_at".into()))?,
             applicant_kind: kind,
         }),
-        source: SourceVersion {
-            platform: "power".into(),
-            key: id.clone(),
-            version: facts
-                .integer("source.version")
-                .ok_or_else(|| AssembleError::Missing("source.version".into()))?,
-            updated_at: facts
-                .time("source.updated_at")
-                .ok_or_else(|| AssembleError::Missing("source.updated_at".into()))?,
-            document_sha256: document_sha256.to_string(),
-        },
+        source: SourceVersion::from_facts(&facts, "power", &id, document_sha256)?,
     };
     Ok(Assembled::Record(Box::new(Draft {
         id: power_record_id(&id),

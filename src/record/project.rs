@@ -105,17 +105,7 @@ pub fn assemble(facts: Facts, document_sha256: &str) -> Result<Assembled, Assemb
         decisions: None,
         progress: None,
         application: None,
-        source: SourceVersion {
-            platform: "approval".into(),
-            key: code.clone(),
-            version: facts
-                .integer("source.version")
-                .ok_or_else(|| AssembleError::Missing("source.version".into()))?,
-            updated_at: facts
-                .time("source.updated_at")
-                .ok_or_else(|| AssembleError::Missing("source.updated_at".into()))?,
-            document_sha256: document_sha256.to_string(),
-        },
+        source: SourceVersion::from_facts(&facts, "approval", &code, document_sha256)?,
     };
     Ok(Assembled::Record(Box::new(Draft {
         id: record_id(&code),

@@ -118,6 +118,21 @@ impl Store {
         Ok(done)
     }
 
+    /// Records a stage event or reassignment as operators do (the CLI, the admin API): judged
+    /// by [`crate::stages::judge`] against the record as it is in the action's transaction.
+    pub fn record_stage_event(
+        &self,
+        record_id: &str,
+        new: NewAction<'_>,
+        now: DateTime<Utc>,
+        rebuilder: &Rebuilder,
+    ) -> Result<(i64, i64)> {
+        let (action, at, override_reason) = (new.action, new.at, new.override_reason);
+        self.record_action(record_id, new, now, rebuilder, |ctx| {
+            crate::stages::judge(ctx, action, at, override_reason)
+        })
+    }
+
     /// Current contents of the records whose progress has a started, unfinished stage.
     pub fn running_records(&self) -> Result<Vec<(String, serde_json::Value)>> {
         let conn = self.lock();
