@@ -72,6 +72,7 @@ impl Gateway {
         for p in gateway.rules.policies.versions() {
             tracing::info!(file = %p.file, version = %p.version, effective = %p.effective, sha256 = %p.sha256, "policy in force");
         }
+        gateway.say_stale_records()?;
         let closed = gateway.store.close_abandoned_runs(clock.now())?;
         if closed > 0 {
             tracing::warn!(
@@ -91,6 +92,66 @@ impl Gateway {
         }
         gateway.writer = Some(lock);
         Ok(gateway)
+    }
+
+    /// Says how many current record versions were made with mapping or policy files other
+    /// than those in force (a new version of a record uses the files in force; the others stay
+    /// as they are until `gateway remap`), and which remaps a kill left unfinished.
+    fn say_stale_records(&self) -> anyhow::Result<()> {
+        let mappings: Vec<&str> = self.mappings.all().map(|m| m.sha256.as_str()).collect();
+        let policies: Vec<&str> = self
+            .rules
+            .policies
+            .versions()
+            .iter()
+            .map(|p| p.sha256.as_str())
+            .collect();
+        let (mut by_mapping, mut by_policy) = (0, 0);
+        let (mut mapping_files, mut policy_files) = (Vec::new(), Vec::new());
+        for used in self.store.rules_in_use()? {
+            let (mapping, policy, n) = (used.mapping_sha256, used.policy_sha256, used.records);
+            if let Some(m) = mapping.filter(|m| !mappings.contains(&m.as_str())) {
+                by_mapping += n;
+                mapping_files.push(m);
+            }
+            if let Some(p) = policy.filter(|p| !policies.contains(&p.as_str())) {
+                by_policy += n;
+                policy_files.push(p);
+            }
+        }
+        for files in [&mut mapping_files, &mut policy_files] {
+            files.sort();
+            files.dedup();
+        }
+        let rules = crate::remap::rules_json(&self.mappings, &self.rules.policies);
+        let remapped = self.store.remapped_with(&rules)?;
+        if let Some(r) = remapped.as_ref().filter(|_| by_mapping > 0 || by_policy > 0) {
+            tracing::info!(
+                remap = r.id,
+                finished_by = %r.by,
+                records_by_other_mappings = by_mapping,
+                records_by_other_policies = by_policy,
+                "records made with other mapping or policy files were remapped with these files and found unchanged"
+            );
+        } else if by_mapping > 0 || by_policy > 0 {
+            tracing::warn!(
+                records_by_other_mappings = by_mapping,
+                mapping_sha256 = %mapping_files.join(","),
+                records_by_other_policies = by_policy,
+                policy_sha256 = %policy_files.join(","),
+                "stored records were made with mapping or policy files that are not in force; `gateway remap --dry-run` shows what remapping them would change"
+            );
+        }
+        for r in self.store.unfinished_remaps()? {
+            tracing::warn!(
+                remap = r.id,
+                by = %r.by,
+                started = %r.started_at,
+                after = r.last_record_id.as_deref().unwrap_or("-"),
+                "a remap was stopped before it finished; run the same `gateway remap` again to resume it"
+            );
+        }
+        Ok(())
     }
 
     /// Opens the gateway without the writer lock, for commands that act on one item.

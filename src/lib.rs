@@ -24,6 +24,7 @@ pub mod materials;
 pub mod policy;
 pub mod rebuild;
 pub mod record;
+pub mod remap;
 pub mod stages;
 pub mod store;
 pub mod sync;

@@ -13,7 +13,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::mapping::{self, MapError, Mapping};
 use crate::policy::{ManagerDecision, PolicyError, Rules};
-use crate::record::{AssembleError, Assembled, Candidate, Draft, RecordState, assemble, assemble_power};
+use crate::record::{
+    AssembleError, Assembled, Candidate, Draft, RecordState, RulesUsed, assemble, assemble_power,
+};
 use crate::stages::OperatorAction;
 
 /// Why a project document gives no draft.
@@ -56,8 +58,8 @@ pub struct Prepared {
     pub content_json: String,
     pub content_sha256: String,
     pub lineage_json: String,
-    /// The policy file that decided it.
-    pub policy_sha256: String,
+    /// The mapping file that made it and the policy file that decided it.
+    pub rules: RulesUsed,
     /// The day the document was mapped, for mapping it again the same way.
     pub mapped_on: NaiveDate,
 }
@@ -186,7 +188,7 @@ impl Rebuilder {
             content_json: c.content_json,
             content_sha256: c.content_sha256,
             lineage_json: c.lineage_json,
-            policy_sha256: policy.sha256.clone(),
+            rules: c.rules,
             mapped_on,
         })
     }
@@ -196,7 +198,7 @@ impl Rebuilder {
         self.rules
             .policies
             .for_date(crate::worktime::date_of(now))
-            .is_ok_and(|p| p.sha256 == prepared.policy_sha256)
+            .is_ok_and(|p| p.sha256 == prepared.rules.policy_sha256)
     }
 
     /// The record a draft and its actions give. `existing` is `None` for a record not stored

@@ -15,6 +15,7 @@ mod demo;
 mod events;
 mod inspect;
 mod joint;
+mod remap;
 pub mod replay;
 mod service;
 #[cfg(feature = "simulators")]
@@ -159,6 +160,31 @@ pub enum Command {
     AdminToken {
         /// The operator the token names in the audit log.
         name: String,
+    },
+    /// Map every stored record's current raw document again with the mapping and policy files
+    /// in force (after a mapping fix or a new policy), without fetching: `--dry-run` shows what
+    /// would change, per field and per decision, with examples; applied, the changed records
+    /// get new versions (audited, resumable after a kill: run it again), unchanged ones none.
+    Remap {
+        /// Only the records of one source: `approval` (projects) or `power` (power-origin
+        /// applications).
+        #[arg(long, value_parser = ["approval", "power"])]
+        source: Option<String>,
+        /// Only one record, by its id (`PE-…`) or its project code.
+        #[arg(long)]
+        project: Option<String>,
+        /// Show what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who remaps, for the audit log (not needed for a dry run).
+        #[arg(long, default_value = "")]
+        by: String,
+        /// Records per transaction.
+        #[arg(long, default_value_t = remap::DEFAULT_BATCH)]
+        batch: usize,
+        /// Everything as JSON, every changed record with all its changes.
+        #[arg(long)]
+        json: bool,
     },
     /// Whether the gateway can do its work: holiday calendars, database, last sync.
     Health {
@@ -476,6 +502,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PowerCommand::List { limit, json } => joint::power_list(&store, limit, json),
                 PowerCommand::Show { id, json } => joint::power_show(&store, &id, json),
             }
+        }
+        Command::Remap {
+            source,
+            project,
+            dry_run,
+            by,
+            batch,
+            json,
+        } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            let request = remap::Request {
+                selection: crate::store::RemapSelection { source, project },
+                dry_run,
+                by,
+                batch,
+                json,
+            };
+            remap::remap(
+                &store,
+                &db_path(&cli.config, cli.db.as_deref()),
+                mappings_dir_from(&cli.config).as_deref(),
+                &request,
+            )
         }
         Command::Failures { command } => {
             let store = open_store(&cli.config, cli.db.as_deref())?;

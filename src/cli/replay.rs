@@ -4,7 +4,6 @@
 //! decision (personal data masked on both sides); applied, every item that now maps is committed
 //! in one transaction, audited as one operator action that names every item.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -15,6 +14,7 @@ use serde_json::Value;
 
 use crate::rebuild::Rebuilder;
 use crate::record::Draft;
+use crate::record::diff::{Change, diff};
 use crate::store::{FailureRow, SourceKey, Store};
 
 /// Which held failures to replay.
@@ -34,14 +34,6 @@ impl Selection {
     }
 }
 
-/// One field or decision that a replay changes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    pub field: String,
-    pub before: Value,
-    pub after: Value,
-}
-
 /// What replaying one failure would do (or did).
 #[derive(Debug, Clone, Serialize)]
 pub struct Item {
@@ -55,51 +47,6 @@ pub struct Item {
     /// Why it still fails (the new reason), or why it cannot be replayed here.
     pub reason: Option<String>,
     pub changes: Vec<Change>,
-}
-
-/// The leaves of a JSON value by dotted path (`decisions.category.id`, `approvals[0].title`).
-fn leaves(value: &Value, path: &str, out: &mut BTreeMap<String, Value>) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                leaves(v, &p, out);
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            for (i, v) in items.iter().enumerate() {
-                leaves(v, &format!("{path}[{i}]"), out);
-            }
-        }
-        other => {
-            out.insert(path.to_string(), other.clone());
-        }
-    }
-}
-
-/// Every leaf that differs between two records, in path order.
-pub fn diff(before: &Value, after: &Value) -> Vec<Change> {
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    leaves(before, "", &mut a);
-    leaves(after, "", &mut b);
-    let mut fields: Vec<&String> = a.keys().chain(b.keys()).collect();
-    fields.sort();
-    fields.dedup();
-    fields
-        .into_iter()
-        .filter_map(|f| {
-            let (x, y) = (a.get(f).unwrap_or(&Value::Null), b.get(f).unwrap_or(&Value::Null));
-            (x != y).then(|| Change {
-                field: f.clone(),
-                before: x.clone(),
-                after: y.clone(),
-            })
-        })
-        .collect()
 }
 
 /// A record's content as shown to people: personal data masked by its lineage.

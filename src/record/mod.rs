@@ -18,6 +18,7 @@ use crate::mapping::{Code, Facts, Lineage};
 use crate::policy::{Applicant, DecisionTrace, Decisions, Inputs, ManagerDecision, Policy, Table};
 use crate::stages::{self, OperatorAction, Progress, Survey};
 
+pub mod diff;
 mod power;
 mod project;
 
@@ -272,6 +273,20 @@ pub struct Candidate {
     pub content_json: String,
     pub lineage_json: String,
     pub content_sha256: String,
+    /// The lineage in memory, for masking what is shown of the record without reading the
+    /// JSON back.
+    pub lineage: BTreeMap<String, Lineage>,
+    /// The files that made it: stored beside the version so that the records a changed
+    /// mapping or policy would change are found without reading every lineage.
+    pub rules: RulesUsed,
+}
+
+/// The SHA-256 of the mapping file a record's facts came from and of the policy file that
+/// decided it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RulesUsed {
+    pub mapping_sha256: Option<String>,
+    pub policy_sha256: String,
 }
 
 impl Draft {
@@ -318,12 +333,19 @@ impl Draft {
         record.decisions = Some(decisions);
         let (content_json, content_sha256) = serialise(&record);
         let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &traces);
+        // Every fact of a record comes from its one source document through one mapping.
+        let rules = RulesUsed {
+            mapping_sha256: self.lineage.values().next().map(|l| l.mapping_sha256.to_string()),
+            policy_sha256: policy.sha256.clone(),
+        };
         Candidate {
             id: self.id,
             record,
             content_json,
             lineage_json,
             content_sha256,
+            lineage: self.lineage,
+            rules,
         }
     }
 }

@@ -307,8 +307,8 @@ pub(super) fn act(
         let now_text = ts(now);
         tx.execute(
             "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
-                 source_version, document_sha256, created_at, run_id, action_id)
-             VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9)",
+                 source_version, document_sha256, created_at, run_id, action_id, mapping_sha256, policy_sha256)
+             VALUES (?1, ?2, 'updated', ?3, ?4, ?5, ?6, ?7, ?8, NULL, ?9, ?10, ?11)",
             params![
                 record_id,
                 version,
@@ -318,7 +318,9 @@ pub(super) fn act(
                 current.source_version,
                 current.document_sha256,
                 now_text,
-                action_id
+                action_id,
+                candidate.rules.mapping_sha256,
+                candidate.rules.policy_sha256
             ],
         )?;
         tx.execute(

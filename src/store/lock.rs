@@ -56,7 +56,18 @@ impl WriterLock {
 
     /// Takes the lock or says who holds it. Never waits.
     pub fn acquire(db: &Path, now: &str) -> Result<WriterLock, LockError> {
-        let path = Self::path_for(db);
+        Self::acquire_file(Self::path_for(db), db, now)
+    }
+
+    /// Takes a lock of its own for one kind of long job on `db` (`<db>.<job>.lock`), which
+    /// must not run twice at once but may run beside the writer: a remap.
+    pub fn acquire_job(db: &Path, job: &str, now: &str) -> Result<WriterLock, LockError> {
+        let mut name = db.as_os_str().to_owned();
+        name.push(format!(".{job}.lock"));
+        Self::acquire_file(PathBuf::from(name), db, now)
+    }
+
+    fn acquire_file(path: PathBuf, db: &Path, now: &str) -> Result<WriterLock, LockError> {
         let io = |source| LockError::Io {
             path: path.display().to_string(),
             source,

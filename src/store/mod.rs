@@ -23,6 +23,7 @@ mod open;
 mod outbox;
 mod power;
 mod queries;
+mod remap;
 mod schema;
 mod versions;
 
@@ -74,6 +75,7 @@ pub(crate) use open::{private_dir, private_file_options};
 pub use outbox::{CallKind, DeliveryResult, OutboxCall};
 pub use power::JointApplication;
 pub use queries::{LastRun, PowerOriginCounts, Sample};
+pub use remap::{BatchCounts, RemapInput, RemapRun, RemapSelection, Remapped, RulesInUse};
 
 /// Identifies one version of one upstream item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -524,7 +526,7 @@ mod tests {
 
         // Decided under another policy than the one in force at the commit: rebuilt.
         let mut other_policy = marked();
-        other_policy.policy_sha256 = "another policy".into();
+        other_policy.rules.policy_sha256 = "another policy".into();
         assert_eq!(
             store.commit(unit(1, other_policy), now, &rebuilder).unwrap(),
             [Applied::Created]

@@ -265,4 +265,27 @@ ALTER TABLE failures ADD COLUMN category TEXT NOT NULL DEFAULT '';
 UPDATE failures SET category = coalesce(field, step);
 CREATE INDEX failures_by_category ON failures(state, category);
 "#,
+    // 10: the mapping and policy files each record version was made with (found without
+    // reading its lineage), and remaps: a run of `gateway remap`, resumable, that the versions
+    // it commits name. Versions written before get the hashes their lineage holds.
+    r#"
+CREATE TABLE remaps (
+    id               INTEGER PRIMARY KEY,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT,
+    by               TEXT NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('running', 'finished', 'interrupted')),
+    selection        TEXT NOT NULL,
+    rules            TEXT NOT NULL,
+    last_record_id   TEXT,
+    examined         INTEGER NOT NULL DEFAULT 0,
+    changed          INTEGER NOT NULL DEFAULT 0,
+    failed           INTEGER NOT NULL DEFAULT 0
+) STRICT;
+ALTER TABLE record_versions ADD COLUMN mapping_sha256 TEXT;
+ALTER TABLE record_versions ADD COLUMN policy_sha256 TEXT;
+ALTER TABLE record_versions ADD COLUMN remap_id INTEGER REFERENCES remaps(id);
+UPDATE record_versions SET mapping_sha256 = json_extract(lineage, '$.sources[0].mapping_sha256'),
+                           policy_sha256 = json_extract(lineage, '$.decisions[0].policy_sha256');
+"#,
 ];

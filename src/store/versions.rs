@@ -6,6 +6,7 @@
 use super::actions::actions_of;
 use super::commit::mark_processed;
 use super::*;
+use crate::record::RulesUsed;
 use chrono::NaiveDate;
 
 /// Commits a source version of a record: the record is rebuilt from the draft and the actions
@@ -38,6 +39,7 @@ pub(super) fn apply_record(
         content_json: &candidate.content_json,
         content_sha256: &candidate.content_sha256,
         lineage_json: &candidate.lineage_json,
+        rules: &candidate.rules,
     };
     write_version(tx, key, document_sha256, &sealed, stored, run_id, now_at).map(Ok)
 }
@@ -61,6 +63,7 @@ pub(super) fn apply_prepared(
             content_json: &prepared.content_json,
             content_sha256: &prepared.content_sha256,
             lineage_json: &prepared.lineage_json,
+            rules: &prepared.rules,
         };
         return write_version(tx, key, document_sha256, &sealed, None, run_id, now_at).map(Ok);
     }
@@ -101,6 +104,7 @@ struct Sealed<'a> {
     content_json: &'a str,
     content_sha256: &'a str,
     lineage_json: &'a str,
+    rules: &'a RulesUsed,
 }
 
 /// Writes a record's new version (or notes an unchanged or stale one) against what is stored,
@@ -152,8 +156,8 @@ fn write_version(
                     .execute(params![candidate.id, key.source, key.key, state.as_str(), version, key.version, now])?;
             tx.prepare_cached(
                 "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
-                             source_version, document_sha256, created_at, run_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                             source_version, document_sha256, created_at, run_id, mapping_sha256, policy_sha256)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 candidate.id,
@@ -165,7 +169,9 @@ fn write_version(
                 key.version,
                 document_sha256,
                 now,
-                run_id
+                run_id,
+                candidate.rules.mapping_sha256,
+                candidate.rules.policy_sha256
             ])?;
             version
         }
