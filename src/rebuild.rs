@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::mapping::{self, MapError, Mapping};
 use crate::policy::{ManagerDecision, PolicyError, Rules};
 use crate::record::{
-    AssembleError, Assembled, Candidate, Draft, RecordState, RulesUsed, assemble, assemble_power,
+    AssembleError, Assembled, Candidate, Decided, Draft, RecordState, RulesUsed, assemble, assemble_power,
 };
 use crate::stages::OperatorAction;
 
@@ -210,10 +210,22 @@ impl Rebuilder {
         actions: &[OperatorAction],
         now: DateTime<Utc>,
     ) -> Result<Candidate, PolicyError> {
+        self.decided(draft, existing, actions, now).map(Decided::seal)
+    }
+
+    /// [`Rebuilder::candidate`] without its lineage serialised: enough to tell whether the
+    /// record changed.
+    pub fn decided(
+        &self,
+        draft: Draft,
+        existing: Option<&Existing>,
+        actions: &[OperatorAction],
+        now: DateTime<Utc>,
+    ) -> Result<Decided, PolicyError> {
         let created = existing.map_or(now, |e| e.created);
         let policy = self.rules.policies.for_date(crate::worktime::date_of(created))?;
         let manager = existing.and_then(|e| e.manager.clone());
-        Ok(draft.decide(policy, manager, actions, &self.rules.calendar))
+        Ok(draft.decide_content(policy, manager, actions, &self.rules.calendar))
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::mapping::MappingSet;
-use crate::policy::PolicySet;
+use crate::policy::{ManagerDecision, PolicySet};
 
 use crate::rebuild::Rebuilder;
 use crate::record::diff::{self, Change};
@@ -113,8 +113,25 @@ pub fn examine(
     })
 }
 
-fn examine_one(rebuilder: &Rebuilder, r: RemapInput, today: NaiveDate, now: DateTime<Utc>) -> Examined {
+/// The customer manager a stored record's content names, read without building the rest.
+fn manager_of(content: &str) -> Option<ManagerDecision> {
+    #[derive(serde::Deserialize)]
+    struct Content {
+        decisions: Option<Decisions>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Decisions {
+        customer_manager: Option<ManagerDecision>,
+    }
+    serde_json::from_str::<Content>(content)
+        .ok()?
+        .decisions?
+        .customer_manager
+}
+
+fn examine_one(rebuilder: &Rebuilder, mut r: RemapInput, today: NaiveDate, now: DateTime<Utc>) -> Examined {
     let read_last_action = r.last_action();
+    r.existing.manager = manager_of(&r.content);
     let finding = find(rebuilder, &r, today, now);
     Examined {
         id: r.id,
@@ -137,20 +154,21 @@ fn find(rebuilder: &Rebuilder, r: &RemapInput, today: NaiveDate, now: DateTime<U
     if draft.id != r.id {
         return Finding::Failing(format!("its document now gives record {}", draft.id));
     }
-    let candidate = match rebuilder.candidate(draft, Some(&r.existing), &r.actions, now) {
+    let decided = match rebuilder.decided(draft, Some(&r.existing), &r.actions, now) {
         Ok(c) => c,
         Err(e) => return Finding::Failing(e.to_string()),
     };
-    if candidate.content_sha256 == r.content_sha256 {
+    if decided.content_sha256 == r.content_sha256 {
         return Finding::Unchanged;
     }
+    let candidate = decided.seal();
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let mut changes = diff::diff(&parse(&r.content), &parse(&candidate.content_json));
     diff::mask(&mut changes, &candidate.lineage);
     // A personal field the new mapping no longer gives is masked by the lineage it had.
     if changes
         .iter()
-        .any(|c| !candidate.lineage.contains_key(&c.field) && is_fact(&c.field))
+        .any(|c| is_fact(&c.field) && diff::lineage_of(&c.field, &candidate.lineage).is_none())
         && let Ok((old, _)) = crate::mapping::lineage::from_json(&r.lineage)
     {
         diff::mask(&mut changes, &old);

@@ -19,7 +19,7 @@ use crate::policy::{PolicySet, Rules};
 use crate::rebuild::Rebuilder;
 use crate::remap::{Examined, Summary, examine};
 use crate::store::lock::WriterLock;
-use crate::store::{BatchCounts, RemapSelection, Store};
+use crate::store::{BatchCounts, RemapSelection, Remapped, Store};
 
 /// Records read, examined and committed at once: a kill loses at most one batch's work,
 /// which the resumed run does again.
@@ -83,34 +83,63 @@ pub fn run(
         let (run, resumed) = store.begin_remap(&request.by, &request.selection, &rules, now)?;
         (Some(run), resumed)
     };
-    let mut after = run.as_ref().and_then(|r| r.last_record_id.clone());
+    let after = run.as_ref().and_then(|r| r.last_record_id.clone());
+    let size = request.batch.max(1);
     let mut summary = Summary::default();
-    loop {
-        let batch = store.remap_batch(&request.selection, after.as_deref(), request.batch.max(1))?;
-        let Some(last) = batch.last().map(|r| r.id.clone()) else {
-            break;
-        };
-        let found: Vec<Examined> = examine(&rebuilder, batch, today, Utc::now(), workers);
-        for e in &found {
-            summary.add(e, request.json);
+    let run_id = run.as_ref().map(|r| r.id);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        // Batches are committed in order on a thread of their own while the next ones are
+        // read and examined; at most one waits for it.
+        let (to_commit, batches) = std::sync::mpsc::sync_channel::<(Vec<Remapped>, String, BatchCounts)>(1);
+        let committer = run_id.map(|id| {
+            let rebuilder = &rebuilder;
+            scope.spawn(move || -> anyhow::Result<()> {
+                for (versions, last, read) in batches {
+                    store
+                        .commit_remap(id, versions, &last, read, rebuilder, Utc::now())
+                        .with_context(|| format!("committing remap {id} after {last}"))?;
+                }
+                Ok(())
+            })
+        });
+        let mut batch = store.remap_batch(&request.selection, after.as_deref(), size)?;
+        while let Some(last) = batch.last().map(|r| r.id.clone()) {
+            // The next batch is read while this one is examined: it holds only later records,
+            // which this one's commit does not touch.
+            let from = last.clone();
+            let selection = &request.selection;
+            let next = scope.spawn(move || store.remap_batch(selection, Some(&from), size));
+            let found: Vec<Examined> =
+                examine(&rebuilder, std::mem::take(&mut batch), today, Utc::now(), workers);
+            for e in &found {
+                summary.add(e, request.json);
+            }
+            if committer.is_some() {
+                let read = BatchCounts {
+                    examined: found.len() as i64,
+                    changed: 0,
+                    failed: found
+                        .iter()
+                        .filter(|e| matches!(e.finding, crate::remap::Finding::Failing(_)))
+                        .count() as i64,
+                };
+                let versions = found.into_iter().filter_map(Examined::into_remapped).collect();
+                if to_commit.send((versions, last, read)).is_err() {
+                    // The committer stopped on an error, which its join below returns.
+                    break;
+                }
+            }
+            progress(&summary);
+            batch = next
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         }
-        if let Some(r) = &run {
-            let read = BatchCounts {
-                examined: found.len() as i64,
-                changed: 0,
-                failed: found
-                    .iter()
-                    .filter(|e| matches!(e.finding, crate::remap::Finding::Failing(_)))
-                    .count() as i64,
-            };
-            let versions = found.into_iter().filter_map(Examined::into_remapped).collect();
-            store
-                .commit_remap(r.id, versions, &last, read, &rebuilder, Utc::now())
-                .with_context(|| format!("committing remap {} after {last}", r.id))?;
+        drop(to_commit);
+        match committer {
+            Some(c) => c.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(()),
         }
-        progress(&summary);
-        after = Some(last);
-    }
+    })?;
     if let Some(r) = &run {
         run = Some(store.finish_remap(r.id, Utc::now())?);
     }

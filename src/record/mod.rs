@@ -305,6 +305,19 @@ impl Draft {
         actions: &[OperatorAction],
         calendar: &Calendar,
     ) -> Candidate {
+        self.decide_content(policy, manager, actions, calendar).seal()
+    }
+
+    /// [`Draft::decide`] up to the content and its hash: the lineage is serialised by
+    /// [`Decided::seal`] only for a record that will be written (a remap compares most
+    /// records with their stored hash and writes none of them).
+    pub fn decide_content(
+        self,
+        policy: &Policy,
+        manager: Option<ManagerDecision>,
+        actions: &[OperatorAction],
+        calendar: &Calendar,
+    ) -> Decided {
         let mut record = self.record;
         record.survey = stages::survey(actions);
         let draft_inputs = inputs_of(&record);
@@ -332,20 +345,47 @@ impl Draft {
         record.progress = Some(stages::progress(actions, &decisions.stages, calendar));
         record.decisions = Some(decisions);
         let (content_json, content_sha256) = serialise(&record);
-        let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &traces);
         // Every fact of a record comes from its one source document through one mapping.
         let rules = RulesUsed {
             mapping_sha256: self.lineage.values().next().map(|l| l.mapping_sha256.to_string()),
             policy_sha256: policy.sha256.clone(),
         };
-        Candidate {
+        Decided {
             id: self.id,
             record,
             content_json,
-            lineage_json,
             content_sha256,
             lineage: self.lineage,
+            traces,
             rules,
+        }
+    }
+}
+
+/// A record decided, its content serialised and hashed, its lineage not yet.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub id: String,
+    pub record: PreEngagementRecord,
+    pub content_json: String,
+    pub content_sha256: String,
+    pub lineage: BTreeMap<String, Lineage>,
+    traces: BTreeMap<String, DecisionTrace>,
+    pub rules: RulesUsed,
+}
+
+impl Decided {
+    /// The record ready to be committed, its lineage (facts and decisions) serialised.
+    pub fn seal(self) -> Candidate {
+        let lineage_json = crate::mapping::lineage::to_json(&self.lineage, &self.traces);
+        Candidate {
+            id: self.id,
+            record: self.record,
+            content_json: self.content_json,
+            lineage_json,
+            content_sha256: self.content_sha256,
+            lineage: self.lineage,
+            rules: self.rules,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct RemapInput {
     /// The document's bytes, shared by the records of one batch that name the same document
     /// (a power-side listing page holds many applications).
     pub bytes: Arc<Vec<u8>>,
+    /// When it was created; its customer manager is read from `content` where it is examined
+    /// (on a worker, not on the thread that reads the batch).
     pub existing: Existing,
     pub actions: Vec<OperatorAction>,
     pub version: i64,
@@ -95,23 +97,20 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<RemapInput>> {
         let conn = self.read();
+        let after = after.unwrap_or("");
         let rows = conn
             .prepare_cached(
                 "SELECT r.id, r.source, r.source_key, v.source_version, v.document_sha256, r.created_at,
-                        json_extract(v.content, '$.decisions.customer_manager'), r.current_version,
-                        r.state, v.content_sha256, v.content, v.lineage
-                 FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                        r.current_version, r.state, v.content_sha256, v.content, v.lineage, d.bytes
+                 FROM records r
+                 JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                 JOIN raw_documents d ON d.sha256 = v.document_sha256
                  WHERE r.id > ?1 AND (?2 IS NULL OR r.source = ?2)
                    AND (?3 IS NULL OR r.id = ?3 OR r.source_key = ?3)
                  ORDER BY r.id LIMIT ?4",
             )?
             .query_map(
-                params![
-                    after.unwrap_or(""),
-                    selection.source,
-                    selection.project,
-                    limit as i64
-                ],
+                params![after, selection.source, selection.project, limit as i64],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
@@ -122,59 +121,44 @@ impl Store {
                         },
                         r.get::<_, String>(4)?,
                         r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, String>(7)?,
                         r.get::<_, String>(8)?,
                         r.get::<_, String>(9)?,
                         r.get::<_, String>(10)?,
-                        r.get::<_, String>(11)?,
+                        r.get::<_, Vec<u8>>(11)?,
                     ))
                 },
             )?
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let Some(last) = rows.last().map(|r| r.0.clone()) else {
+            return Ok(Vec::new());
+        };
+        // The batch's actions in one read, by record.
+        let mut actions: HashMap<String, Vec<OperatorAction>> = HashMap::new();
+        for (record, action) in actions_between(&conn, after, &last)? {
+            actions.entry(record).or_default().push(action);
+        }
         let mut documents: HashMap<String, Arc<Vec<u8>>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
-        for (
-            id,
-            source,
-            document_sha256,
-            created,
-            manager,
-            version,
-            state,
-            content_sha256,
-            content,
-            lineage,
-        ) in rows
+        for (id, source, document_sha256, created, version, state, content_sha256, content, lineage, bytes) in
+            rows
         {
-            let bytes = match documents.get(&document_sha256) {
-                Some(b) => b.clone(),
-                None => {
-                    let b: Vec<u8> = conn
-                        .prepare_cached("SELECT bytes FROM raw_documents WHERE sha256 = ?1")?
-                        .query_row([&document_sha256], |r| r.get(0))
-                        .optional()?
-                        .ok_or_else(|| {
-                            StoreError::Corrupt(format!(
-                                "{id}: its raw document {document_sha256} is missing"
-                            ))
-                        })?;
-                    let b = Arc::new(b);
-                    documents.insert(document_sha256.clone(), b.clone());
-                    b
-                }
-            };
-            let actions = actions_of(&conn, &id)?;
+            // A power-side page holds many applications: its bytes are kept once.
+            let bytes = documents
+                .entry(document_sha256.clone())
+                .or_insert_with(|| Arc::new(bytes))
+                .clone();
             out.push(RemapInput {
                 existing: Existing {
                     created: parse_ts(&created)?,
-                    manager: manager.and_then(|m| serde_json::from_str(&m).ok()),
+                    manager: None,
                 },
+                actions: actions.remove(&id).unwrap_or_default(),
                 id,
                 source,
                 document_sha256,
                 bytes,
-                actions,
                 version,
                 state,
                 content_sha256,
@@ -264,14 +248,45 @@ impl Store {
             failed: read.failed,
         };
         for r in versions {
-            let Some(current) = current_of(&tx, &r.id)? else {
+            // What the record is now, read cheaply: most records did not change since the
+            // batch was read, and their candidate is written as it is.
+            let Some(now_is) = tx
+                .prepare_cached(
+                    "SELECT r.current_version, v.content_sha256, r.state, v.source_version, v.document_sha256,
+                            (SELECT max(id) FROM operator_actions a WHERE a.record_id = r.id)
+                     FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                     WHERE r.id = ?1",
+                )?
+                .query_row([&r.id], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                    ))
+                })
+                .optional()?
+            else {
                 continue;
             };
-            let actions = actions_of(&tx, &r.id)?;
-            let last_action = actions.last().map_or(0, |a| a.id);
-            let candidate = if current.version == r.read_version && last_action == r.read_last_action {
+            let (
+                version,
+                mut content_sha256,
+                mut state_was,
+                mut source_version,
+                mut document_sha256,
+                last_action,
+            ) = now_is;
+            let candidate = if version == r.read_version && last_action == r.read_last_action {
                 r.candidate
             } else {
+                // Changed since it was read: rebuilt from what is stored now.
+                let Some(current) = current_of(&tx, &r.id)? else {
+                    continue;
+                };
+                let actions = actions_of(&tx, &r.id)?;
                 let today = crate::worktime::date_of(now);
                 let rebuilt = stored_draft(&tx, rebuilder, &current.source, &current.document_sha256, today)
                     .and_then(|draft| {
@@ -279,6 +294,12 @@ impl Store {
                             .candidate(draft, Some(&current.existing), &actions, now)
                             .map_err(|e| StoreError::Rebuild(e.to_string()))
                     });
+                (content_sha256, state_was, source_version, document_sha256) = (
+                    current.content_sha256,
+                    current.state,
+                    current.source.version,
+                    current.document_sha256,
+                );
                 match rebuilt {
                     Ok(c) => c,
                     Err(StoreError::Rebuild(_)) => {
@@ -288,16 +309,16 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             };
-            if candidate.content_sha256 == current.content_sha256 {
+            if candidate.content_sha256 == content_sha256 {
                 continue;
             }
             let state = candidate.record.project.status;
-            let change = if state == RecordState::Withdrawn && current.state != "withdrawn" {
+            let change = if state == RecordState::Withdrawn && state_was != "withdrawn" {
                 "withdrawn"
             } else {
                 "updated"
             };
-            let version = current.version + 1;
+            let version = version + 1;
             tx.prepare_cached(
                 "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
                      source_version, document_sha256, created_at, run_id, action_id, mapping_sha256,
@@ -311,8 +332,8 @@ impl Store {
                 candidate.content_json,
                 candidate.content_sha256,
                 candidate.lineage_json,
-                current.source.version,
-                current.document_sha256,
+                source_version,
+                document_sha256,
                 now_text,
                 candidate.rules.mapping_sha256,
                 candidate.rules.policy_sha256,
@@ -409,6 +430,41 @@ impl Store {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// The operator actions on the records with ids in `(after, last]`, by record, oldest first.
+fn actions_between(conn: &Connection, after: &str, last: &str) -> Result<Vec<(String, OperatorAction)>> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT record_id, id, action, at, by, override_reason FROM operator_actions
+             WHERE record_id > ?1 AND record_id <= ?2 ORDER BY record_id, id",
+        )?
+        .query_map(params![after, last], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(record, id, action, at, by, override_reason)| {
+            Ok((
+                record,
+                OperatorAction {
+                    id,
+                    action: serde_json::from_str(&action)
+                        .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
+                    at: parse_ts(&at)?,
+                    by,
+                    override_reason,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn remap_run(conn: &Connection, id: i64) -> Result<RemapRun> {
