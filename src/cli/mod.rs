@@ -13,6 +13,7 @@ mod daemon;
 #[cfg(feature = "simulators")]
 mod demo;
 mod events;
+mod generate;
 mod inspect;
 mod joint;
 mod remap;
@@ -190,6 +191,12 @@ pub enum Command {
     Health {
         #[arg(long)]
         json: bool,
+    },
+    /// The man page or shell completions, generated from these definitions (the Debian
+    /// package installs them).
+    Generate {
+        #[arg(value_enum)]
+        what: generate::Generated,
     },
     /// Check the configuration and the data files it names, without running anything.
     Config {
@@ -503,6 +510,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PowerCommand::Show { id, json } => joint::power_show(&store, &id, json),
             }
         }
+        Command::Generate { what } => generate::generate(what),
         Command::Remap {
             source,
             project,
