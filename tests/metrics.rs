@@ -1,4 +1,5 @@
-//! `GET /metrics` of the real daemon, scraped after it synced from the simulator: the numbers
+//! `GET /metrics` of the real daemon, scraped while it backfills from the simulator and after:
+//! the lag falls a window at a time and counters follow the commits; after the sync the numbers
 //! are those of what happened (project versions by outcome, held failures by category, records,
 //! passes) and the cursor's lag is what the cursor rule leaves.
 #![cfg(feature = "simulators")]
@@ -111,6 +112,86 @@ async fn the_scraped_numbers_are_what_happened() {
     let lag = metrics["gateway_cursor_lag_seconds{source=\"approval\"}"];
     assert!((300.0..=86_400.0 + 360.0).contains(&lag), "lag {lag}");
     assert_eq!(metrics["gateway_outbox_pending"], 0.0);
+
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scraped_during_a_backfill_the_lag_falls_and_the_counts_follow_the_commits() {
+    // Eleven days of projects behind the cursor's start: the backfill reads a window of a day
+    // at a time, and the lag falls by about a day as each window completes.
+    let server = simulator(2_500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "during", &server, 1);
+    let port = listen_on_free_port(&config);
+    let db = dir.path().join("during.db");
+    let mut child = gateway(&config, &["run"]).spawn().unwrap();
+    let mut lags: Vec<f64> = Vec::new();
+    let mut last_versions = 0.0;
+    let mut last_details = 0.0;
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the backfill to catch up",
+            Duration::from_secs(180),
+            Some(&mut child),
+            || {
+                let Some(m) = scrape(port) else { return false };
+                let committed_after = rows(&db, "source_versions") as f64;
+                let seen_after = server.sim.stats().details as f64;
+                // Counters only grow, and never count more than happened.
+                let versions = sum(&m, "gateway_project_versions_total{");
+                let details = sum(
+                    &m,
+                    "gateway_requests_total{platform=\"approval\",endpoint=\"detail\"",
+                );
+                assert!(
+                    versions >= last_versions && details >= last_details,
+                    "a counter went down"
+                );
+                assert!(
+                    versions <= committed_after,
+                    "{versions} counted, {committed_after} committed"
+                );
+                assert!(
+                    details <= seen_after,
+                    "{details} counted, the platform saw {seen_after}"
+                );
+                (last_versions, last_details) = (versions, details);
+                if let Some(&lag) = m.get("gateway_cursor_lag_seconds{source=\"approval\"}") {
+                    lags.push(lag);
+                }
+                sum(&m, "gateway_passes_total{outcome=\"caught_up\"}") >= 1.0
+            },
+        )
+    });
+    // Sampled while windows completed: the lag went through several values, falling.
+    let mut distinct: Vec<f64> = lags.iter().map(|l| (l / 3600.0).round()).collect();
+    distinct.dedup();
+    assert!(distinct.len() >= 3, "the lag seen: {lags:?}");
+    assert!(
+        lags.first().unwrap() > &86_400.0,
+        "the first lag is days: {lags:?}"
+    );
+    for pair in lags.windows(2) {
+        // The lag grows by the time between two scrapes while no window completes.
+        assert!(pair[1] <= pair[0] + 5.0, "the lag rose: {lags:?}");
+    }
+    // Caught up, the cursor trails now by the visibility lag and the settling time (360 s),
+    // plus the time since the last pass (the interval is one second).
+    let m = scrape(port).unwrap();
+    let lag = m["gateway_cursor_lag_seconds{source=\"approval\"}"];
+    assert!((360.0..=400.0).contains(&lag), "caught up, the lag is {lag}");
+    assert_eq!(
+        sum(&m, "gateway_project_versions_total{"),
+        rows(&db, "source_versions") as f64
+    );
 
     let status = std::process::Command::new("kill")
         .arg("-TERM")
