@@ -144,13 +144,45 @@ async fn tokens_name_the_operator_and_every_write_is_audited_with_it() {
         Some(r#"{"action":{"kind":"manager_reassigned","manager":"TY-09","reason":"轮岗"}}"#),
     );
     assert_eq!(status, 200, "{body}");
+    // A bulk replay needs a selection, and is then one audited action naming every item.
+    let (status, body) = call(
+        port,
+        "POST",
+        "/admin/v1/failures/replay",
+        Some(&token),
+        Some("{}"),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = call(
+        port,
+        "POST",
+        "/admin/v1/failures/replay",
+        Some(&token),
+        Some(r#"{"all":true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let summary = &body["summary"];
+    assert_eq!(summary["selected"], held.len() as u64 - 1, "{body}");
+    let replayed = summary["replayed"].as_u64().unwrap();
+    assert_eq!(
+        replayed + summary["still_failing"].as_u64().unwrap() + summary["not_replayable"].as_u64().unwrap(),
+        held.len() as u64 - 1,
+        "{body}"
+    );
     let audit = gateway::store::Store::open(&db).unwrap().audit_entries().unwrap();
     let by_api: Vec<_> = audit
         .iter()
         .filter(|e| e.actor == "张工")
         .map(|e| e.action.as_str())
         .collect();
-    assert_eq!(by_api, ["failure_dismissed", "manager_reassigned"], "{audit:?}");
+    // A bulk replay that commits nothing (the simulator's malformed projects still do not
+    // map) changes nothing and is not an audited write.
+    let expected: &[&str] = if replayed > 0 {
+        &["failure_dismissed", "manager_reassigned", "failures_replayed"]
+    } else {
+        &["failure_dismissed", "manager_reassigned"]
+    };
+    assert_eq!(by_api, expected, "{audit:?}");
 
     let status = std::process::Command::new("kill")
         .arg("-TERM")

@@ -5,7 +5,9 @@
 //! data is masked as in the CLI's output.
 //!
 //! Reads: `GET records`, `records/{id}`, `failures`, `failures/{id}`, `deadlines`, `runs`,
-//! `outbox`. Writes: `POST failures/{id}/replay` (`{"dry_run": bool}`), `failures/{id}/dismiss`
+//! `outbox`. Writes: `POST failures/{id}/replay` (`{"dry_run": bool}`), `failures/replay`
+//! (`{"all": true}` or `{"category": "…"}` or `{"step": "…"}`, and `"dry_run"`: a bulk replay
+//! audited as one action naming every item), `failures/{id}/dismiss`
 //! (`{"reason": "…"}`), `outbox/{id}/retry`, `records/{id}/events` (`{"action": {"kind": …},
 //! "at": "RFC 3339", "override_reason": "…"}`).
 
@@ -61,6 +63,7 @@ pub fn routes() -> Router<HttpState> {
         .route("/admin/v1/records/{id}", get(record))
         .route("/admin/v1/records/{id}/events", post(record_event))
         .route("/admin/v1/failures", get(failures))
+        .route("/admin/v1/failures/replay", post(replay_many))
         .route("/admin/v1/failures/{id}", get(failure))
         .route("/admin/v1/failures/{id}/replay", post(replay))
         .route("/admin/v1/failures/{id}/dismiss", post(dismiss))
@@ -185,6 +188,44 @@ async fn replay(
             ..Default::default()
         };
         let (items, summary) = crate::cli::replay::run(s, &rebuilder, &selection, &by, dry_run)?;
+        Ok(Json(json!({ "summary": summary, "items": items })))
+    })
+    .await
+}
+
+/// Which held failures a bulk replay takes: every one, or those of a category or a step
+/// (as `gateway failures replay --all | --category C | --step S`).
+#[derive(Deserialize, Default)]
+struct ReplayManyBody {
+    #[serde(default)]
+    all: bool,
+    category: Option<String>,
+    step: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn replay_many(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Json(body): Json<ReplayManyBody>,
+) -> Answer {
+    let by = operator(&state, &headers)?;
+    if !body.all && body.category.is_none() && body.step.is_none() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "say which failures: \"all\": true, \"category\" or \"step\"".into(),
+        ));
+    }
+    let rebuilder = state.rebuilder.clone();
+    with_store(&state, move |s| {
+        let selection = crate::cli::replay::Selection {
+            id: None,
+            all: body.all,
+            category: body.category,
+            step: body.step,
+        };
+        let (items, summary) = crate::cli::replay::run(s, &rebuilder, &selection, &by, body.dry_run)?;
         Ok(Json(json!({ "summary": summary, "items": items })))
     })
     .await
