@@ -25,6 +25,7 @@ pub mod policy;
 pub mod rebuild;
 pub mod record;
 pub mod remap;
+pub mod report;
 pub mod stages;
 pub mod store;
 pub mod sync;

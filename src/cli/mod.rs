@@ -18,6 +18,7 @@ mod inspect;
 mod joint;
 mod remap;
 pub mod replay;
+mod report;
 mod service;
 #[cfg(feature = "simulators")]
 mod simulate;
@@ -192,6 +193,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reports from the records: `timeliness` (工单时限考核) per district company, customer
+    /// manager, category and stage.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The man page or shell completions, generated from these definitions (the Debian
     /// package installs them).
     Generate {
@@ -232,6 +239,21 @@ pub enum RecordsCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Applications, completed within the limit, warnings, alarms, paused time and working days
+    /// used against the limit; zero materials achieved, free connections, joint applications.
+    Timeliness {
+        #[command(flatten)]
+        period: report::PeriodArgs,
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// One CSV row per group (company, manager, category, stage).
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -511,6 +533,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Generate { what } => generate::generate(what),
+        Command::Report {
+            command: ReportCommand::Timeliness { period, json, csv },
+        } => {
+            let store = open_store(&cli.config, cli.db.as_deref())?;
+            report::timeliness(
+                &store,
+                mappings_dir_from(&cli.config).as_deref(),
+                &period,
+                json,
+                csv,
+            )
+        }
         Command::Remap {
             source,
             project,

@@ -24,6 +24,7 @@ mod outbox;
 mod power;
 mod queries;
 mod remap;
+mod reports;
 mod schema;
 mod versions;
 
