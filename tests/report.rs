@@ -215,3 +215,72 @@ async fn the_timeliness_report_is_what_the_records_say() {
     let out = tokio::task::block_in_place(|| run(&config, &["report", "timeliness", "--quarter", "2026Q5"]));
     assert!(!out.status.success());
 }
+
+#[test]
+fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
+    // The demo checks materials against the licence library and exchanges joint applications.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    common::cli::ok(&common::cli::gateway(&["demo", "--projects", "80", "--dir", d]));
+    let db = dir.path().join("gateway.db");
+    let today = worktime::date_of(chrono::Utc::now()).to_string();
+    let out = common::cli::ok(&common::cli::gateway(&[
+        "--db",
+        db.to_str().unwrap(),
+        "report",
+        "timeliness",
+        "--from",
+        &today,
+        "--to",
+        &today,
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let latest = "FROM materials_checks m WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = m.record_id)";
+    let checked = counts(&db, &format!("SELECT 'n', count(*) {latest}"))["n"];
+    let achieved = counts(
+        &db,
+        &format!("SELECT 'n', count(*) {latest} AND m.zero_materials = 1"),
+    )["n"];
+    assert!(
+        checked > 0 && achieved > 0 && achieved < checked,
+        "{checked} {achieved}"
+    );
+    let z = &report["zero_materials"];
+    assert_eq!(
+        (z["checked"].as_u64(), z["achieved"].as_u64()),
+        (Some(checked), Some(achieved))
+    );
+    let missed = counts(
+        &db,
+        "SELECT json_extract(i.value, '$.item'), count(*) FROM materials_checks m, json_each(m.checklist, '$.items') i
+         WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = m.record_id)
+           AND json_extract(i.value, '$.satisfied') = 0 GROUP BY 1",
+    );
+    let got: BTreeMap<String, u64> = z["most_missed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, missed);
+    let most = z["most_missed"].as_array().unwrap();
+    assert!(
+        most.windows(2).all(|w| w[0][1].as_u64() >= w[1][1].as_u64()),
+        "most often first"
+    );
+
+    let joint = counts(
+        &db,
+        "SELECT p.status || ' / ' || coalesce(p.water_status, '-'), count(*) FROM power_applications p
+         WHERE p.record_id IS NOT NULL GROUP BY 1",
+    );
+    assert!(!joint.is_empty());
+    let got: BTreeMap<String, u64> = report["joint"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, joint);
+}
