@@ -73,6 +73,10 @@ pub struct HttpConfig {
     /// The admin API's operators: a file of salted token hashes (`gateway admin-token NAME`
     /// makes a line); without it `/admin/v1` is not served.
     pub admin_tokens_file: Option<PathBuf>,
+    /// The console's people: a file of names, roles and Argon2id password hashes
+    /// (`gateway console-account NAME --role ROLE` makes a line); without it `/console` is not
+    /// served.
+    pub console_accounts_file: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -81,6 +85,7 @@ impl Default for HttpConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8686)),
             ready_max_pass_age_intervals: 3,
             admin_tokens_file: None,
+            console_accounts_file: None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod app;
 pub mod calendar;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod datafiles;
 pub mod deadlines;
 pub mod events;

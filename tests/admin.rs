@@ -7,9 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{
-    exit_within, gateway, http, listen_on_free_port, rows, simulator, wait_for, write_config,
-};
+use common::daemon::{gateway, http, listen_on_free_port, rows, simulator, stop, wait_for, write_config};
 
 /// One request: the status and the JSON body.
 fn call(
@@ -184,14 +182,7 @@ async fn tokens_name_the_operator_and_every_write_is_audited_with_it() {
     };
     assert_eq!(by_api, expected, "{audit:?}");
 
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
-    assert_eq!(status.code(), Some(0));
+    tokio::task::block_in_place(|| stop(&mut child));
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains(&token), "the token reached the log");
     assert!(logged.contains("unknown bearer token"), "refusals are logged");

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Datelike;
-use common::daemon::{exit_within, gateway, http, listen_on_free_port, simulator, wait_for, write_config};
+use common::daemon::{gateway, http, listen_on_free_port, simulator, stop, wait_for, write_config};
 use shuiwu_approval::sim::Fault;
 
 /// GET `path` on the daemon: the status and the JSON body.
@@ -103,12 +103,5 @@ async fn readiness_names_a_missing_calendar_and_a_maintenance_window() {
         );
     });
 
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
-    assert_eq!(status.code(), Some(0));
+    tokio::task::block_in_place(|| stop(&mut child));
 }

@@ -459,6 +459,7 @@ async fn webhooks_bring_the_changes_sooner_and_the_poll_finds_nothing_new() {
         readiness: None,
         metrics: None,
         admin_tokens: None,
+        console: None,
     };
     tokio::spawn(gateway::http::serve(listener, state, token.clone()));
     server.sim.push_to(url, "whsec-test".into());

@@ -9,9 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::daemon::{
-    exit_within, gateway, http, listen_on_free_port, rows, simulator, wait_for, write_config,
-};
+use common::daemon::{gateway, http, listen_on_free_port, rows, simulator, stop, wait_for, write_config};
 use gateway::store::Store;
 
 /// The scrape: each sample line (`name{labels} value`) by its name with labels.
@@ -113,14 +111,7 @@ async fn the_scraped_numbers_are_what_happened() {
     assert!((300.0..=86_400.0 + 360.0).contains(&lag), "lag {lag}");
     assert_eq!(metrics["gateway_outbox_pending"], 0.0);
 
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
-    assert_eq!(status.code(), Some(0));
+    tokio::task::block_in_place(|| stop(&mut child));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,12 +184,5 @@ async fn scraped_during_a_backfill_the_lag_falls_and_the_counts_follow_the_commi
         rows(&db, "source_versions") as f64
     );
 
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = tokio::task::block_in_place(|| exit_within(&mut child, Duration::from_secs(20)));
-    assert_eq!(status.code(), Some(0));
+    tokio::task::block_in_place(|| stop(&mut child));
 }

@@ -40,6 +40,7 @@ async fn start() -> Server {
         readiness: None,
         metrics: None,
         admin_tokens: None,
+        console: None,
     };
     tokio::spawn(serve(listener, state, token.clone()));
     Server {

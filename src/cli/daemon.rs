@@ -270,8 +270,9 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
         listen = %listening,
         webhooks = cfg.power_webhook_secret.is_some(),
-        "serving GET /healthz, GET /readyz, GET /metrics{}{}",
+        "serving GET /healthz, GET /readyz, GET /metrics{}{}{}",
         if cfg.http.admin_tokens_file.is_some() { ", /admin/v1" } else { "" },
+        if cfg.http.console_accounts_file.is_some() { ", /console" } else { "" },
         if cfg.power_webhook_secret.is_some() { ", POST /webhooks/power" } else { "" }
     );
     let intervals = i32::try_from(cfg.http.ready_max_pass_age_intervals.max(1)).unwrap_or(i32::MAX);
@@ -298,7 +299,21 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let console = match &cfg.http.console_accounts_file {
+        Some(path) => {
+            let accounts = crate::console::accounts::Accounts::load(path)?;
+            if accounts.is_empty() {
+                tracing::warn!(file = %path.display(), "the console accounts file names no one: nobody can sign in");
+            }
+            Some(Arc::new(crate::console::pages::Console {
+                accounts,
+                sessions: crate::console::session::Sessions::new(crate::console::pages::IDLE),
+            }))
+        }
+        None => None,
+    };
     let state = crate::http::HttpState {
+        console,
         admin_tokens,
         metrics,
         store: store.clone(),

@@ -188,6 +188,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A console account: reads the password from standard input (one line, at least 12
+    /// characters) and prints the line for `[http] console_accounts_file` (its Argon2id hash).
+    ConsoleAccount {
+        /// The person's name, as the audit log will name them.
+        name: String,
+        #[arg(long, value_enum)]
+        role: crate::console::accounts::Role,
+    },
     /// Whether the gateway can do its work: holiday calendars, database, last sync.
     Health {
         #[arg(long)]
@@ -419,6 +427,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             calendar::run(&calendar, command)
         }
         Command::Health { json } => health(&cli.config, cli.db.as_deref(), json),
+        Command::ConsoleAccount { name, role } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let line = crate::console::accounts::line(&name, role, password).map_err(anyhow::Error::msg)?;
+            outln!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AdminToken { name } => {
             if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
                 anyhow::bail!("the operator's name must be one word, not empty");

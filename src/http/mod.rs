@@ -35,6 +35,8 @@ pub struct HttpState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The admin API's operators; without them `/admin/v1` is not served.
     pub admin_tokens: Option<Arc<tokens::Tokens>>,
+    /// The console's accounts and sessions; without them `/console` is not served.
+    pub console: Option<Arc<crate::console::pages::Console>>,
 }
 
 /// The routes.
@@ -45,6 +47,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics::metrics));
     if state.admin_tokens.is_some() {
         router = router.merge(admin::routes());
+    }
+    if state.console.is_some() {
+        router = router.merge(crate::console::pages::routes());
     }
     if state.power_webhook_secret.is_some() {
         router = router.route("/webhooks/power", post(webhooks::power));

@@ -165,3 +165,14 @@ pub fn exit_within(child: &mut Child, limit: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Stops a daemon as systemd does (SIGTERM) and asserts that it exits 0 within 20 seconds.
+pub fn stop(child: &mut Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(exit_within(child, Duration::from_secs(20)).code(), Some(0));
+}

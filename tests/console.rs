@@ -1,0 +1,219 @@
+//! The console's sign-in against the real daemon over HTTP: an account made by `gateway
+//! console-account`, a wrong password and a forged form refused, a session cookie that scripts
+//! and other sites cannot use, the overview with what the sync did, and a sign-out that ends
+//! the session. The password never reaches the log.
+#![cfg(feature = "simulators")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::daemon::{gateway, http, listen_on_free_port, simulator, stop, wait_for, write_config};
+
+const PASSWORD: &str = "水务-correct-horse-42";
+
+/// One HTTP/1.0 request: status, the response's head and its body.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    cookies: &[&str],
+    form: &[(&str, &str)],
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
+    if !cookies.is_empty() {
+        req.push_str(&format!("Cookie: {}\r\n", cookies.join("; ")));
+    }
+    if method == "POST" {
+        req.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// `name=value` of the `Set-Cookie` header for `name`, and the whole header line.
+fn set_cookie(head: &str, name: &str) -> Option<(String, String)> {
+    head.lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .map(|l| (l.split(';').next().unwrap().to_string(), l.to_string()))
+}
+
+/// The hidden CSRF field of a page's form.
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    body[at..at + 64].to_string()
+}
+
+fn sign_in_form(port: u16) -> (String, String) {
+    let (status, head, body) = request(port, "GET", "/console/sign-in", &[], &[]);
+    assert_eq!(status, 200);
+    let (cookie, _) = set_cookie(&head, "gw_sign_in").expect("the sign-in form's cookie");
+    (cookie, csrf(&body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_see_the_overview_and_sign_out() {
+    let server = simulator(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "console", &server, 60);
+    let port = listen_on_free_port(&config);
+    // An account as an administrator makes one: the password on standard input.
+    let mut maker = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["console-account", "王工", "--role", "operator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    maker
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = maker.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with("王工 operator $argon2id$") && !line.contains(PASSWORD),
+        "{line}"
+    );
+    let accounts = dir.path().join("console-accounts");
+    std::fs::write(&accounts, format!("# the console's people\n{line}")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\nconsole_accounts_file = \"{}\"",
+            accounts.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child = gateway(&config, &["run"])
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "a finished pass",
+            Duration::from_secs(60),
+            Some(&mut child),
+            || {
+                http(port, "GET", "/metrics", None, None)
+                    .is_some_and(|(_, body)| body.contains("gateway_passes_total{outcome=\"caught_up\"}"))
+            },
+        )
+    });
+
+    tokio::task::block_in_place(|| {
+        // Without a session every page sends the browser to the sign-in form.
+        let (status, head, _) = request(port, "GET", "/console", &[], &[]);
+        assert_eq!(status, 303);
+        assert!(
+            head.to_lowercase().contains("location: /console/sign-in"),
+            "{head}"
+        );
+
+        // A wrong password, and a form whose token is not the one the form was given.
+        let (cookie, token) = sign_in_form(port);
+        let (status, _, body) = request(
+            port,
+            "POST",
+            "/console/sign-in",
+            &[&cookie],
+            &[
+                ("name", "王工"),
+                ("password", "wrong password!!"),
+                ("csrf", &token),
+            ],
+        );
+        assert_eq!(status, 401);
+        assert!(body.contains("用户名或密码错误"));
+        let (cookie, _) = sign_in_form(port);
+        let forged = "0".repeat(64);
+        let (status, _, _) = request(
+            port,
+            "POST",
+            "/console/sign-in",
+            &[&cookie],
+            &[("name", "王工"), ("password", PASSWORD), ("csrf", &forged)],
+        );
+        assert_eq!(status, 403, "a forged sign-in form is refused");
+
+        // Signed in: a session cookie scripts cannot read and other sites do not send.
+        let (cookie, token) = sign_in_form(port);
+        let (status, head, _) = request(
+            port,
+            "POST",
+            "/console/sign-in",
+            &[&cookie],
+            &[("name", "王工"), ("password", PASSWORD), ("csrf", &token)],
+        );
+        assert_eq!(status, 303, "{head}");
+        let (session, whole) = set_cookie(&head, "gw_session").expect("a session cookie");
+        for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/console"] {
+            assert!(whole.contains(attribute), "{whole}");
+        }
+
+        // The overview: who, the cursor's lag, the passes, the queues.
+        let (status, _, page) = request(port, "GET", "/console", &[&session], &[]);
+        assert_eq!(status, 200);
+        for expected in [
+            "概览",
+            "王工 · operator",
+            "id=\"lag\"",
+            "<code>approval</code>",
+            "caught_up",
+            "id=\"failures\"",
+        ] {
+            assert!(page.contains(expected), "{expected} missing from the overview");
+        }
+
+        // Signing out needs the session's token, then ends the session.
+        let (status, _, _) = request(
+            port,
+            "POST",
+            "/console/sign-out",
+            &[&session],
+            &[("csrf", &forged)],
+        );
+        assert_eq!(status, 403);
+        let (status, _, _) = request(
+            port,
+            "POST",
+            "/console/sign-out",
+            &[&session],
+            &[("csrf", &csrf(&page))],
+        );
+        assert_eq!(status, 303);
+        let (status, _, _) = request(port, "GET", "/console", &[&session], &[]);
+        assert_eq!(status, 303, "the session ended");
+    });
+
+    tokio::task::block_in_place(|| stop(&mut child));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(PASSWORD), "the password reached the log");
+    assert!(
+        logged.contains("console sign-in refused") && logged.contains("console sign-in"),
+        "{logged}"
+    );
+}
