@@ -357,6 +357,80 @@ pub fn timeliness(period: Period, rows: &[RecordRow], calendar: &Calendar) -> Ti
     }
 }
 
+/// The groups of a report, each with its dimension's name: `total`, `company`, `manager`,
+/// `category`, `stage`.
+pub fn groups(r: &Timeliness) -> Vec<(&'static str, &str, &Figures)> {
+    let mut out = vec![("total", "all", &r.total)];
+    for (dimension, map) in [
+        ("company", &r.by_company),
+        ("manager", &r.by_manager),
+        ("category", &r.by_category),
+        ("stage", &r.by_stage),
+    ] {
+        out.extend(map.iter().map(|(k, f)| (dimension, k.as_str(), f)));
+    }
+    out
+}
+
+pub const COLUMNS: [&str; 11] = [
+    "dimension",
+    "group",
+    "applications",
+    "completed",
+    "within_limit",
+    "warnings",
+    "alarms",
+    "paused_working_days",
+    "median_working_days_used",
+    "p90_working_days_used",
+    "limit_working_days",
+];
+
+pub fn cells(dimension: &str, group: &str, f: &Figures) -> Vec<String> {
+    let opt = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+    vec![
+        dimension.to_string(),
+        group.to_string(),
+        f.applications.to_string(),
+        f.completed.to_string(),
+        f.completed_within_limit.to_string(),
+        f.warnings.to_string(),
+        f.alarms.to_string(),
+        f.paused_working_days.to_string(),
+        opt(f.median_working_days_used),
+        opt(f.p90_working_days_used),
+        opt(f.limit_working_days),
+    ]
+}
+
+/// The report's groups as CSV (RFC 4180), one row per group.
+pub fn to_csv(r: &Timeliness) -> Result<String, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(COLUMNS)?;
+    for (dimension, group, f) in groups(r) {
+        w.write_record(cells(dimension, group, f))?;
+    }
+    let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
+    // Every field written is a Rust string: the bytes are UTF-8.
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The report of the records created in `period`, read from the store.
+pub fn from_store(
+    store: &crate::store::Store,
+    calendar: &Calendar,
+    period: Period,
+) -> Result<Timeliness, crate::store::StoreError> {
+    // The day after a period that ends at chrono's last day does not exist; nothing is
+    // created then either.
+    let next = period.to.succ_opt().unwrap_or(period.to);
+    let rows = store.report_rows(
+        crate::worktime::midnight(period.from),
+        crate::worktime::midnight(next),
+    )?;
+    Ok(timeliness(period, &rows, calendar))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
-//! The console's sign-in against the real daemon over HTTP: an account made by `gateway
+//! The console against the real daemon over HTTP: an account made by `gateway
 //! console-account`, a wrong password and a forged form refused, a session cookie that scripts
-//! and other sites cannot use, the overview with what the sync did, and a sign-out that ends
-//! the session. The password never reaches the log.
+//! and other sites cannot use, the overview with what the sync did, the deadlines board with an
+//! overdue stage highlighted, the timeliness report with its chart and CSV download, and a
+//! sign-out that ends the session. The password never reaches the log.
 #![cfg(feature = "simulators")]
 
 mod common;
@@ -188,6 +189,80 @@ async fn sign_in_see_the_overview_and_sign_out() {
             assert!(page.contains(expected), "{expected} missing from the overview");
         }
 
+        // The deadlines board: a stage accepted a month ago is overdue, and highlighted.
+        let db = dir.path().join("console.db");
+        let timed: String = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                 WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
+                   AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
+                 ORDER BY r.id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let month_ago = shuiwu_wire::format_beijing(chrono::Utc::now() - chrono::Duration::days(30));
+        let out = gateway(
+            &config,
+            &[
+                "record", "event", &timed, "accepted", "--by", "王工", "--at", &month_ago,
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (status, _, board) = request(port, "GET", "/console/deadlines", &[&session], &[]);
+        assert_eq!(status, 200);
+        let row = board
+            .lines()
+            .find(|l| l.contains(&timed))
+            .unwrap_or_else(|| panic!("{timed} is not on the board"));
+        assert!(row.starts_with("<tr class=\"overdue\">"), "{row}");
+
+        // The timeliness report of this quarter, its chart, and its CSV as a download.
+        use chrono::Datelike;
+        let today = gateway::worktime::date_of(chrono::Utc::now());
+        let quarter = format!("{}Q{}", today.year(), today.month0() / 3 + 1);
+        let (status, _, reports) = request(
+            port,
+            "GET",
+            &format!("/console/reports?quarter={quarter}"),
+            &[&session],
+            &[],
+        );
+        assert_eq!(status, 200);
+        assert!(
+            reports.contains("<svg id=\"chart\"") && reports.contains("id=\"groups\""),
+            "{reports}"
+        );
+        let records: i64 = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .unwrap();
+        let (status, head, csv) = request(
+            port,
+            "GET",
+            &format!("/console/reports.csv?quarter={quarter}&month="),
+            &[&session],
+            &[],
+        );
+        assert_eq!(status, 200);
+        let head = head.to_lowercase();
+        assert!(
+            head.contains("content-type: text/csv") && head.contains("content-disposition: attachment"),
+            "{head}"
+        );
+        assert!(csv.starts_with("dimension,group,applications,"), "{csv}");
+        assert!(
+            csv.lines()
+                .any(|l| l.starts_with(&format!("total,all,{records},"))),
+            "{csv}"
+        );
+        let (status, _, refused) = request(port, "GET", "/console/reports?quarter=2026Q5", &[&session], &[]);
+        assert_eq!(status, 200);
+        assert!(refused.contains("2026Q5"), "the bad period is named");
+
         // Signing out needs the session's token, then ends the session.
         let (status, _, _) = request(
             port,
@@ -207,6 +282,10 @@ async fn sign_in_see_the_overview_and_sign_out() {
         assert_eq!(status, 303);
         let (status, _, _) = request(port, "GET", "/console", &[&session], &[]);
         assert_eq!(status, 303, "the session ended");
+        for page in ["/console/deadlines", "/console/reports", "/console/reports.csv"] {
+            let (status, _, _) = request(port, "GET", page, &[&session], &[]);
+            assert_eq!(status, 303, "{page} without a session");
+        }
     });
 
     tokio::task::block_in_place(|| stop(&mut child));

@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use chrono::NaiveDate;
 
 use super::table;
-use crate::report::{Figures, Period, Timeliness};
+use crate::report::{COLUMNS, Period, Timeliness, cells, groups, to_csv};
 use crate::store::Store;
 
 /// Which days a report covers, as asked on the command line.
@@ -29,7 +29,7 @@ pub struct PeriodArgs {
 }
 
 impl PeriodArgs {
-    fn period(&self) -> anyhow::Result<Period> {
+    pub fn period(&self) -> anyhow::Result<Period> {
         let p = match (&self.quarter, &self.month, self.from, self.to) {
             (Some(q), ..) => Period::quarter(q),
             (_, Some(m), ..) => Period::month(m),
@@ -71,62 +71,6 @@ pub fn timeliness(
         print(&report);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The groups of a report, each with its dimension's name: `total`, `company`, `manager`,
-/// `category`, `stage`.
-fn groups(r: &Timeliness) -> Vec<(&'static str, &str, &Figures)> {
-    let mut out = vec![("total", "all", &r.total)];
-    for (dimension, map) in [
-        ("company", &r.by_company),
-        ("manager", &r.by_manager),
-        ("category", &r.by_category),
-        ("stage", &r.by_stage),
-    ] {
-        out.extend(map.iter().map(|(k, f)| (dimension, k.as_str(), f)));
-    }
-    out
-}
-
-const COLUMNS: [&str; 11] = [
-    "dimension",
-    "group",
-    "applications",
-    "completed",
-    "within_limit",
-    "warnings",
-    "alarms",
-    "paused_working_days",
-    "median_working_days_used",
-    "p90_working_days_used",
-    "limit_working_days",
-];
-
-fn cells(dimension: &str, group: &str, f: &Figures) -> Vec<String> {
-    let opt = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
-    vec![
-        dimension.to_string(),
-        group.to_string(),
-        f.applications.to_string(),
-        f.completed.to_string(),
-        f.completed_within_limit.to_string(),
-        f.warnings.to_string(),
-        f.alarms.to_string(),
-        f.paused_working_days.to_string(),
-        opt(f.median_working_days_used),
-        opt(f.p90_working_days_used),
-        opt(f.limit_working_days),
-    ]
-}
-
-/// The report's groups as CSV (RFC 4180), one row per group.
-pub fn to_csv(r: &Timeliness) -> anyhow::Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(COLUMNS)?;
-    for (dimension, group, f) in groups(r) {
-        w.write_record(cells(dimension, group, f))?;
-    }
-    Ok(String::from_utf8(w.into_inner()?)?)
 }
 
 fn print(r: &Timeliness) {

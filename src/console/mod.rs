@@ -4,5 +4,6 @@
 //! session's CSRF token), `pages.rs` the routes and pages (templates in `templates/console/`).
 
 pub mod accounts;
+mod boards;
 pub mod pages;
 pub mod session;

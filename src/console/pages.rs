@@ -31,9 +31,12 @@ pub fn routes() -> Router<HttpState> {
         .route("/console", get(overview))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
+        .route("/console/deadlines", get(super::boards::deadlines))
+        .route("/console/reports", get(super::boards::reports))
+        .route("/console/reports.csv", get(super::boards::reports_csv))
 }
 
-fn render(page: &impl Template) -> Response {
+pub(super) fn render(page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
@@ -47,7 +50,7 @@ fn render(page: &impl Template) -> Response {
     }
 }
 
-fn see_other(location: &str) -> Response {
+pub(super) fn see_other(location: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_string())]).into_response()
 }
 
@@ -56,7 +59,7 @@ fn console(state: &HttpState) -> Option<&Arc<Console>> {
 }
 
 /// The session a request belongs to, with its token.
-fn session(state: &HttpState, headers: &HeaderMap) -> Option<(String, Session)> {
+pub(super) fn session(state: &HttpState, headers: &HeaderMap) -> Option<(String, Session)> {
     let token = session::cookie(headers, session::COOKIE)?;
     let s = console(state)?.sessions.get(token)?;
     Some((token.to_string(), s))
@@ -184,7 +187,7 @@ struct RunLine {
 }
 
 /// A duration in seconds as people read it.
-fn span(secs: f64) -> String {
+pub(super) fn span(secs: f64) -> String {
     let s = secs.max(0.0) as i64;
     match s {
         0..=119 => format!("{s} 秒"),

@@ -1,0 +1,265 @@
+//! The console's boards: running stages against their due times, and the timeliness report
+//! with its chart and CSV download.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::pages::{render, see_other, session};
+use crate::http::HttpState;
+use crate::report::{Period, Timeliness};
+
+struct DeadlineRow {
+    record_id: String,
+    stage: String,
+    working_days: String,
+    started_at: String,
+    due_at: String,
+    left: String,
+    /// `on_time`, `warning`, `overdue` or `unknown` (the row's class).
+    state: &'static str,
+    manager: String,
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/deadlines.html")]
+struct Deadlines {
+    name: String,
+    role: &'static str,
+    csrf: String,
+    rows: Vec<DeadlineRow>,
+}
+
+pub(super) async fn deadlines(State(state): State<HttpState>, headers: HeaderMap) -> Response {
+    let Some((_, s)) = session(&state, &headers) else {
+        return see_other("/console/sign-in");
+    };
+    let rules = state.rebuilder.rules.clone();
+    let found = state
+        .store
+        .call(move |store| crate::deadlines::current(store, &rules, Utc::now()))
+        .await;
+    let mut found = match found {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("console deadlines: {e}");
+            return (StatusCode::SERVICE_UNAVAILABLE, "the database could not be read").into_response();
+        }
+    };
+    // Soonest due first; stages without a due time (paused, unknown) last.
+    found.sort_by(|a, b| (a.due_at.is_none(), &a.due_at).cmp(&(b.due_at.is_none(), &b.due_at)));
+    use crate::deadlines::DeadlineState as D;
+    let rows = found
+        .into_iter()
+        .map(|d| DeadlineRow {
+            state: match d.state {
+                D::OnTime => "on_time",
+                D::Warning => "warning",
+                D::Overdue => "overdue",
+                D::Unknown => "unknown",
+            },
+            left: d
+                .working_secs_left
+                .map(|s| format!("{:.2}", s as f64 / crate::worktime::DAY_SECS as f64))
+                .unwrap_or_default(),
+            working_days: d.working_days.map(|n| n.to_string()).unwrap_or_default(),
+            started_at: d.started_at.unwrap_or_default(),
+            due_at: d.due_at.unwrap_or_default(),
+            manager: d.customer_manager.unwrap_or_default(),
+            note: d.note.unwrap_or_default(),
+            record_id: d.record_id,
+            stage: d.stage,
+        })
+        .collect();
+    render(&Deadlines {
+        name: s.name,
+        role: s.role.as_str(),
+        csrf: s.csrf,
+        rows,
+    })
+}
+
+/// The period asked for: a quarter or a month (the current quarter when neither).
+#[derive(Deserialize, Default)]
+pub(super) struct ReportQuery {
+    #[serde(default)]
+    quarter: String,
+    #[serde(default)]
+    month: String,
+}
+
+impl ReportQuery {
+    fn period(&self) -> Result<Period, String> {
+        if !self.quarter.trim().is_empty() {
+            Period::quarter(self.quarter.trim())
+        } else if !self.month.trim().is_empty() {
+            Period::month(self.month.trim())
+        } else {
+            use chrono::Datelike;
+            let today = crate::worktime::date_of(Utc::now());
+            Period::quarter(&format!("{}Q{}", today.year(), today.month0() / 3 + 1))
+        }
+    }
+
+    fn encoded(&self) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("quarter", self.quarter.trim())
+            .append_pair("month", self.month.trim())
+            .finish()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/reports.html")]
+struct Reports {
+    name: String,
+    role: &'static str,
+    csrf: String,
+    quarter: String,
+    month: String,
+    query: String,
+    problem: Option<String>,
+    report: Option<Timeliness>,
+    rows: Vec<Vec<String>>,
+    chart: String,
+}
+
+async fn compute(state: &HttpState, period: Period) -> Result<Timeliness, String> {
+    let calendar = state.rebuilder.rules.calendar.clone();
+    state
+        .store
+        .call(move |store| crate::report::from_store(store, &calendar, period))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+pub(super) async fn reports(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    let Some((_, s)) = session(&state, &headers) else {
+        return see_other("/console/sign-in");
+    };
+    let (report, problem) = match q.period() {
+        Ok(p) => match compute(&state, p).await {
+            Ok(r) => (Some(r), None),
+            Err(e) => {
+                tracing::error!("console report: {e}");
+                (None, Some("报表暂时无法生成".to_string()))
+            }
+        },
+        Err(e) => (None, Some(e)),
+    };
+    let rows = report.as_ref().map_or_else(Vec::new, |r| {
+        crate::report::groups(r)
+            .into_iter()
+            .map(|(d, g, f)| crate::report::cells(d, g, f))
+            .collect()
+    });
+    let chart = report.as_ref().map(chart).unwrap_or_default();
+    render(&Reports {
+        name: s.name,
+        role: s.role.as_str(),
+        csrf: s.csrf,
+        query: q.encoded(),
+        quarter: q.quarter,
+        month: q.month,
+        problem,
+        report,
+        rows,
+        chart,
+    })
+}
+
+pub(super) async fn reports_csv(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    if session(&state, &headers).is_none() {
+        return see_other("/console/sign-in");
+    }
+    let period = match q.period() {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let csv = compute(&state, period)
+        .await
+        .and_then(|r| crate::report::to_csv(&r).map_err(|e| e.to_string()));
+    match csv {
+        Ok(text) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"timeliness-{}-{}.csv\"",
+                        period.from, period.to
+                    ),
+                ),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!("console report CSV: {e}");
+            (StatusCode::SERVICE_UNAVAILABLE, "the report could not be made").into_response()
+        }
+    }
+}
+
+/// Text for SVG and HTML: `&`, `<`, `>` and quotes escaped.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An inline SVG bar chart: per district company, applications and those completed within the
+/// limit. Drawn here, no chart service.
+fn chart(r: &Timeliness) -> String {
+    const ROW: usize = 28;
+    const WIDTH: f64 = 420.0;
+    let max = r
+        .by_company
+        .values()
+        .map(|f| f.applications)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let height = ROW * r.by_company.len() + 24;
+    let mut svg = format!(
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{height}\" role=\"img\" aria-label=\"受理与按时完成，按分公司\">"
+    );
+    for (i, (company, f)) in r.by_company.iter().enumerate() {
+        let y = i * ROW + 4;
+        let all = WIDTH * f.applications as f64 / max;
+        let within = WIDTH * f.completed_within_limit as f64 / max;
+        svg.push_str(&format!(
+            "<text x=\"0\" y=\"{}\" font-size=\"12\">{}</text>\
+             <rect x=\"120\" y=\"{y}\" width=\"{all:.1}\" height=\"10\" fill=\"#9dc3e6\"><title>受理 {}</title></rect>\
+             <rect x=\"120\" y=\"{}\" width=\"{within:.1}\" height=\"10\" fill=\"#1f4e79\"><title>按时完成 {}</title></rect>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{} / {}</text>",
+            y + 14,
+            escape(company),
+            f.applications,
+            y + 11,
+            f.completed_within_limit,
+            126.0 + all,
+            y + 10,
+            f.completed_within_limit,
+            f.applications,
+        ));
+    }
+    svg.push_str(&format!(
+        "<text x=\"0\" y=\"{}\" font-size=\"11\">浅色：受理 applications；深色：按时完成 within_limit</text></svg>",
+        height - 4
+    ));
+    svg
+}
