@@ -71,15 +71,35 @@ fn sign_in_form(port: u16) -> (String, String) {
     (cookie, csrf(&body))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_in_see_the_overview_and_sign_out() {
-    let server = simulator(300).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "console", &server, 60);
-    let port = listen_on_free_port(&config);
-    // An account as an administrator makes one: the password on standard input.
+/// One value from the database.
+fn query<T: rusqlite::types::FromSql>(db: &std::path::Path, sql: &str) -> T {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Signs in; the session cookie and the overview page.
+fn sign_in(port: u16, name: &str, password: &str) -> (String, String) {
+    let (cookie, token) = sign_in_form(port);
+    let (status, head, _) = request(
+        port,
+        "POST",
+        "/console/sign-in",
+        &[&cookie],
+        &[("name", name), ("password", password), ("csrf", &token)],
+    );
+    assert_eq!(status, 303, "{head}");
+    let (session, _) = set_cookie(&head, "gw_session").expect("a session cookie");
+    let (status, _, page) = request(port, "GET", "/console", &[&session], &[]);
+    assert_eq!(status, 200);
+    (session, page)
+}
+
+/// `gateway console-account NAME --role ROLE` with `password` on standard input: the line.
+fn account(name: &str, role: &str, password: &str) -> String {
     let mut maker = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["console-account", "王工", "--role", "operator"])
+        .args(["console-account", name, "--role", role])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -88,17 +108,28 @@ async fn sign_in_see_the_overview_and_sign_out() {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .write_all(format!("{password}\n").as_bytes())
         .unwrap();
     let out = maker.wait_with_output().unwrap();
     assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_see_the_overview_and_sign_out() {
+    let server = simulator(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "console", &server, 60);
+    let port = listen_on_free_port(&config);
+    // Accounts as an administrator makes them: the password on standard input.
+    let line = account("王工", "operator", PASSWORD);
     assert!(
         line.starts_with("王工 operator $argon2id$") && !line.contains(PASSWORD),
         "{line}"
     );
+    let viewer = account("李工", "viewer", "只看不改-viewer-2026");
     let accounts = dir.path().join("console-accounts");
-    std::fs::write(&accounts, format!("# the console's people\n{line}")).unwrap();
+    std::fs::write(&accounts, format!("# the console's people\n{line}{viewer}")).unwrap();
     let text = std::fs::read_to_string(&config).unwrap().replace(
         &format!("listen = \"127.0.0.1:{port}\""),
         &format!(
@@ -191,17 +222,13 @@ async fn sign_in_see_the_overview_and_sign_out() {
 
         // The deadlines board: a stage accepted a month ago is overdue, and highlighted.
         let db = dir.path().join("console.db");
-        let timed: String = rusqlite::Connection::open(&db)
-            .unwrap()
-            .query_row(
-                "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-                 WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
-                   AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
-                 ORDER BY r.id LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let timed: String = query(
+            &db,
+            "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
+               AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
+             ORDER BY r.id LIMIT 1",
+        );
         let month_ago = shuiwu_wire::format_beijing(chrono::Utc::now() - chrono::Duration::days(30));
         let out = gateway(
             &config,
@@ -236,10 +263,7 @@ async fn sign_in_see_the_overview_and_sign_out() {
             reports.contains("<svg id=\"chart\"") && reports.contains("id=\"groups\""),
             "{reports}"
         );
-        let records: i64 = rusqlite::Connection::open(&db)
-            .unwrap()
-            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
-            .unwrap();
+        let records: i64 = query(&db, "SELECT count(*) FROM records");
         let (status, head, csv) = request(
             port,
             "GET",
@@ -263,6 +287,80 @@ async fn sign_in_see_the_overview_and_sign_out() {
         assert_eq!(status, 200);
         assert!(refused.contains("2026Q5"), "the bad period is named");
 
+        // The failure queue: a held failure with its reason, raw document and replay preview;
+        // dismissed by the operator with a reason, audited with the operator's name.
+        let held: i64 = query(
+            &db,
+            "SELECT id FROM failures WHERE state = 'held' ORDER BY id LIMIT 1",
+        );
+        let (status, _, queue) = request(port, "GET", "/console/failures", &[&session], &[]);
+        assert_eq!(status, 200);
+        assert!(
+            queue.contains(&format!("href=\"/console/failures/{held}\"")),
+            "{queue}"
+        );
+        let item = format!("/console/failures/{held}");
+        let (status, _, shown) = request(port, "GET", &item, &[&session], &[]);
+        assert_eq!(status, 200);
+        for expected in [
+            "id=\"reason\"",
+            "id=\"replay-outcome\"",
+            "<pre id=\"raw\">",
+            "id=\"dismiss\"",
+        ] {
+            assert!(
+                shown.contains(expected),
+                "{expected} missing from the failure page"
+            );
+        }
+        let dismiss = format!("{item}/dismiss");
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &dismiss,
+            &[&session],
+            &[("csrf", &forged), ("reason", "x")],
+        );
+        assert_eq!(status, 403, "a forged form");
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &dismiss,
+            &[&session],
+            &[("csrf", &csrf(&shown)), ("reason", " ")],
+        );
+        assert_eq!(status, 400, "dismissing needs a reason");
+        // A viewer sees the failure but has no form, and a write is refused.
+        let (viewer_session, viewer_page) = sign_in(port, "李工", "只看不改-viewer-2026");
+        let (_, _, viewer_shown) = request(port, "GET", &item, &[&viewer_session], &[]);
+        assert!(viewer_shown.contains("id=\"reason\"") && !viewer_shown.contains("id=\"dismiss\""));
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &dismiss,
+            &[&viewer_session],
+            &[("csrf", &csrf(&viewer_page)), ("reason", "看看")],
+        );
+        assert_eq!(status, 403, "a viewer cannot dismiss");
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &dismiss,
+            &[&session],
+            &[("csrf", &csrf(&shown)), ("reason", "与审批平台核实：测试数据")],
+        );
+        assert_eq!(status, 303);
+        let state: String = query(
+            &db,
+            &format!("SELECT state || ' by ' || resolved_by FROM failures WHERE id = {held}"),
+        );
+        assert_eq!(state, "dismissed by 王工");
+        let audited: i64 = query(
+            &db,
+            "SELECT count(*) FROM audit_log WHERE actor = '王工' AND action = 'failure_dismissed'",
+        );
+        assert_eq!(audited, 1);
+
         // Signing out needs the session's token, then ends the session.
         let (status, _, _) = request(
             port,
@@ -282,7 +380,12 @@ async fn sign_in_see_the_overview_and_sign_out() {
         assert_eq!(status, 303);
         let (status, _, _) = request(port, "GET", "/console", &[&session], &[]);
         assert_eq!(status, 303, "the session ended");
-        for page in ["/console/deadlines", "/console/reports", "/console/reports.csv"] {
+        for page in [
+            "/console/deadlines",
+            "/console/reports",
+            "/console/reports.csv",
+            "/console/failures",
+        ] {
             let (status, _, _) = request(port, "GET", page, &[&session], &[]);
             assert_eq!(status, 303, "{page} without a session");
         }

@@ -308,6 +308,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             Some(Arc::new(crate::console::pages::Console {
                 accounts,
                 sessions: crate::console::session::Sessions::new(crate::console::pages::IDLE),
+                mappings: crate::mapping::MappingSet::load(cfg.mappings.dir.as_deref())?,
             }))
         }
         None => None,

@@ -6,4 +6,5 @@
 pub mod accounts;
 mod boards;
 pub mod pages;
+mod queue;
 pub mod session;

@@ -21,6 +21,8 @@ use crate::http::HttpState;
 pub struct Console {
     pub accounts: Accounts,
     pub sessions: Sessions,
+    /// The mapping files in force, for masking the raw documents shown.
+    pub mappings: crate::mapping::MappingSet,
 }
 
 /// How long a session lasts without a request.
@@ -34,6 +36,10 @@ pub fn routes() -> Router<HttpState> {
         .route("/console/deadlines", get(super::boards::deadlines))
         .route("/console/reports", get(super::boards::reports))
         .route("/console/reports.csv", get(super::boards::reports_csv))
+        .route("/console/failures", get(super::queue::list))
+        .route("/console/failures/{id}", get(super::queue::item))
+        .route("/console/failures/{id}/replay", post(super::queue::replay))
+        .route("/console/failures/{id}/dismiss", post(super::queue::dismiss))
 }
 
 pub(super) fn render(page: &impl Template) -> Response {
