@@ -18,6 +18,7 @@ pub mod events;
 pub mod fuzz_targets;
 pub mod http;
 pub mod joint;
+pub mod linefile;
 pub mod logging;
 pub mod mapping;
 pub mod mask;

@@ -63,41 +63,21 @@ pub struct Accounts {
     accounts: Vec<Account>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AccountsError {
-    #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        message: String,
-    },
-}
+/// An accounts file that cannot be read or has a wrong line.
+pub type AccountsError = crate::linefile::LineFileError;
 
 impl Accounts {
     /// Reads and checks an accounts file; an error names the file and line.
     pub fn load(path: &Path) -> Result<Accounts, AccountsError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| AccountsError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (file, text) = crate::linefile::read(path)?;
         Accounts::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Accounts, AccountsError> {
         let mut accounts: Vec<Account> = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let invalid = |message: String| AccountsError::Invalid {
-                file: file.to_string(),
-                line: i + 1,
-                message,
-            };
+        for entry in crate::linefile::entries(file, text) {
+            let line = entry.text;
+            let invalid = |message: String| entry.invalid(message);
             let mut parts = line.split_whitespace();
             let (Some(name), Some(role), Some(hash), None) =
                 (parts.next(), parts.next(), parts.next(), parts.next())

@@ -24,41 +24,21 @@ pub struct Tokens {
     entries: Vec<Entry>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TokensError {
-    #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
-    #[error("{file}:{line}: {message}")]
-    Invalid {
-        file: String,
-        line: usize,
-        message: String,
-    },
-}
+/// A tokens file that cannot be read or has a wrong line.
+pub type TokensError = crate::linefile::LineFileError;
 
 impl Tokens {
     /// Reads and checks a tokens file; an error names the file and line.
     pub fn load(path: &Path) -> Result<Tokens, TokensError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let (file, text) = crate::linefile::read(path)?;
         Tokens::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Tokens, TokensError> {
         let mut entries = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let invalid = |message: &str| TokensError::Invalid {
-                file: file.to_string(),
-                line: i + 1,
-                message: message.to_string(),
-            };
+        for entry in crate::linefile::entries(file, text) {
+            let line = entry.text;
+            let invalid = |message: &str| entry.invalid(message);
             let (name, secret) = line
                 .split_once(char::is_whitespace)
                 .ok_or_else(|| invalid("expected `NAME sha256:SALT:HASH`"))?;
