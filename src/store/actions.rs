@@ -344,28 +344,42 @@ pub(super) fn actions_of(conn: &Connection, record_id: &str) -> Result<Vec<crate
         "SELECT id, action, at, by, override_reason FROM operator_actions WHERE record_id = ?1 ORDER BY id",
     )?;
     let rows = stmt
-        .query_map([record_id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-            ))
-        })?
+        .query_map([record_id], ActionRow::read)?
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(id, action, at, by, override_reason)| {
-            Ok(crate::stages::OperatorAction {
-                id,
-                action: serde_json::from_str(&action)
-                    .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
-                at: parse_ts(&at)?,
-                by,
-                override_reason,
-            })
+    rows.into_iter().map(ActionRow::decode).collect()
+}
+
+/// An `operator_actions` row as read, from its columns `id, action, at, by, override_reason`
+/// starting at column 0; decoded outside the statement's borrow.
+pub(super) struct ActionRow(i64, String, String, String, Option<String>);
+
+impl ActionRow {
+    pub(super) fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRow> {
+        Self::read_from(r, 0)
+    }
+
+    /// The row's columns starting at `first` (a query may select something before them).
+    pub(super) fn read_from(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<ActionRow> {
+        Ok(ActionRow(
+            r.get(first)?,
+            r.get(first + 1)?,
+            r.get(first + 2)?,
+            r.get(first + 3)?,
+            r.get(first + 4)?,
+        ))
+    }
+
+    pub(super) fn decode(self) -> Result<crate::stages::OperatorAction> {
+        let ActionRow(id, action, at, by, override_reason) = self;
+        Ok(crate::stages::OperatorAction {
+            id,
+            action: serde_json::from_str(&action)
+                .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
+            at: parse_ts(&at)?,
+            by,
+            override_reason,
         })
-        .collect()
+    }
 }
 
 /// The items the latest materials check of a record found missing.

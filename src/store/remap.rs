@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::actions::actions_of;
+use super::actions::{ActionRow, actions_of};
 use super::versions::{current_of, stored_draft};
 use super::*;
 use crate::record::Candidate;
@@ -440,30 +440,11 @@ fn actions_between(conn: &Connection, after: &str, last: &str) -> Result<Vec<(St
              WHERE record_id > ?1 AND record_id <= ?2 ORDER BY record_id, id",
         )?
         .query_map(params![after, last], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
+            Ok((r.get::<_, String>(0)?, ActionRow::read_from(r, 1)?))
         })?
         .collect::<std::result::Result<Vec<_>, _>>()?;
     rows.into_iter()
-        .map(|(record, id, action, at, by, override_reason)| {
-            Ok((
-                record,
-                OperatorAction {
-                    id,
-                    action: serde_json::from_str(&action)
-                        .map_err(|e| StoreError::Corrupt(format!("operator action {id}: {e}")))?,
-                    at: parse_ts(&at)?,
-                    by,
-                    override_reason,
-                },
-            ))
-        })
+        .map(|(record, row)| Ok((record, row.decode()?)))
         .collect()
 }
 
