@@ -7,155 +7,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::time::Duration;
-
-use common::daemon::{gateway, http, listen_on_free_port, simulator, stop, wait_for, write_config};
-
-const PASSWORD: &str = "水务-correct-horse-42";
-
-/// One HTTP/1.0 request: status, the response's head and its body.
-fn request(
-    port: u16,
-    method: &str,
-    path: &str,
-    cookies: &[&str],
-    form: &[(&str, &str)],
-) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
-    if !cookies.is_empty() {
-        req.push_str(&format!("Cookie: {}\r\n", cookies.join("; ")));
-    }
-    if method == "POST" {
-        req.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_string(), body.to_string())
-}
-
-/// `name=value` of the `Set-Cookie` header for `name`, and the whole header line.
-fn set_cookie(head: &str, name: &str) -> Option<(String, String)> {
-    head.lines()
-        .filter_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
-        .find(|l| l.starts_with(&format!("{name}=")))
-        .map(|l| (l.split(';').next().unwrap().to_string(), l.to_string()))
-}
-
-/// The hidden CSRF field of a page's form.
-fn csrf(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
-    body[at..at + 64].to_string()
-}
-
-fn sign_in_form(port: u16) -> (String, String) {
-    let (status, head, body) = request(port, "GET", "/console/sign-in", &[], &[]);
-    assert_eq!(status, 200);
-    let (cookie, _) = set_cookie(&head, "gw_sign_in").expect("the sign-in form's cookie");
-    (cookie, csrf(&body))
-}
-
-/// One value from the database.
-fn query<T: rusqlite::types::FromSql>(db: &std::path::Path, sql: &str) -> T {
-    rusqlite::Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
-
-/// Signs in; the session cookie and the overview page.
-fn sign_in(port: u16, name: &str, password: &str) -> (String, String) {
-    let (cookie, token) = sign_in_form(port);
-    let (status, head, _) = request(
-        port,
-        "POST",
-        "/console/sign-in",
-        &[&cookie],
-        &[("name", name), ("password", password), ("csrf", &token)],
-    );
-    assert_eq!(status, 303, "{head}");
-    let (session, _) = set_cookie(&head, "gw_session").expect("a session cookie");
-    let (status, _, page) = request(port, "GET", "/console", &[&session], &[]);
-    assert_eq!(status, 200);
-    (session, page)
-}
-
-/// `gateway console-account NAME --role ROLE` with `password` on standard input: the line.
-fn account(name: &str, role: &str, password: &str) -> String {
-    let mut maker = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["console-account", name, "--role", role])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    maker
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out = maker.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::console::{
+    AUDITOR_PASSWORD, PASSWORD, VIEWER_PASSWORD, csrf, query, request, set_cookie, sign_in, sign_in_form,
+    start,
+};
+use common::daemon::{gateway, simulator, stop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_see_the_overview_and_sign_out() {
     let server = simulator(300).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "console", &server, 60);
-    let port = listen_on_free_port(&config);
-    // Accounts as an administrator makes them: the password on standard input.
-    let line = account("王工", "operator", PASSWORD);
-    assert!(
-        line.starts_with("王工 operator $argon2id$") && !line.contains(PASSWORD),
-        "{line}"
-    );
-    let viewer = account("李工", "viewer", "只看不改-viewer-2026");
-    let accounts = dir.path().join("console-accounts");
-    std::fs::write(&accounts, format!("# the console's people\n{line}{viewer}")).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("listen = \"127.0.0.1:{port}\""),
-        &format!(
-            "listen = \"127.0.0.1:{port}\"\nconsole_accounts_file = \"{}\"",
-            accounts.display()
-        ),
-    );
-    std::fs::write(&config, text).unwrap();
+    let (config, port, mut child) = tokio::task::block_in_place(|| start(dir.path(), &server));
     let log = dir.path().join("daemon.log");
-    let mut child = gateway(&config, &["run"])
-        .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    tokio::task::block_in_place(|| {
-        wait_for(
-            "a finished pass",
-            Duration::from_secs(60),
-            Some(&mut child),
-            || {
-                http(port, "GET", "/metrics", None, None)
-                    .is_some_and(|(_, body)| body.contains("gateway_passes_total{outcome=\"caught_up\"}"))
-            },
-        )
-    });
-
     tokio::task::block_in_place(|| {
         // Without a session every page sends the browser to the sign-in form.
         let (status, head, _) = request(port, "GET", "/console", &[], &[]);
@@ -331,7 +194,7 @@ async fn sign_in_see_the_overview_and_sign_out() {
         );
         assert_eq!(status, 400, "dismissing needs a reason");
         // A viewer sees the failure but has no form, and a write is refused.
-        let (viewer_session, viewer_page) = sign_in(port, "李工", "只看不改-viewer-2026");
+        let (viewer_session, viewer_page) = sign_in(port, "李工", VIEWER_PASSWORD);
         let (_, _, viewer_shown) = request(port, "GET", &item, &[&viewer_session], &[]);
         assert!(viewer_shown.contains("id=\"reason\"") && !viewer_shown.contains("id=\"dismiss\""));
         let (status, _, _) = request(
@@ -398,4 +261,311 @@ async fn sign_in_see_the_overview_and_sign_out() {
         logged.contains("console sign-in refused") && logged.contains("console sign-in"),
         "{logged}"
     );
+}
+
+/// The value of an `href` that follows `marker` in a page.
+fn href_after(page: &str, marker: &str) -> String {
+    let at = page.find(marker).unwrap_or_else(|| panic!("{marker} missing"));
+    let rest = &page[at..];
+    let start = rest.find("href=\"").unwrap() + "href=\"".len();
+    rest[start..start + rest[start..].find('"').unwrap()].replace("&amp;", "&")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_audited() {
+    let server = simulator(300).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_config, port, mut child) = tokio::task::block_in_place(|| start(dir.path(), &server));
+    let db = dir.path().join("console.db");
+    let audited = |actor: &str, action: &str| -> i64 {
+        query(
+            &db,
+            &format!("SELECT count(*) FROM audit_log WHERE actor = '{actor}' AND action = '{action}'"),
+        )
+    };
+
+    tokio::task::block_in_place(|| {
+        // A record with a contact phone, found by its code's prefix.
+        let (id, phone): (String, String) = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT r.id, json_extract(v.content, '$.contact.phone') FROM records r
+                 JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+                 WHERE r.source = 'approval' AND json_extract(v.content, '$.contact.phone') IS NOT NULL
+                 ORDER BY r.id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(phone.len() >= 11, "{phone}");
+        let (session, _) = sign_in(port, "王工", PASSWORD);
+        let (status, _, found) = request(
+            port,
+            "GET",
+            &format!("/console/records?q={}", &id[..14]),
+            &[&session],
+            &[],
+        );
+        assert_eq!(status, 200);
+        assert!(
+            found.contains(&format!("href=\"/console/records/{id}\"")),
+            "{found}"
+        );
+
+        // The record page: masked, fields × versions, decisions with their rules, both
+        // utilities' statuses; an operator has the stage event form and no reveal form.
+        let path = format!("/console/records/{id}");
+        let (status, _, page) = request(port, "GET", &path, &[&session], &[]);
+        assert_eq!(status, 200);
+        for expected in [
+            "id=\"fields\"",
+            "id=\"decisions\"",
+            "<code>decisions.category</code>",
+            "rules checked in order",
+            "id=\"water-state\"",
+            "id=\"power-state\"",
+            "id=\"masked\"",
+            "id=\"event-form\"",
+            "<code>contact.phone</code>",
+        ] {
+            assert!(page.contains(expected), "{expected} missing from the record page");
+        }
+        assert!(!page.contains(&phone), "the phone is masked");
+        assert!(!page.contains("id=\"reveal\""), "an operator cannot reveal");
+        let token = csrf(&page);
+
+        // A stage event from the page, audited with the operator's name.
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &format!("{path}/events"),
+            &[&session],
+            &[("csrf", &token), ("kind", "paused")],
+        );
+        assert_eq!(status, 400, "a pause needs its reason");
+        let (status, head, _) = request(
+            port,
+            "POST",
+            &format!("{path}/events"),
+            &[&session],
+            &[
+                ("csrf", &token),
+                ("kind", "accepted"),
+                ("override_reason", "现场核实"),
+            ],
+        );
+        assert_eq!(status, 303, "{head}");
+        let by: String = query(
+            &db,
+            &format!("SELECT by FROM operator_actions WHERE record_id = '{id}' ORDER BY id DESC LIMIT 1"),
+        );
+        assert_eq!(by, "王工");
+        assert_eq!(audited("王工", "accepted"), 1);
+        let (_, _, page) = request(port, "GET", &path, &[&session], &[]);
+        assert!(
+            page.contains("id=\"actions\"") && page.contains("&#34;accepted&#34;"),
+            "{page}"
+        );
+
+        // A field down to its bytes: the lineage page, then the document it names.
+        let field = format!("{path}/field?name=contact.phone");
+        assert!(
+            page.contains(&format!("href=\"{field}\"")),
+            "the field links to its lineage"
+        );
+        let (status, _, lineage) = request(port, "GET", &field, &[&session], &[]);
+        assert_eq!(status, 200);
+        assert!(
+            lineage.contains("id=\"path\"") && lineage.contains("id=\"fetches\""),
+            "{lineage}"
+        );
+        assert!(!lineage.contains(&phone), "the raw text is masked too");
+        let document = href_after(&lineage, "id=\"document\"");
+        let sha = document
+            .trim_start_matches("/console/documents/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        let (status, _, shown) = request(port, "GET", &document, &[&session], &[]);
+        assert_eq!(status, 200);
+        assert!(
+            shown.contains(&sha) && shown.contains("stored bytes hash to this name"),
+            "{shown}"
+        );
+        assert!(shown.contains("id=\"at-path\""), "the pointer's value is shown");
+        assert!(!shown.contains(&phone), "the document is masked");
+        let (_, _, decision) = request(
+            port,
+            "GET",
+            &format!("{path}/field?name=decisions.category"),
+            &[&session],
+            &[],
+        );
+        assert!(
+            decision.contains("id=\"rule\"") && decision.contains("policy/2022.toml"),
+            "{decision}"
+        );
+
+        // An operator may not reveal; an auditor may, with a reason, and it is audited.
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &format!("{path}/reveal"),
+            &[&session],
+            &[("csrf", &token), ("reason", "x")],
+        );
+        assert_eq!(status, 403);
+        let (auditor, overview) = sign_in(port, "审计员", AUDITOR_PASSWORD);
+        let audit_token = csrf(&overview);
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &format!("{path}/reveal"),
+            &[&auditor],
+            &[("csrf", &audit_token), ("reason", " ")],
+        );
+        assert_eq!(status, 400, "a reveal needs a reason");
+        assert_eq!(audited("审计员", "personal_data_revealed"), 0);
+        let (status, _, revealed) = request(
+            port,
+            "POST",
+            &format!("{path}/reveal"),
+            &[&auditor],
+            &[("csrf", &audit_token), ("reason", "投诉核查 2026-118")],
+        );
+        assert_eq!(status, 200);
+        assert!(revealed.contains(&phone) && revealed.contains("id=\"revealed\""));
+        assert_eq!(audited("审计员", "personal_data_revealed"), 1);
+        let detail: String = query(
+            &db,
+            "SELECT detail FROM audit_log WHERE action = 'personal_data_revealed'",
+        );
+        assert!(detail.contains("投诉核查 2026-118"), "{detail}");
+
+        // The export: every version, masked unless asked, audited.
+        let (status, head, body) = request(
+            port,
+            "POST",
+            &format!("{path}/export"),
+            &[&auditor],
+            &[("csrf", &audit_token), ("reason", "年度审计")],
+        );
+        assert_eq!(status, 200);
+        assert!(
+            head.to_lowercase().contains("content-disposition: attachment"),
+            "{head}"
+        );
+        let exported: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let versions: i64 = query(
+            &db,
+            &format!("SELECT count(*) FROM record_versions WHERE record_id = '{id}'"),
+        );
+        assert_eq!(exported["versions"].as_array().unwrap().len() as i64, versions);
+        assert!(!body.contains(&phone), "masked unless asked");
+        assert_eq!(audited("审计员", "record_exported"), 1);
+
+        // The exact bytes, for an auditor with a reason; their hash is the document's name.
+        let (status, _, _) = request(
+            port,
+            "POST",
+            &format!("/console/documents/{sha}/raw"),
+            &[&session],
+            &[("csrf", &token), ("reason", "x")],
+        );
+        assert_eq!(status, 403, "an operator cannot take the raw bytes");
+        let raw = raw_request(
+            port,
+            &format!("/console/documents/{sha}/raw"),
+            &auditor,
+            &audit_token,
+            "原始报文核对",
+        );
+        use sha2::Digest;
+        assert_eq!(hex::encode(sha2::Sha256::digest(&raw)), sha);
+        assert_eq!(audited("审计员", "raw_document_exported"), 1);
+
+        // Bulk replay by category: the preview first (writes nothing), then the replay.
+        let (_, _, queue) = request(port, "GET", "/console/failures", &[&session], &[]);
+        let preview = href_after(&queue, "id=\"categories\"");
+        let category = url::form_urlencoded::parse(preview.split('?').nth(1).unwrap().as_bytes())
+            .find(|(k, _)| k == "category")
+            .unwrap()
+            .1
+            .to_string();
+        let held: i64 = query(
+            &db,
+            &format!("SELECT count(*) FROM failures WHERE state = 'held' AND category = '{category}'"),
+        );
+        assert!(held > 0, "{category}");
+        let entries: i64 = query(&db, "SELECT count(*) FROM audit_log");
+        let (status, _, dry) = request(port, "GET", &preview, &[&session], &[]);
+        assert_eq!(status, 200);
+        assert_eq!(
+            dry.matches("<tr><td><a href=\"/console/failures/").count() as i64,
+            held,
+            "{dry}"
+        );
+        assert!(dry.contains("id=\"bulk-replay\""));
+        assert_eq!(
+            query::<i64>(&db, "SELECT count(*) FROM audit_log"),
+            entries,
+            "a preview writes nothing"
+        );
+        let (viewer, viewer_page) = sign_in(port, "李工", VIEWER_PASSWORD);
+        let (status, _, _) = request(
+            port,
+            "POST",
+            "/console/failures/bulk",
+            &[&viewer],
+            &[("csrf", &csrf(&viewer_page)), ("category", &category)],
+        );
+        assert_eq!(status, 403, "a viewer cannot replay");
+        let (status, _, done) = request(
+            port,
+            "POST",
+            "/console/failures/bulk",
+            &[&session],
+            &[("csrf", &token), ("category", &category)],
+        );
+        assert_eq!(status, 200);
+        assert!(done.contains("已执行"));
+        assert_eq!(
+            done.matches("<tr><td><a href=\"/console/failures/").count() as i64,
+            held
+        );
+
+        // The report by customer manager.
+        let (status, _, by_manager) = request(port, "GET", "/console/reports?by=manager", &[&session], &[]);
+        assert_eq!(status, 200);
+        assert!(by_manager.contains("<td>manager</td>") && !by_manager.contains("<td>company</td>"));
+        assert!(by_manager.contains("<svg id=\"chart\""));
+    });
+
+    tokio::task::block_in_place(|| stop(&mut child));
+    let logged = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(
+        logged.contains("personal data revealed in the console"),
+        "{logged}"
+    );
+}
+
+/// The auditor's raw-bytes form, answered with the body's exact bytes.
+fn raw_request(port: u16, path: &str, session: &str, token: &str, reason: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([("csrf", token), ("reason", reason)])
+        .finish();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nCookie: {session}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(bytes.starts_with(b"HTTP/1.0 200") || bytes.starts_with(b"HTTP/1.1 200"));
+    bytes[at + 4..].to_vec()
 }

@@ -252,7 +252,7 @@ pub fn power_show(store: &Store, id: &str, json: bool) -> anyhow::Result<ExitCod
 /// by the power mapping (`mappings/power/application.toml`): the `joint.*` fields of
 /// `gateway trace`, each with its lineage into the power side's bytes. Empty when the record
 /// has no joint application or its last answer is not stored.
-pub(super) fn joint_facts(
+pub(crate) fn joint_facts(
     store: &Store,
     record_id: &str,
 ) -> anyhow::Result<Vec<(String, crate::mapping::Lineage, serde_json::Value)>> {

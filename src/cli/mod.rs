@@ -16,7 +16,7 @@ mod demo;
 mod events;
 mod generate;
 mod inspect;
-mod joint;
+pub(crate) mod joint;
 mod remap;
 pub mod replay;
 mod report;

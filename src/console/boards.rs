@@ -90,6 +90,10 @@ pub(super) struct ReportQuery {
     quarter: String,
     #[serde(default)]
     month: String,
+    /// The dimension shown in the chart and the table: `company` (district company, the
+    /// default), `manager`, `category` or `stage`.
+    #[serde(default)]
+    by: String,
 }
 
 impl ReportQuery {
@@ -105,10 +109,20 @@ impl ReportQuery {
         }
     }
 
+    fn by(&self) -> &'static str {
+        match self.by.as_str() {
+            "manager" => "manager",
+            "category" => "category",
+            "stage" => "stage",
+            _ => "company",
+        }
+    }
+
     fn encoded(&self) -> String {
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("quarter", self.quarter.trim())
             .append_pair("month", self.month.trim())
+            .append_pair("by", self.by())
             .finish()
     }
 }
@@ -121,6 +135,7 @@ struct Reports {
     csrf: String,
     quarter: String,
     month: String,
+    by: &'static str,
     query: String,
     problem: Option<String>,
     report: Option<Timeliness>,
@@ -155,18 +170,21 @@ pub(super) async fn reports(
         },
         Err(e) => (None, Some(e)),
     };
+    let by = q.by();
     let rows = report.as_ref().map_or_else(Vec::new, |r| {
         crate::report::groups(r)
             .into_iter()
+            .filter(|(d, ..)| *d == "total" || *d == by)
             .map(|(d, g, f)| crate::report::cells(d, g, f))
             .collect()
     });
-    let chart = report.as_ref().map(chart).unwrap_or_default();
+    let chart = report.as_ref().map(|r| chart(r, by)).unwrap_or_default();
     render(&Reports {
         name: s.name,
         role: s.role.as_str(),
         csrf: s.csrf,
         query: q.encoded(),
+        by,
         quarter: q.quarter,
         month: q.month,
         problem,
@@ -221,23 +239,23 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// An inline SVG bar chart: per district company, applications and those completed within the
-/// limit. Drawn here, no chart service.
-fn chart(r: &Timeliness) -> String {
+/// An inline SVG bar chart: per group of one dimension (district company, manager, category
+/// or stage), applications and those completed within the limit. Drawn here, no chart service.
+fn chart(r: &Timeliness, by: &str) -> String {
+    let groups = match by {
+        "manager" => &r.by_manager,
+        "category" => &r.by_category,
+        "stage" => &r.by_stage,
+        _ => &r.by_company,
+    };
     const ROW: usize = 28;
     const WIDTH: f64 = 420.0;
-    let max = r
-        .by_company
-        .values()
-        .map(|f| f.applications)
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let height = ROW * r.by_company.len() + 24;
+    let max = groups.values().map(|f| f.applications).max().unwrap_or(0).max(1) as f64;
+    let height = ROW * groups.len() + 24;
     let mut svg = format!(
-        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{height}\" role=\"img\" aria-label=\"受理与按时完成，按分公司\">"
+        "<svg id=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{height}\" role=\"img\" aria-label=\"受理与按时完成 {by}\">"
     );
-    for (i, (company, f)) in r.by_company.iter().enumerate() {
+    for (i, (company, f)) in groups.iter().enumerate() {
         let y = i * ROW + 4;
         let all = WIDTH * f.applications as f64 / max;
         let within = WIDTH * f.completed_within_limit as f64 / max;

@@ -5,6 +5,8 @@
 
 pub mod accounts;
 mod boards;
+mod lineage;
 pub mod pages;
 mod queue;
+mod records;
 pub mod session;

@@ -37,9 +37,22 @@ pub fn routes() -> Router<HttpState> {
         .route("/console/reports", get(super::boards::reports))
         .route("/console/reports.csv", get(super::boards::reports_csv))
         .route("/console/failures", get(super::queue::list))
+        .route(
+            "/console/failures/bulk",
+            get(super::queue::bulk_preview).post(super::queue::bulk_replay),
+        )
         .route("/console/failures/{id}", get(super::queue::item))
         .route("/console/failures/{id}/replay", post(super::queue::replay))
         .route("/console/failures/{id}/dismiss", post(super::queue::dismiss))
+        .route("/console/records", get(super::records::list))
+        .route("/console/records/{id}", get(super::records::record))
+        .route("/console/records/{id}/reveal", post(super::records::reveal))
+        .route("/console/records/{id}/export", post(super::records::export))
+        .route("/console/records/{id}/events", post(super::records::event))
+        .route("/console/records/{id}/field", get(super::lineage::field))
+        .route("/console/documents/{sha}", get(super::lineage::document))
+        .route("/console/documents/{sha}/raw", post(super::lineage::raw))
+        .route("/console/mappings/{sha}", get(super::lineage::mapping))
 }
 
 pub(super) fn render(page: &impl Template) -> Response {
@@ -58,6 +71,59 @@ pub(super) fn render(page: &impl Template) -> Response {
 
 pub(super) fn see_other(location: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, location.to_string())]).into_response()
+}
+
+/// Runs `f` on the store's blocking pool with the errors of the commands it reuses.
+pub(super) async fn with_store<T: Send + 'static>(
+    state: &HttpState,
+    f: impl FnOnce(&crate::store::Store) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    state
+        .store
+        .call(move |s| Ok::<_, crate::store::StoreError>(f(s)))
+        .await?
+}
+
+/// The answer when the database cannot be read; the cause goes to the log only.
+pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
+    tracing::error!("console {what}: {e}");
+    (StatusCode::SERVICE_UNAVAILABLE, "the database could not be read").into_response()
+}
+
+/// What a write needs beyond a session.
+#[derive(Clone, Copy)]
+pub(super) enum Needs {
+    /// Replay, dismiss, stage events.
+    Operator,
+    /// Reveal personal data, export.
+    Auditor,
+}
+
+/// The session of a write: signed in, the form's CSRF token, the role the write needs. A
+/// refusal is logged with the person's name.
+pub(super) fn writer(
+    state: &HttpState,
+    headers: &HeaderMap,
+    csrf: &str,
+    needs: Needs,
+) -> Result<Session, Box<Response>> {
+    let Some((_, s)) = session(state, headers) else {
+        return Err(Box::new(see_other("/console/sign-in")));
+    };
+    if !session::same(&s.csrf, csrf) {
+        return Err(Box::new(
+            (StatusCode::FORBIDDEN, "the form's CSRF token does not match").into_response(),
+        ));
+    }
+    let (allowed, what) = match needs {
+        Needs::Operator => (s.role.may_operate(), "only an operator may do this"),
+        Needs::Auditor => (s.role.may_reveal(), "only an auditor may do this"),
+    };
+    if !allowed {
+        tracing::warn!(name = %s.name, role = s.role.as_str(), "console write refused: {what}");
+        return Err(Box::new((StatusCode::FORBIDDEN, what).into_response()));
+    }
+    Ok(s)
 }
 
 fn console(state: &HttpState) -> Option<&Arc<Console>> {

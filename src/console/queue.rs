@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::pages::{render, see_other, session};
-use super::session::{Session, same};
+use super::pages::{Needs, render, see_other, session, unavailable, with_store, writer};
+use super::session::Session;
 use crate::http::HttpState;
-use crate::store::{Store, StoreError};
 
 /// Failures listed at most.
 const LISTED: usize = 500;
@@ -33,30 +32,19 @@ struct Queue {
     role: &'static str,
     csrf: String,
     rows: Vec<Row>,
-}
-
-/// Runs `f` on the store's blocking pool with the errors of the commands it reuses.
-async fn with_store<T: Send + 'static>(
-    state: &HttpState,
-    f: impl FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    state.store.call(move |s| Ok::<_, StoreError>(f(s))).await?
-}
-
-fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
-    tracing::error!("console {what}: {e}");
-    (StatusCode::SERVICE_UNAVAILABLE, "the database could not be read").into_response()
+    /// Held failures by category.
+    categories: Vec<(String, i64)>,
 }
 
 pub(super) async fn list(State(state): State<HttpState>, headers: HeaderMap) -> Response {
     let Some((_, s)) = session(&state, &headers) else {
         return see_other("/console/sign-in");
     };
-    let held = match state
-        .store
-        .call(|store| store.failures(Some("held"), LISTED))
-        .await
-    {
+    let found = with_store(&state, |store| {
+        Ok((store.failures(Some("held"), LISTED)?, store.held_by_category()?))
+    })
+    .await;
+    let (held, categories) = match found {
         Ok(f) => f,
         Err(e) => return unavailable("failures", e),
     };
@@ -64,6 +52,7 @@ pub(super) async fn list(State(state): State<HttpState>, headers: HeaderMap) -> 
         name: s.name,
         role: s.role.as_str(),
         csrf: s.csrf,
+        categories: categories.into_iter().collect(),
         rows: held
             .into_iter()
             .map(|f| Row {
@@ -199,32 +188,13 @@ pub(super) struct ActionForm {
     reason: String,
 }
 
-/// The session of a write: signed in, the form's token, the operator role.
-fn writer(state: &HttpState, headers: &HeaderMap, form: &ActionForm) -> Result<Session, Box<Response>> {
-    let Some((_, s)) = session(state, headers) else {
-        return Err(Box::new(see_other("/console/sign-in")));
-    };
-    if !same(&s.csrf, &form.csrf) {
-        return Err(Box::new(
-            (StatusCode::FORBIDDEN, "the form's CSRF token does not match").into_response(),
-        ));
-    }
-    if !s.role.may_operate() {
-        tracing::warn!(name = %s.name, role = s.role.as_str(), "console write refused: not an operator");
-        return Err(Box::new(
-            (StatusCode::FORBIDDEN, "only an operator may do this").into_response(),
-        ));
-    }
-    Ok(s)
-}
-
 pub(super) async fn replay(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let s = match writer(&state, &headers, &form) {
+    let s = match writer(&state, &headers, &form.csrf, Needs::Operator) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -259,7 +229,7 @@ pub(super) async fn dismiss(
     Path(id): Path<i64>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    let s = match writer(&state, &headers, &form) {
+    let s = match writer(&state, &headers, &form.csrf, Needs::Operator) {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -282,5 +252,125 @@ pub(super) async fn dismiss(
     match done {
         Ok(_) => see_other(&format!("/console/failures/{id}")),
         Err(e) => item_page(&state, s, id, Some(e.to_string()), StatusCode::CONFLICT).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct CategoryQuery {
+    category: String,
+}
+
+struct BulkRow {
+    failure: i64,
+    key: String,
+    outcome: String,
+    reason: String,
+    changes: usize,
+}
+
+#[derive(Template)]
+#[template(path = "console/bulk.html")]
+struct Bulk {
+    name: String,
+    role: &'static str,
+    csrf: String,
+    may_operate: bool,
+    category: String,
+    /// Whether the rows are what a replay did (else what it would do).
+    applied: bool,
+    rows: Vec<BulkRow>,
+    summary: Vec<(String, String)>,
+}
+
+fn bulk_page(
+    s: Session,
+    category: String,
+    applied: bool,
+    items: Vec<crate::cli::replay::Item>,
+    summary: serde_json::Value,
+) -> Response {
+    render(&Bulk {
+        may_operate: s.role.may_operate(),
+        name: s.name,
+        role: s.role.as_str(),
+        csrf: s.csrf,
+        category,
+        applied,
+        rows: items
+            .into_iter()
+            .map(|i| BulkRow {
+                failure: i.failure,
+                key: i.key.unwrap_or_default(),
+                outcome: i.outcome,
+                reason: i.reason.unwrap_or_default(),
+                changes: i.changes.len(),
+            })
+            .collect(),
+        summary: summary
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect())
+            .unwrap_or_default(),
+    })
+}
+
+/// `GET /console/failures/bulk?category=C`: what replaying every held failure of a category
+/// would do, before anything changes (a dry run), with the operator's confirm form.
+pub(super) async fn bulk_preview(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<CategoryQuery>,
+) -> Response {
+    let Some((_, s)) = session(&state, &headers) else {
+        return see_other("/console/sign-in");
+    };
+    let rebuilder = state.rebuilder.clone();
+    let category = q.category.clone();
+    let done = with_store(&state, move |store| {
+        let selection = crate::cli::replay::Selection {
+            category: Some(category),
+            ..Default::default()
+        };
+        crate::cli::replay::run(store, &rebuilder, &selection, "", true)
+    })
+    .await;
+    match done {
+        Ok((items, summary)) => bulk_page(s, q.category, false, items, summary),
+        Err(e) => unavailable("bulk replay preview", e),
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct BulkForm {
+    csrf: String,
+    category: String,
+}
+
+/// `POST /console/failures/bulk`: replays every held failure of a category, by an operator,
+/// audited with their name; shows what happened to each.
+pub(super) async fn bulk_replay(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Form(form): Form<BulkForm>,
+) -> Response {
+    let s = match writer(&state, &headers, &form.csrf, Needs::Operator) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let rebuilder = state.rebuilder.clone();
+    let (by, category) = (s.name.clone(), form.category.clone());
+    let done = with_store(&state, move |store| {
+        let selection = crate::cli::replay::Selection {
+            category: Some(category),
+            ..Default::default()
+        };
+        crate::cli::replay::run(store, &rebuilder, &selection, &by, false)
+    })
+    .await;
+    match done {
+        Ok((items, summary)) => {
+            tracing::info!(name = %s.name, category = %form.category, "bulk replay from the console");
+            bulk_page(s, form.category, true, items, summary)
+        }
+        Err(e) => unavailable("bulk replay", e),
     }
 }

@@ -15,6 +15,11 @@ impl Store {
             .optional()?)
     }
 
+    /// Held failures by category.
+    pub fn held_by_category(&self) -> Result<std::collections::BTreeMap<String, i64>> {
+        held_by_category(&self.read())
+    }
+
     /// The newest passes, newest first.
     /// What `/metrics` reports of the store at one moment: each cursor's lag behind `now`, held
     /// failures by category, the outbox's pending calls and the oldest one's age, records waiting
@@ -30,14 +35,7 @@ impl Store {
                 let lag = (now - parse_ts(&watermark)?).num_milliseconds() as f64 / 1000.0;
                 sample.cursor_lag_seconds.insert(source, lag);
             }
-            let mut stmt = conn.prepare_cached(
-                "SELECT category, count(*) FROM failures WHERE state = 'held' GROUP BY category",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (category, n) = row?;
-                sample.failures_held.insert(category, n);
-            }
+            sample.failures_held = held_by_category(&conn)?;
             let (pending, oldest): (i64, Option<String>) = conn.query_row(
                 "SELECT count(*), min(created_at) FROM outbox WHERE state = 'pending'",
                 [],
@@ -185,15 +183,40 @@ impl Store {
         })
     }
 
+    /// The most recently updated records, in a state or all.
     pub fn records(&self, state: Option<&str>, limit: usize) -> Result<Vec<RecordRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
+        self.record_rows(
+            "SELECT * FROM records WHERE ?1 IS NULL OR state = ?1 ORDER BY updated_at DESC, id LIMIT ?2",
+            params![state, limit as i64],
+        )
+    }
+
+    /// Records whose id or source key starts with `prefix` (a project code, `PE-2024-5301`, a
+    /// power application id), most recently updated first.
+    pub fn search_records(&self, prefix: &str, limit: usize) -> Result<Vec<RecordRow>> {
+        // `LIKE` wildcards in what was typed are taken literally.
+        let escaped = prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        self.record_rows(
+            "SELECT * FROM records WHERE id LIKE ?1 || '%' ESCAPE '\\' OR source_key LIKE ?1 || '%' ESCAPE '\\'
+             ORDER BY updated_at DESC, id LIMIT ?2",
+            params![escaped, limit as i64],
+        )
+    }
+
+    /// The records `selection` picks (a `SELECT * FROM records …` with its order and limit),
+    /// each with the summary of its current version. The selection runs first so that only the
+    /// chosen records' content is read.
+    fn record_rows(&self, selection: &str, args: impl rusqlite::Params) -> Result<Vec<RecordRow>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(&format!(
             "SELECT r.id, r.source_key, r.state, r.current_version, r.source_version, v.content, r.created_at, r.updated_at
-             FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-             WHERE ?1 IS NULL OR r.state = ?1
-             ORDER BY r.updated_at DESC, r.id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![state, limit as i64], |r| {
+             FROM ({selection}) r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+             ORDER BY r.updated_at DESC, r.id"
+        ))?;
+        let rows = stmt.query_map(args, |r| {
             let content: String = r.get(5)?;
             let value: serde_json::Value = serde_json::from_str(&content).unwrap_or_default();
             Ok(RecordRow {
@@ -478,4 +501,11 @@ pub struct Sample {
     pub outbox_oldest_age_seconds: f64,
     pub materials_backlog: u64,
     pub records: i64,
+}
+
+fn held_by_category(conn: &rusqlite::Connection) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT category, count(*) FROM failures WHERE state = 'held' GROUP BY category")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
