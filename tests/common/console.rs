@@ -120,6 +120,13 @@ pub fn account(name: &str, role: &str, password: &str) -> String {
 /// the configuration names. Returns the configuration, the port, the daemon (its log in
 /// `daemon.log` in `dir`) once its first pass has finished.
 pub fn start(dir: &Path, server: &SimServer) -> (PathBuf, u16, Child) {
+    let (config, port) = configure(dir, server);
+    let child = run(dir, &config, port);
+    (config, port, child)
+}
+
+/// The configuration of a daemon with a console, and its port (see [`start`]).
+pub fn configure(dir: &Path, server: &SimServer) -> (PathBuf, u16) {
     let config = write_config(dir, "console", server, 60);
     let port = listen_on_free_port(&config);
     // Accounts as an administrator makes them: the password on standard input.
@@ -144,10 +151,20 @@ pub fn start(dir: &Path, server: &SimServer) -> (PathBuf, u16, Child) {
         ),
     );
     std::fs::write(&config, text).unwrap();
-    let log = dir.join("daemon.log");
-    let mut child = gateway(&config, &["run"])
+    (config, port)
+}
+
+/// Starts the daemon of `config` (its log appended to `daemon.log` in `dir`) and waits for a
+/// finished pass.
+pub fn run(dir: &Path, config: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+        .unwrap();
+    let mut child = gateway(config, &["run"])
         .env("RUST_LOG", "info")
-        .stderr(std::fs::File::create(&log).unwrap())
+        .stderr(log)
         .spawn()
         .unwrap();
     // `/readyz` is not ready in December without next year's calendar: wait on a finished pass.
@@ -160,5 +177,5 @@ pub fn start(dir: &Path, server: &SimServer) -> (PathBuf, u16, Child) {
                 .is_some_and(|(_, body)| body.contains("gateway_passes_total{outcome=\"caught_up\"}"))
         },
     );
-    (config, port, child)
+    child
 }
