@@ -569,3 +569,50 @@ fn raw_request(port: u16, path: &str, session: &str, token: &str, reason: &str) 
     assert!(bytes.starts_with(b"HTTP/1.0 200") || bytes.starts_with(b"HTTP/1.1 200"));
     bytes[at + 4..].to_vec()
 }
+
+#[test]
+fn the_demo_serves_the_console_with_its_own_accounts() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["demo", "--projects", "40", "--console", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (mut address, mut password) = (None, None);
+    while password.is_none() {
+        let line = lines.next().expect("the demo printed its console").unwrap();
+        if let Some(a) = line.strip_prefix("console: http://") {
+            address = Some(a.split('/').next().unwrap().to_string());
+        }
+        if let Some(p) = line.trim().strip_prefix("password for this run: ") {
+            password = Some(p.to_string());
+        }
+    }
+    let address = address.expect("the console's address");
+    let port: u16 = address.rsplit(':').next().unwrap().parse().unwrap();
+    let (session, overview) = sign_in(port, "demo-operator", &password.unwrap());
+    assert!(overview.contains("demo-operator · operator"), "{overview}");
+    let (status, _, records) = request(port, "GET", "/console/records", &[&session], &[]);
+    assert_eq!(status, 200);
+    assert!(
+        records.contains("href=\"/console/records/PE-"),
+        "the demo's records are listed"
+    );
+    let accounts = std::fs::read_to_string(dir.path().join("console-accounts")).unwrap();
+    assert!(accounts.contains("demo-auditor auditor $argon2id$"));
+    // Ctrl-C (SIGINT) stops it cleanly.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &demo.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(demo.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l == "console stopped"), "{rest:?}");
+}

@@ -31,6 +31,10 @@ pub struct DemoArgs {
     pub dir: PathBuf,
     #[arg(long, default_value_t = 2022)]
     pub seed: u64,
+    /// Then serve the console on the demo database at this address (127.0.0.1:8600 when
+    /// given without one), with demo accounts, until Ctrl-C.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8600", value_name = "ADDR")]
+    pub console: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -286,6 +290,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     outln!("  cargo run --release -- --db {db} outbox list");
     if let Some(f) = &failure {
         outln!("  cargo run --release -- --db {db} failures show {}", f.id);
+    }
+    match args.console {
+        Some(listen) => {
+            super::demo_console::serve(listen, &args.dir, store, syncer.rebuilder().clone(), &token).await?;
+        }
+        None => outln!("  cargo run --release -- demo --console   (the same, then the console in a browser)"),
     }
     Ok(ExitCode::SUCCESS)
 }

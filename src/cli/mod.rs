@@ -13,6 +13,8 @@ mod checks;
 mod daemon;
 #[cfg(feature = "simulators")]
 mod demo;
+#[cfg(feature = "simulators")]
+mod demo_console;
 mod events;
 mod generate;
 mod inspect;

@@ -140,6 +140,13 @@ pub fn line(name: &str, role: Role, password: &str) -> Result<String, String> {
     Ok(format!("{name} {} {hash}", role.as_str()))
 }
 
+impl Accounts {
+    /// [`line`] as an `anyhow` error, for callers that make accounts themselves.
+    pub fn line_for(name: &str, role: Role, password: &str) -> anyhow::Result<String> {
+        line(name, role, password).map_err(anyhow::Error::msg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
