@@ -137,8 +137,10 @@ impl Store {
     pub fn running_records(&self) -> Result<Vec<(String, serde_json::Value)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT r.id, v.content FROM records r
-             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+            // The running versions from their partial index, then whether each is current:
+            // no record's content is read unless one of its versions is running.
+            "SELECT r.id, v.content FROM record_versions v INDEXED BY record_versions_running
+             CROSS JOIN records r ON r.id = v.record_id AND r.current_version = v.version
              WHERE json_extract(v.content, '$.progress.state') IN ('in_progress', 'paused')
              ORDER BY r.id",
         )?;

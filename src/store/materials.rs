@@ -171,5 +171,6 @@ const NEEDS_MATERIALS: &str = "r.state = 'active' AND (
     OR EXISTS (SELECT 1 FROM materials_checks m
                WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = r.id)
                  AND m.zero_materials = 0 AND m.checked_at < ?2))
-    AND NOT EXISTS (SELECT 1 FROM record_versions c WHERE c.record_id = r.id AND c.version = r.current_version
+    AND NOT EXISTS (SELECT 1 FROM record_versions c INDEXED BY record_versions_no_category
+                    WHERE c.record_id = r.id AND c.version = r.current_version
                     AND json_extract(c.content, '$.decisions.category.state') = 'none')";
