@@ -117,8 +117,20 @@ async fn text(c: &Client, css: &str) -> String {
     find(c, css).await.text().await.unwrap()
 }
 
+/// Clicks `css` and waits until the page it was on has been replaced: a click that navigates
+/// returns before the next page is there, and an element found meanwhile would be the old
+/// page's.
 async fn click(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
     find(c, css).await.click().await.unwrap();
+    let started = Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{css} did not lead to another page"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The approval mapping with the builder's credit-code check and the floor area's sign check
@@ -237,7 +249,7 @@ async fn an_operator_in_chromium() {
     let colour = row.css_value("background-color").await.unwrap();
     assert_ne!(colour, "rgba(0, 0, 0, 0)", "an overdue row is coloured");
     screenshot(&c, &shots, &mut n, "deadlines").await;
-    row.find(Locator::Css("a")).await.unwrap().click().await.unwrap();
+    click(&c, &format!("a[href='/console/records/{overdue}']")).await;
     assert!(c.current_url().await.unwrap().path().ends_with(&overdue));
     let stages = text(&c, "#stages").await;
     assert!(stages.contains("site_survey"), "{stages}");
@@ -278,7 +290,11 @@ async fn an_operator_in_chromium() {
             held = Some(*id);
             break;
         }
+        let old = c.find(Locator::Css("html")).await.unwrap();
         c.back().await.unwrap();
+        while old.tag_name().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let held = held.expect("a held failure that the fix turns into a record");
     let diff = c.find_all(Locator::Css("#diff tr")).await.unwrap();
@@ -297,7 +313,7 @@ async fn an_operator_in_chromium() {
     click(&c, "#nav-reports").await;
     c.find(Locator::Css("svg#chart")).await.unwrap();
     screenshot(&c, &shots, &mut n, "reports").await;
-    click(&c, "#csv").await;
+    find(&c, "#csv").await.click().await.unwrap();
     let started = Instant::now();
     let csv = loop {
         let done: Vec<_> = std::fs::read_dir(&downloads)
