@@ -141,7 +141,7 @@ pub fn line(name: &str, role: Role, password: &str) -> Result<String, String> {
 }
 
 impl Accounts {
-    /// [`line`] as an `anyhow` error, for callers that make accounts themselves.
+    /// [`line()`] as an `anyhow` error, for callers that make accounts themselves.
     pub fn line_for(name: &str, role: Role, password: &str) -> anyhow::Result<String> {
         line(name, role, password).map_err(anyhow::Error::msg)
     }
