@@ -80,7 +80,7 @@ fn last_day(first: NaiveDate) -> NaiveDate {
 pub struct RecordRow {
     pub id: String,
     pub created_at: DateTime<Utc>,
-    /// The current version's content.
+    /// The current version's content, or its report facts (the same paths).
     pub content: Value,
     /// The deadline alerts raised for it: (stage, `warning` or `alarm`).
     pub alerts: Vec<(String, String)>,
@@ -174,6 +174,43 @@ struct StageFigures {
     within: bool,
     used: Option<f64>,
     paused_days: f64,
+}
+
+/// What the report reads of a record's content, kept beside the record (`records.report_facts`)
+/// whenever its current version changes, so that a report reads a few hundred bytes per record
+/// instead of parsing its whole content: the district company and manager, the category, the
+/// fee decision and the stages. A report computed from these facts is the report computed
+/// from the content (the same paths, nothing else read).
+#[derive(serde::Deserialize, Serialize)]
+struct Facts {
+    #[serde(default)]
+    decisions: Option<FactDecisions>,
+    #[serde(default)]
+    progress: Option<FactProgress>,
+}
+
+#[derive(serde::Deserialize, Serialize)]
+struct FactDecisions {
+    #[serde(default)]
+    customer_manager: Value,
+    #[serde(default)]
+    category: Value,
+    #[serde(default)]
+    fee: Value,
+}
+
+#[derive(serde::Deserialize, Serialize)]
+struct FactProgress {
+    #[serde(default)]
+    stages: Value,
+}
+
+/// The report's facts of a record's content JSON (see [`Facts`]); `None` when the content is
+/// not JSON of a record (never for content the gateway wrote), and the report then reads the
+/// content itself.
+pub fn facts(content_json: &str) -> Option<String> {
+    let facts: Facts = serde_json::from_str(content_json).ok()?;
+    serde_json::to_string(&facts).ok()
 }
 
 fn stages_of(content: &Value, calendar: &Calendar) -> Vec<StageFigures> {
@@ -434,6 +471,52 @@ pub fn from_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_from_the_facts_is_the_report_from_the_content() {
+        let content = serde_json::json!({
+            "project": {"name": "某项目", "code": "2026-530102-47-01-000001"},
+            "contact": {"name": "张三", "phone": "13800000000"},
+            "decisions": {
+                "category": {"state": "decided", "id": "low_risk", "name": "低风险"},
+                "customer_manager": {"company_name": "通用水务", "manager": "TY-02 王客户经理"},
+                "fee": {"free": true, "reason": "DN25 ≤ DN40 and external pipe 10 m ≤ 200 m"},
+                "stages": {"state": "limits"},
+            },
+            "progress": {"state": "completed", "stages": [
+                {"stage": "connection", "working_days": 2, "started_at": "2026-07-01 10:00:00",
+                 "due_at": "2026-07-06 00:00:00", "completed_at": "2026-07-03 12:00:00", "paused_working_secs": 0}
+            ]},
+        });
+        let text = content.to_string();
+        let kept = facts(&text).unwrap();
+        assert!(
+            !kept.contains("13800000000") && !kept.contains("某项目"),
+            "{kept}"
+        );
+        let row = |content: Value| RecordRow {
+            id: "PE-1".into(),
+            created_at: shuiwu_wire::parse_beijing("2026-07-01 09:00:00").unwrap(),
+            content,
+            alerts: vec![],
+            materials: None,
+            joint: vec![],
+        };
+        let cal = crate::calendar::Calendar::load(None).unwrap();
+        let q = Period::quarter("2026Q3").unwrap();
+        let from_content = timeliness(q, &[row(content)], &cal);
+        let from_facts = timeliness(q, &[row(serde_json::from_str(&kept).unwrap())], &cal);
+        assert_eq!(
+            serde_json::to_value(&from_content).unwrap(),
+            serde_json::to_value(&from_facts).unwrap()
+        );
+        assert_eq!(from_facts.total.completed_within_limit, 1);
+        assert_eq!(
+            facts(&serde_json::json!({"decisions": null}).to_string()).as_deref(),
+            Some(r#"{"decisions":null,"progress":null}"#)
+        );
+        assert_eq!(facts("not json"), None);
+    }
 
     #[test]
     fn periods_and_percentiles() {

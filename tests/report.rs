@@ -283,4 +283,49 @@ fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
         .collect();
     assert_eq!(got, joint);
+
+    // The report read from the records' facts is the report read from their content, and the
+    // facts that migration 12 computes for an older database are the facts the gateway keeps.
+    let report_now = || -> serde_json::Value {
+        let out = common::cli::ok(&common::cli::gateway(&[
+            "--db",
+            db.to_str().unwrap(),
+            "report",
+            "timeliness",
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--json",
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let kept: Vec<(String, String)> = conn
+        .prepare("SELECT id, report_facts FROM records ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!kept.is_empty());
+    conn.execute("UPDATE records SET report_facts = NULL", [])
+        .unwrap();
+    assert_eq!(report_now(), report, "from the content");
+    let migration = gateway::store::schema::MIGRATIONS[11];
+    let backfill = &migration[migration.find("UPDATE records").unwrap()..];
+    conn.execute_batch(backfill).unwrap();
+    for (id, facts) in kept {
+        let migrated: String = conn
+            .query_row("SELECT report_facts FROM records WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&migrated).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&facts).unwrap(),
+            "{id}"
+        );
+    }
+    assert_eq!(report_now(), report, "from the migrated facts");
 }

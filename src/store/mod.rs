@@ -25,7 +25,7 @@ mod power;
 mod queries;
 mod remap;
 mod reports;
-mod schema;
+pub mod schema;
 mod versions;
 
 use std::path::{Path, PathBuf};

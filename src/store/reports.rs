@@ -1,4 +1,4 @@
-//! What the reports read: the records created in a period with their current content, the
+//! What the reports read: the records created in a period with their report facts, the
 //! deadline alerts raised for them, their latest zero-materials check and their joint
 //! applications.
 
@@ -64,9 +64,10 @@ impl Store {
         let mut out = Vec::new();
         for row in tx
             .prepare(
-                "SELECT r.id, r.created_at, v.content FROM records r
-                 JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-                 WHERE r.created_at >= ?1 AND r.created_at < ?2 ORDER BY r.id",
+                // The record's report facts; its content only when they are missing.
+                "SELECT r.id, r.created_at, coalesce(r.report_facts,
+                     (SELECT v.content FROM record_versions v WHERE v.record_id = r.id AND v.version = r.current_version))
+                 FROM records r WHERE r.created_at >= ?1 AND r.created_at < ?2 ORDER BY r.id",
             )?
             .query_map(params![from, to], |r| {
                 Ok((

@@ -297,4 +297,18 @@ CREATE INDEX record_versions_running ON record_versions(record_id, version)
 CREATE INDEX record_versions_no_category ON record_versions(record_id, version)
     WHERE json_extract(content, '$.decisions.category.state') = 'none';
 "#,
+    // 12: what the timeliness report reads of each record's current version, beside the
+    // record (see `report::facts`), so that a report does not parse every record's content.
+    r#"
+ALTER TABLE records ADD COLUMN report_facts TEXT;
+UPDATE records SET report_facts = (
+    SELECT json_object(
+        'decisions', CASE WHEN v.content -> '$.decisions' IS NULL OR json_type(v.content, '$.decisions') = 'null' THEN NULL
+                     ELSE json_object('customer_manager', v.content -> '$.decisions.customer_manager',
+                                      'category', v.content -> '$.decisions.category',
+                                      'fee', v.content -> '$.decisions.fee') END,
+        'progress', CASE WHEN v.content -> '$.progress' IS NULL OR json_type(v.content, '$.progress') = 'null' THEN NULL
+                    ELSE json_object('stages', v.content -> '$.progress.stages') END)
+    FROM record_versions v WHERE v.record_id = records.id AND v.version = records.current_version);
+"#,
 ];
