@@ -458,14 +458,21 @@ pub fn from_store(
     calendar: &Calendar,
     period: Period,
 ) -> Result<Timeliness, crate::store::StoreError> {
+    let (from, to) = bounds(period);
+    let rows = store.report_rows(from, to)?;
+    Ok(timeliness(period, &rows, calendar))
+}
+
+/// The instants a period's records are created between: from 00:00 Beijing time of its first
+/// day (included) to 00:00 of the day after its last (excluded).
+pub fn bounds(period: Period) -> (DateTime<Utc>, DateTime<Utc>) {
     // The day after a period that ends at chrono's last day does not exist; nothing is
     // created then either.
     let next = period.to.succ_opt().unwrap_or(period.to);
-    let rows = store.report_rows(
+    (
         crate::worktime::midnight(period.from),
         crate::worktime::midnight(next),
-    )?;
-    Ok(timeliness(period, &rows, calendar))
+    )
 }
 
 #[cfg(test)]

@@ -535,6 +535,30 @@ async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_aud
             held
         );
 
+        // The report is computed once and kept while nothing it counts changes; a committed
+        // change (a record's facts and its time of change) shows in the next answer.
+        let csv_of = || {
+            let (status, _, csv) = request(port, "GET", "/console/reports.csv", &[&session], &[]);
+            assert_eq!(status, 200);
+            csv
+        };
+        let (first, again) = (csv_of(), csv_of());
+        assert_eq!(first, again);
+        assert!(!first.contains("测试分公司"));
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute(
+                "UPDATE records SET report_facts = json_set(report_facts, '$.decisions.customer_manager.company_name', '测试分公司'),
+                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE id = ?1",
+                [&id],
+            )
+            .unwrap();
+        assert!(
+            csv_of().contains("company,测试分公司,1,"),
+            "the change is counted"
+        );
+
         // The report by customer manager.
         let (status, _, by_manager) = request(port, "GET", "/console/reports?by=manager", &[&session], &[]);
         assert_eq!(status, 200);

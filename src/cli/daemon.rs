@@ -309,6 +309,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
                 accounts,
                 sessions: crate::console::session::Sessions::new(crate::console::pages::IDLE),
                 mappings: crate::mapping::MappingSet::load(cfg.mappings.dir.as_deref())?,
+                reports: Default::default(),
             }))
         }
         None => None,

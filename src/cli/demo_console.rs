@@ -43,6 +43,7 @@ pub async fn serve(
         accounts: Accounts::load(&file)?,
         sessions: Sessions::new(IDLE),
         mappings: crate::mapping::MappingSet::load(None)?,
+        reports: Default::default(),
     };
     let state = crate::http::HttpState {
         console: Some(Arc::new(console)),

@@ -1,6 +1,8 @@
 //! The console's boards: running stages against their due times, and the timeliness report
 //! with its chart and CSV download.
 
+use std::sync::Arc;
+
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -138,16 +140,30 @@ struct Reports {
     by: &'static str,
     query: String,
     problem: Option<String>,
-    report: Option<Timeliness>,
+    report: Option<Arc<Timeliness>>,
     rows: Vec<Vec<String>>,
     chart: String,
 }
 
-async fn compute(state: &HttpState, period: Period) -> Result<Timeliness, String> {
+/// The report of `period`: the one computed before when nothing it counts has changed since,
+/// else computed now and kept.
+async fn compute(state: &HttpState, period: Period) -> Result<Arc<Timeliness>, String> {
     let calendar = state.rebuilder.rules.calendar.clone();
+    let console = state.console.clone();
     state
         .store
-        .call(move |store| crate::report::from_store(store, &calendar, period))
+        .call(move |store| {
+            let (from, to) = crate::report::bounds(period);
+            let fingerprint = store.report_fingerprint(from, to)?;
+            if let Some(kept) = console.as_ref().and_then(|c| c.reports.get(period, &fingerprint)) {
+                return Ok(kept);
+            }
+            let report = Arc::new(crate::report::from_store(store, &calendar, period)?);
+            if let Some(c) = &console {
+                c.reports.put(period, fingerprint, report.clone());
+            }
+            Ok::<_, crate::store::StoreError>(report)
+        })
         .await
         .map_err(|e| e.to_string())
 }
@@ -172,13 +188,13 @@ pub(super) async fn reports(
     };
     let by = q.by();
     let rows = report.as_ref().map_or_else(Vec::new, |r| {
-        crate::report::groups(r)
+        crate::report::groups(r.as_ref())
             .into_iter()
             .filter(|(d, ..)| *d == "total" || *d == by)
             .map(|(d, g, f)| crate::report::cells(d, g, f))
             .collect()
     });
-    let chart = report.as_ref().map(|r| chart(r, by)).unwrap_or_default();
+    let chart = report.as_deref().map(|r| chart(r, by)).unwrap_or_default();
     render(&Reports {
         name: s.name,
         role: s.role.as_str(),

@@ -9,4 +9,5 @@ mod lineage;
 pub mod pages;
 mod queue;
 mod records;
+pub mod report_cache;
 pub mod session;

@@ -23,6 +23,8 @@ pub struct Console {
     pub sessions: Sessions,
     /// The mapping files in force, for masking the raw documents shown.
     pub mappings: crate::mapping::MappingSet,
+    /// Reports computed recently, with what they were computed from.
+    pub reports: super::report_cache::ReportCache,
 }
 
 /// How long a session lasts without a request.

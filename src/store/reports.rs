@@ -8,6 +8,28 @@ use super::*;
 use crate::report::RecordRow;
 
 impl Store {
+    /// What a report of the records created from `from` to `to` is computed from, in a few
+    /// numbers: the records' count, their current versions and last change, and the alerts,
+    /// materials checks and joint applications of every record (any change to them changes
+    /// this text; see `console::report_cache`).
+    pub fn report_fingerprint(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<String> {
+        let conn = self.read();
+        let tx = conn.unchecked_transaction()?;
+        let records: (i64, f64, Option<String>) = tx.query_row(
+            "SELECT count(*), total(current_version), max(updated_at) FROM records
+             WHERE created_at >= ?1 AND created_at < ?2",
+            params![ts(from), ts(to)],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let others: (i64, i64, i64, Option<String>) = tx.query_row(
+            "SELECT (SELECT count(*) FROM deadline_alerts), (SELECT coalesce(max(id), 0) FROM materials_checks),
+                    (SELECT count(*) FROM power_applications), (SELECT max(updated_at) FROM power_applications)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        Ok(format!("{records:?} {others:?}"))
+    }
+
     /// The records created from `from` (included) to `to` (excluded).
     pub fn report_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<RecordRow>> {
         let conn = self.read();
