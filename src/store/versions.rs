@@ -162,7 +162,7 @@ fn write_version(
                         version,
                         key.version,
                         now,
-                        crate::report::facts(&candidate.content_json)
+                        crate::report::facts(candidate.content_json)
                     ])?;
             tx.prepare_cached(
                 "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
