@@ -328,6 +328,12 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
             max_pass_age,
         ))),
     };
+    if state.console.is_some() {
+        tokio::spawn(crate::console::boards::keep_current_quarter(
+            state.clone(),
+            token.clone(),
+        ));
+    }
     let http = Some(tokio::spawn(crate::http::serve(listener, state, token.clone())));
     // Calls to the power side go out beside the sync, on their own schedule.
     let delivery = gateway

@@ -145,6 +145,29 @@ struct Reports {
     chart: String,
 }
 
+/// How often the current quarter's report is brought up to date in the background.
+const WARM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Keeps the current quarter's report (the report page's default) computed, so that the page
+/// finds it kept rather than computing it on a person's request after every change; runs
+/// until `token` is cancelled. A report that nothing changed is not computed again.
+pub async fn keep_current_quarter(state: HttpState, token: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(WARM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Ok(period) = ReportQuery::default().period() else {
+            continue;
+        };
+        if let Err(e) = compute(&state, period).await {
+            tracing::warn!("the current quarter's report was not computed: {e}");
+        }
+    }
+}
+
 /// The report of `period`: the one computed before when nothing it counts has changed since,
 /// else computed now and kept.
 async fn compute(state: &HttpState, period: Period) -> Result<Arc<Timeliness>, String> {

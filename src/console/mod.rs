@@ -4,7 +4,7 @@
 //! session's CSRF token), `pages.rs` the routes and pages (templates in `templates/console/`).
 
 pub mod accounts;
-mod boards;
+pub mod boards;
 mod lineage;
 pub mod pages;
 mod queue;
