@@ -205,7 +205,7 @@ struct FactProgress {
     stages: Value,
 }
 
-/// The report's facts of a record's content JSON (see [`Facts`]); `None` when the content is
+/// The report's facts of a record's content JSON (the struct `Facts`); `None` when the content is
 /// not JSON of a record (never for content the gateway wrote), and the report then reads the
 /// content itself.
 pub fn facts(content_json: &str) -> Option<String> {
