@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench --bench console                         # 100,000 projects
 //! cargo bench --bench console -- --projects 20000
+//! cargo bench --bench console -- --keep /tmp/console   # keep the database for profiling
 //! ```
 //!
 //! Prints, per page, the answer's size, the first request's time (the report's first request
@@ -50,7 +51,14 @@ fn main() {
         )
         .expect("the simulator serving");
     let temp = tempfile::tempdir().expect("a temporary directory");
-    let dir = temp.path();
+    // `--keep DIR` leaves the database and configuration there.
+    let keep = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(temp.path());
+    std::fs::create_dir_all(dir).expect("the benchmark's directory");
     let db = dir.join("bench.db");
     let config = dir.join("bench.toml");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
