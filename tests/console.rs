@@ -366,6 +366,25 @@ async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_aud
             page.contains("id=\"actions\"") && page.contains("&#34;accepted&#34;"),
             "{page}"
         );
+        // A paused clock, from the page's form, shows on the board with its note.
+        let (status, head, body) = request(
+            port,
+            "POST",
+            &format!("{path}/events"),
+            &[&session],
+            &[
+                ("csrf", &token),
+                ("kind", "paused"),
+                ("pause_reason", "road_excavation_permit"),
+            ],
+        );
+        assert_eq!(status, 303, "{head}{body}");
+        let (_, _, board) = request(port, "GET", "/console/deadlines", &[&session], &[]);
+        let row = board
+            .lines()
+            .find(|l| l.contains(&id))
+            .unwrap_or_else(|| panic!("{id} is not on the board"));
+        assert!(row.contains("the clock is paused"), "{row}");
 
         // A field down to its bytes: the lineage page, then the document it names.
         let field = format!("{path}/field?name=contact.phone");
