@@ -331,6 +331,13 @@ async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_aud
             assert!(page.contains(expected), "{expected} missing from the record page");
         }
         assert!(!page.contains(&phone), "the phone is masked");
+        // The state is the record's as stored (a withdrawn record stays withdrawn whatever its
+        // later versions say).
+        let stored: String = query(&db, &format!("SELECT state FROM records WHERE id = '{id}'"));
+        assert!(
+            page.contains(&format!("<code id=\"record-state\">{stored}</code>")),
+            "{stored}"
+        );
         assert!(!page.contains("id=\"reveal\""), "an operator cannot reveal");
         let token = csrf(&page);
 

@@ -190,17 +190,14 @@ struct Loaded {
 }
 
 fn load(store: &Store, id: &str) -> anyhow::Result<Option<Loaded>> {
-    let versions = store.record_versions(id)?;
-    let Some(current) = versions.last() else {
+    // The record's state as stored: a later version of a withdrawn record (a remap, an
+    // operator action) says `updated`, not `withdrawn`.
+    let Some(state) = store.record_state(id)? else {
         return Ok(None);
     };
-    let state = if current.change == "withdrawn" {
-        "withdrawn"
-    } else {
-        "active"
-    };
+    let versions = store.record_versions(id)?;
     Ok(Some(Loaded {
-        state: state.to_string(),
+        state,
         joint: store.joint_application_of(id)?,
         materials: store.latest_materials(id)?,
         notice: store.notice(id)?,

@@ -247,6 +247,15 @@ impl Store {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    /// A record's state (`active` or `withdrawn`); `None` when there is no such record.
+    pub fn record_state(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .read()
+            .prepare_cached("SELECT state FROM records WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
     pub fn record_count(&self) -> Result<i64> {
         Ok(self
             .lock()
