@@ -114,17 +114,33 @@ fn mask_at(document: &mut serde_json::Value, pointer: &str, kind: Option<Persona
     }
 }
 
-/// The JSON value at a dotted field path.
+/// The steps of a dotted field path: `items[0].name` → (`items`, 0), (`name`, none).
+fn steps(field: &str) -> impl Iterator<Item = (&str, Option<usize>)> {
+    field.split('.').map(|part| match part.split_once('[') {
+        Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+        None => (part, None),
+    })
+}
+
+/// The JSON value at a dotted field path, to change it.
 pub fn slot<'a>(content: &'a mut serde_json::Value, field: &str) -> Option<&'a mut serde_json::Value> {
     let mut at = content;
-    for part in field.split('.') {
-        let (key, index) = match part.split_once('[') {
-            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (part, None),
-        };
+    for (key, index) in steps(field) {
         at = at.get_mut(key)?;
         if let Some(i) = index {
             at = at.get_mut(i)?;
+        }
+    }
+    Some(at)
+}
+
+/// The JSON value at a dotted field path, to read it.
+pub fn value_at<'a>(content: &'a serde_json::Value, field: &str) -> Option<&'a serde_json::Value> {
+    let mut at = content;
+    for (key, index) in steps(field) {
+        at = at.get(key)?;
+        if let Some(i) = index {
+            at = at.get(i)?;
         }
     }
     Some(at)

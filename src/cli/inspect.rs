@@ -198,8 +198,7 @@ pub fn trace(
         .iter()
         .filter(|(name, _)| wanted(name))
         .map(|(name, t)| {
-            let mut slot_content = content.clone();
-            let value = mask::slot(&mut slot_content, name)
+            let value = mask::value_at(&content, name)
                 .cloned()
                 .unwrap_or(serde_json::Value::Null);
             json!({"field": name, "value": value, "trace": t})
@@ -230,10 +229,9 @@ pub fn trace(
             );
         }
         let doc = documents.get(&*l.document).cloned().flatten();
-        let mut slot_content = content.clone();
         let value = match joint.iter().find(|(n, ..)| n == name) {
             Some((_, _, v)) => v.clone(),
-            None => mask::slot(&mut slot_content, name)
+            None => mask::value_at(&content, name)
                 .cloned()
                 .unwrap_or(serde_json::Value::Null),
         };

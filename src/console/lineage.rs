@@ -100,7 +100,7 @@ pub(super) async fn field(
         let (value, l) = match joint.into_iter().find(|(n, ..)| *n == name) {
             Some((_, l, v)) => (cell(&v), Some(l)),
             None => (
-                crate::mask::slot(&mut content, &name).map_or("—".to_string(), |v| cell(v)),
+                crate::mask::value_at(&content, &name).map_or("—".to_string(), cell),
                 lineage.get(&name).cloned(),
             ),
         };

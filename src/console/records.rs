@@ -238,10 +238,8 @@ async fn page(
             }
         }
     }
-    let value_in = |content: &Value, field: &str| {
-        let mut c = content.clone();
-        crate::mask::slot(&mut c, field).map_or("—".to_string(), |v| cell(v))
-    };
+    let value_in =
+        |content: &Value, field: &str| crate::mask::value_at(content, field).map_or("—".to_string(), cell);
     let fields = names
         .into_iter()
         .map(|field| {
