@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::pages::{render, see_other, session};
+use super::pages::{attachment, render, see_other, session};
 use crate::http::HttpState;
 use crate::report::{Period, Timeliness};
 
@@ -249,20 +249,11 @@ pub(super) async fn reports_csv(
         .await
         .and_then(|r| crate::report::to_csv(&r).map_err(|e| e.to_string()));
     match csv {
-        Ok(text) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!(
-                        "attachment; filename=\"timeliness-{}-{}.csv\"",
-                        period.from, period.to
-                    ),
-                ),
-            ],
+        Ok(text) => attachment(
+            "text/csv; charset=utf-8",
+            &format!("timeliness-{}-{}.csv", period.from, period.to),
             text,
-        )
-            .into_response(),
+        ),
         Err(e) => {
             tracing::error!("console report CSV: {e}");
             (StatusCode::SERVICE_UNAVAILABLE, "the report could not be made").into_response()

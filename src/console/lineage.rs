@@ -7,14 +7,16 @@
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::pages::{Needs, render, see_other, session, unavailable, with_store, writer};
+use super::pages::{
+    Needs, ReasonForm, attachment, render, see_other, session, unavailable, with_store, writer,
+};
 use super::records::{cell, lineage_of};
 use crate::http::HttpState;
 
@@ -254,20 +256,13 @@ pub(super) async fn document(
     })
 }
 
-#[derive(Deserialize)]
-pub(super) struct RawForm {
-    csrf: String,
-    #[serde(default)]
-    reason: String,
-}
-
 /// `POST /console/documents/{sha}/raw`: the exact bytes the platform sent, for an auditor with
 /// a reason, audited before they are sent (they hold personal data unmasked).
 pub(super) async fn raw(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(sha): Path<String>,
-    Form(form): Form<RawForm>,
+    Form(form): Form<ReasonForm>,
 ) -> Response {
     let s = match writer(&state, &headers, &form.csrf, Needs::Auditor) {
         Ok(s) => s,
@@ -307,20 +302,7 @@ pub(super) async fn raw(
         .iter()
         .find_map(|f| f.content_type.clone())
         .unwrap_or_else(|| "application/octet-stream".into());
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (
-                header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"{}.bin\"",
-                    sha.chars().filter(char::is_ascii_hexdigit).collect::<String>()
-                ),
-            ),
-        ],
-        bytes,
-    )
-        .into_response()
+    attachment(&content_type, &format!("{sha}.bin"), bytes)
 }
 
 #[derive(Template)]

@@ -92,6 +92,35 @@ pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "the database could not be read").into_response()
 }
 
+/// A form that carries the session's CSRF token and a reason (replay, dismiss, reveal, the
+/// exact bytes of a document); the reason may be empty where none is needed.
+#[derive(Deserialize)]
+pub(super) struct ReasonForm {
+    pub(super) csrf: String,
+    #[serde(default)]
+    pub(super) reason: String,
+}
+
+/// A download: `body` of `content_type`, offered to be saved as `filename` (quotes,
+/// backslashes and control characters dropped from the name).
+pub(super) fn attachment(content_type: &str, filename: &str, body: impl IntoResponse) -> Response {
+    let name: String = filename
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\\') && !c.is_control())
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// What a write needs beyond a session.
 #[derive(Clone, Copy)]
 pub(super) enum Needs {

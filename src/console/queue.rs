@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::pages::{Needs, render, see_other, session, unavailable, with_store, writer};
+use super::pages::{Needs, ReasonForm, render, see_other, session, unavailable, with_store, writer};
 use super::session::Session;
 use crate::http::HttpState;
 
@@ -181,18 +181,11 @@ pub(super) async fn item(
     item_page(&state, s, id, None, StatusCode::OK).await
 }
 
-#[derive(Deserialize)]
-pub(super) struct ActionForm {
-    csrf: String,
-    #[serde(default)]
-    reason: String,
-}
-
 pub(super) async fn replay(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<ReasonForm>,
 ) -> Response {
     let s = match writer(&state, &headers, &form.csrf, Needs::Operator) {
         Ok(s) => s,
@@ -227,7 +220,7 @@ pub(super) async fn dismiss(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    Form(form): Form<ReasonForm>,
 ) -> Response {
     let s = match writer(&state, &headers, &form.csrf, Needs::Operator) {
         Ok(s) => s,

@@ -8,13 +8,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::pages::{Needs, render, see_other, session, unavailable, with_store, writer};
+use super::pages::{
+    Needs, ReasonForm, attachment, render, see_other, session, unavailable, with_store, writer,
+};
 use super::session::Session;
 use crate::http::HttpState;
 use crate::mapping::Lineage;
@@ -347,11 +349,11 @@ pub(super) async fn record(
 }
 
 #[derive(Deserialize)]
-pub(super) struct ReasonForm {
+pub(super) struct ExportForm {
     csrf: String,
     #[serde(default)]
     reason: String,
-    /// Export only: include personal data unmasked.
+    /// Include personal data unmasked.
     #[serde(default)]
     reveal: Option<String>,
 }
@@ -419,7 +421,7 @@ pub(super) async fn export(
     State(state): State<HttpState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<ReasonForm>,
+    Form(form): Form<ExportForm>,
 ) -> Response {
     let s = match writer(&state, &headers, &form.csrf, Needs::Auditor) {
         Ok(s) => s,
@@ -472,20 +474,7 @@ pub(super) async fn export(
         "notice": loaded.notice.map(|(at, text)| json!({"issued_at": at, "text": text})),
     });
     let text = serde_json::to_string_pretty(&body).unwrap_or_default();
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/json; charset=utf-8".to_string(),
-            ),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}.json\"", id.replace('"', "")),
-            ),
-        ],
-        text,
-    )
-        .into_response()
+    attachment("application/json; charset=utf-8", &format!("{id}.json"), text)
 }
 
 /// Lineage for an export: the raw text of a personal field is masked like its value.
