@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::console::{PASSWORD, configure, query, run};
-use common::daemon::{gateway, simulator, stop};
+use common::console::{PASSWORD, configure, overdue_stage, query, run};
+use common::daemon::{simulator, stop};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -178,23 +178,7 @@ async fn an_operator_in_chromium() {
     let mut child = tokio::task::block_in_place(|| run(dir.path(), &config, port));
 
     // A stage accepted a month ago: overdue now.
-    let overdue: String = query(
-        &db,
-        "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-         WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
-           AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
-         ORDER BY r.id LIMIT 1",
-    );
-    let month_ago = shuiwu_wire::format_beijing(chrono::Utc::now() - chrono::Duration::days(30));
-    let out = gateway(
-        &config,
-        &[
-            "record", "event", &overdue, "accepted", "--by", "王工", "--at", &month_ago,
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let overdue = overdue_stage(&config, &db);
     let candidates: Vec<i64> = rusqlite::Connection::open(&db)
         .unwrap()
         .prepare(

@@ -8,10 +8,10 @@
 mod common;
 
 use common::console::{
-    AUDITOR_PASSWORD, PASSWORD, VIEWER_PASSWORD, csrf, query, request, set_cookie, sign_in, sign_in_form,
-    start,
+    AUDITOR_PASSWORD, PASSWORD, VIEWER_PASSWORD, csrf, overdue_stage, query, request, set_cookie, sign_in,
+    sign_in_form, start,
 };
-use common::daemon::{gateway, simulator, stop};
+use common::daemon::{simulator, stop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_see_the_overview_and_sign_out() {
@@ -85,23 +85,7 @@ async fn sign_in_see_the_overview_and_sign_out() {
 
         // The deadlines board: a stage accepted a month ago is overdue, and highlighted.
         let db = dir.path().join("console.db");
-        let timed: String = query(
-            &db,
-            "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-             WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
-               AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
-             ORDER BY r.id LIMIT 1",
-        );
-        let month_ago = shuiwu_wire::format_beijing(chrono::Utc::now() - chrono::Duration::days(30));
-        let out = gateway(
-            &config,
-            &[
-                "record", "event", &timed, "accepted", "--by", "王工", "--at", &month_ago,
-            ],
-        )
-        .output()
-        .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let timed = overdue_stage(&config, &db);
         let (status, _, board) = request(port, "GET", "/console/deadlines", &[&session], &[]);
         assert_eq!(status, 200);
         let row = board

@@ -224,18 +224,22 @@ fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
     common::cli::ok(&common::cli::gateway(&["demo", "--projects", "80", "--dir", d]));
     let db = dir.path().join("gateway.db");
     let today = worktime::date_of(chrono::Utc::now()).to_string();
-    let out = common::cli::ok(&common::cli::gateway(&[
-        "--db",
-        db.to_str().unwrap(),
-        "report",
-        "timeliness",
-        "--from",
-        &today,
-        "--to",
-        &today,
-        "--json",
-    ]));
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Today's report, as `gateway report timeliness --json` prints it.
+    let report_now = || -> serde_json::Value {
+        let out = common::cli::ok(&common::cli::gateway(&[
+            "--db",
+            db.to_str().unwrap(),
+            "report",
+            "timeliness",
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--json",
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let report = report_now();
     let latest = "FROM materials_checks m WHERE m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = m.record_id)";
     let checked = counts(&db, &format!("SELECT 'n', count(*) {latest}"))["n"];
     let achieved = counts(
@@ -286,20 +290,6 @@ fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
 
     // The report read from the records' facts is the report read from their content, and the
     // facts that migration 12 computes for an older database are the facts the gateway keeps.
-    let report_now = || -> serde_json::Value {
-        let out = common::cli::ok(&common::cli::gateway(&[
-            "--db",
-            db.to_str().unwrap(),
-            "report",
-            "timeliness",
-            "--from",
-            &today,
-            "--to",
-            &today,
-            "--json",
-        ]));
-        serde_json::from_str(&out).unwrap()
-    };
     let conn = rusqlite::Connection::open(&db).unwrap();
     let kept: Vec<(String, String)> = conn
         .prepare("SELECT id, report_facts FROM records ORDER BY id")

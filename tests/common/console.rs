@@ -179,3 +179,26 @@ pub fn run(dir: &Path, config: &Path, port: u16) -> Child {
     );
     child
 }
+
+/// A record whose first stage is the site survey, accepted 30 days ago by 王工 through `gateway
+/// record event`: overdue now. Its id.
+pub fn overdue_stage(config: &Path, db: &Path) -> String {
+    let id: String = query(
+        db,
+        "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
+         WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits'
+           AND json_extract(v.content, '$.decisions.stages.stages[0].stage') = 'site_survey'
+         ORDER BY r.id LIMIT 1",
+    );
+    let month_ago = shuiwu_wire::format_beijing(chrono::Utc::now() - chrono::Duration::days(30));
+    let out = gateway(
+        config,
+        &[
+            "record", "event", &id, "accepted", "--by", "王工", "--at", &month_ago,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    id
+}
