@@ -1,7 +1,9 @@
 //! Console page times with a large store: a database backfilled from the simulator (100,000
 //! generated projects by default), a few hundred stages started a month ago through the admin
-//! API (so the deadlines board has running, overdue stages), then every console page requested
-//! over loopback from the running daemon (the release binary), signed in as an operator.
+//! API (so the deadlines board has running, overdue stages, and the report completed ones),
+//! then every console page requested over loopback from the running daemon (the release
+//! binary), signed in as an operator; last, the report requested 20 times, each after a
+//! record changed (so that it is computed again every time).
 //!
 //! ```text
 //! cargo bench --bench console                         # 100,000 projects
@@ -122,27 +124,34 @@ fn main() {
         .and_then(|c| {
             c.prepare(&format!(
                 "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
-                 WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits' ORDER BY r.id LIMIT {STARTED}"
+                 WHERE json_extract(v.content, '$.decisions.stages.state') = 'limits' ORDER BY r.id LIMIT {}",
+                STARTED + REPEATS
             ))?
             .query_map([], |r| r.get(0))?
             .collect()
         })
         .expect("records with time limits");
-    let month_ago = (Utc::now() - chrono::Duration::days(30)).to_rfc3339();
-    for id in &timed {
-        let body = format!(
-            "{{\"action\": {{\"kind\": \"accepted\"}}, \"at\": \"{month_ago}\", \"override_reason\": \"bench\"}}"
-        );
-        let (status, answer) = send(
-            port,
-            &format!(
-                "POST /admin/v1/records/{id}/events HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        );
-        assert_eq!(status, 200, "{answer}");
+    // The first STARTED accepted a month ago, half of them surveyed since (the report counts
+    // their working days); the others are accepted one before each request of "report after
+    // a change".
+    let (timed, fresh) = timed.split_at(STARTED.min(timed.len()));
+    let ago = |days: i64| (Utc::now() - chrono::Duration::days(days)).to_rfc3339();
+    for (i, id) in timed.iter().enumerate() {
+        event(port, &token, id, r#"{"kind": "accepted"}"#, &ago(30));
+        if i % 2 == 0 {
+            event(
+                port,
+                &token,
+                id,
+                r#"{"kind": "survey_done", "external_pipe_m": "10"}"#,
+                &ago(25),
+            );
+        }
     }
-    println!("{} stages started a month ago", timed.len());
+    println!(
+        "{} stages started a month ago, half of them surveyed",
+        timed.len()
+    );
 
     let session = sign_in(port);
     let record = timed.first().cloned().expect("a record");
@@ -211,19 +220,58 @@ fn main() {
             assert_eq!(status, 200, "{path}: {body}");
             bytes = body.len();
         }
-        let first = times[0];
-        times.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let n = times.len();
-        println!(
-            "| {name} | {bytes} | {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
-            ms(first),
-            ms(times[n / 2]),
-            ms(times[(n * 95).div_ceil(100) - 1]),
-            ms(times[n - 1])
+        row(name, bytes, times);
+    }
+    // A report computed again: a record accepted (a new version) before each request.
+    let path = format!("/console/reports?quarter={quarter}");
+    let mut times = Vec::with_capacity(fresh.len());
+    let mut bytes = 0;
+    for id in fresh {
+        event(
+            port,
+            &token,
+            id,
+            r#"{"kind": "accepted"}"#,
+            &Utc::now().to_rfc3339(),
         );
+        let started = Instant::now();
+        let (status, body) = get(port, &path, &session);
+        times.push(started.elapsed());
+        assert_eq!(status, 200, "{path}: {body}");
+        bytes = body.len();
+    }
+    if !times.is_empty() {
+        row("report after a change", bytes, times);
     }
     daemon.stop();
+}
+
+/// One table row: the first request's time, then the median, 95th percentile and slowest.
+fn row(name: &str, bytes: usize, mut times: Vec<Duration>) {
+    let first = times[0];
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let n = times.len();
+    println!(
+        "| {name} | {bytes} | {n} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        ms(first),
+        ms(times[n / 2]),
+        ms(times[(n * 95).div_ceil(100) - 1]),
+        ms(times[n - 1])
+    );
+}
+
+/// A stage event through the admin API, at `at`.
+fn event(port: u16, token: &str, id: &str, action: &str, at: &str) {
+    let body = format!("{{\"action\": {action}, \"at\": \"{at}\", \"override_reason\": \"bench\"}}");
+    let (status, answer) = send(
+        port,
+        &format!(
+            "POST /admin/v1/records/{id}/events HTTP/1.0\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{id}: {answer}");
 }
 
 /// The daemon; stopped (SIGTERM) when the benchmark ends or fails.

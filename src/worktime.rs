@@ -148,6 +148,89 @@ pub fn count(cal: &Calendar, from: NaiveDate, to: NaiveDate) -> Result<i64, Cale
     Ok(n)
 }
 
+/// Working time between instants in constant time, for counting many stages at once (a
+/// report counts every stage of a quarter): for each day of the calendar's years, whether it
+/// is a working day, and how many working days come before it. Gives what
+/// [`working_seconds`] gives, and nothing where that fails (a day of a year without calendar).
+pub struct WorkingDays {
+    /// The Beijing day number (days since 1970-01-01) of the first day held.
+    first: i64,
+    /// For each day held and one past the last: working days before it.
+    working_before: Vec<u32>,
+    /// For each day held and one past the last: days before it of a year without calendar.
+    unknown_before: Vec<u32>,
+}
+
+/// Seconds from UTC to Beijing time (no daylight saving time).
+const BEIJING_OFFSET: i64 = 8 * 3600;
+
+impl WorkingDays {
+    pub fn new(cal: &Calendar) -> WorkingDays {
+        let years: Vec<i32> = cal.years().collect();
+        let (Some(&first), Some(&last)) = (years.first(), years.last()) else {
+            return WorkingDays {
+                first: 0,
+                working_before: vec![0],
+                unknown_before: vec![0],
+            };
+        };
+        let day_number = |d: NaiveDate| (d - NaiveDate::default()).num_days();
+        let start = NaiveDate::from_ymd_opt(first, 1, 1).unwrap_or_default();
+        let end = NaiveDate::from_ymd_opt(last, 12, 31).unwrap_or(start);
+        let mut out = WorkingDays {
+            first: day_number(start),
+            working_before: vec![0],
+            unknown_before: vec![0],
+        };
+        let (mut working, mut unknown) = (0, 0);
+        for day in start.iter_days().take_while(|d| *d <= end) {
+            match cal.is_workday(day) {
+                Ok(w) => working += u32::from(w),
+                Err(_) => unknown += 1,
+            }
+            out.working_before.push(working);
+            out.unknown_before.push(unknown);
+        }
+        out
+    }
+
+    /// The working seconds in `[from, to)`, instants in seconds since 1970; zero when `to` is
+    /// not after `from`; `None` when a day between is of a year without calendar.
+    pub fn seconds(&self, from: i64, to: i64) -> Option<i64> {
+        if to <= from {
+            return Some(0);
+        }
+        let day = |t: i64| (t + BEIJING_OFFSET).div_euclid(DAY_SECS);
+        let midnight = |d: i64| d * DAY_SECS - BEIJING_OFFSET;
+        // Days held, as indexes: the first and the last day with time in [from, to).
+        let (a, b) = (day(from) - self.first, day(to - 1) - self.first);
+        let held = self.working_before.len() as i64 - 1;
+        if a < 0 || b >= held {
+            return None;
+        }
+        let (a, b) = (a as usize, b as usize);
+        if self.unknown_before[b + 1] != self.unknown_before[a] {
+            return None;
+        }
+        let works = |i: usize| i64::from(self.working_before[i + 1] - self.working_before[i]);
+        if a == b {
+            return Some(works(a) * (to - from));
+        }
+        let (first_day, last_day) = (a as i64 + self.first, b as i64 + self.first);
+        let between = i64::from(self.working_before[b] - self.working_before[a + 1]);
+        Some(
+            works(a) * (midnight(first_day + 1) - from)
+                + between * DAY_SECS
+                + works(b) * (to - midnight(last_day)),
+        )
+    }
+
+    /// Where a stage's clock starts counting ([`clock_start`]), in seconds since 1970.
+    pub fn clock_start(started: i64) -> i64 {
+        ((started + BEIJING_OFFSET).div_euclid(DAY_SECS) + 1) * DAY_SECS - BEIJING_OFFSET
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +388,35 @@ mod tests {
         fn longer_limits_end_later(start in start_strategy(), n in 1u32..=9) {
             prop_assert!(due(cal(), start, n + 1).unwrap() > due(cal(), start, n).unwrap());
         }
+
+        /// The constant-time count is the day-by-day count, inside the calendar's years and
+        /// across their edges (where both fail).
+        #[test]
+        fn working_days_count_as_working_seconds(from in -400i64..(365 * 6), a in 0i64..DAY_SECS, len in -DAY_SECS..(40 * DAY_SECS)) {
+            static DAYS: OnceLock<WorkingDays> = OnceLock::new();
+            let days = DAYS.get_or_init(|| WorkingDays::new(cal()));
+            let from = midnight(d("2022-01-01")) + chrono::Duration::days(from) + chrono::Duration::seconds(a);
+            let to = from + chrono::Duration::seconds(len);
+            prop_assert_eq!(
+                days.seconds(from.timestamp(), to.timestamp()),
+                working_seconds(cal(), from, to).ok()
+            );
+            prop_assert_eq!(WorkingDays::clock_start(from.timestamp()), clock_start(from).unwrap().timestamp());
+        }
+    }
+
+    #[test]
+    fn no_calendar_no_working_days() {
+        let none = WorkingDays::new(&Calendar::default());
+        let t = midnight(d("2026-03-02")).timestamp();
+        assert_eq!(none.seconds(t, t + DAY_SECS), None);
+        assert_eq!(none.seconds(t, t), Some(0));
+        let days = WorkingDays::new(cal());
+        // Monday 2 March 2026 and the weekend after it.
+        assert_eq!(days.seconds(t, t + 7 * DAY_SECS), Some(5 * DAY_SECS));
+        assert_eq!(
+            days.seconds(t + 3600, t + 2 * DAY_SECS),
+            Some(2 * DAY_SECS - 3600)
+        );
     }
 }

@@ -546,7 +546,7 @@ async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_aud
         );
 
         // The report is computed once and kept while nothing it counts changes; a committed
-        // change (a record's facts and its time of change) shows in the next answer.
+        // change (a record's new version, as its report line has it) shows in the next answer.
         let csv_of = || {
             let (status, _, csv) = request(port, "GET", "/console/reports.csv", &[&session], &[]);
             assert_eq!(status, 200);
@@ -558,9 +558,7 @@ async fn a_record_to_its_raw_bytes_with_reveal_export_events_and_bulk_replay_aud
         rusqlite::Connection::open(&db)
             .unwrap()
             .execute(
-                "UPDATE records SET report_facts = json_set(report_facts, '$.decisions.customer_manager.company_name', '测试分公司'),
-                        updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE id = ?1",
+                "UPDATE report_lines SET company = '测试分公司', version = version + 1 WHERE record_id = ?1",
                 [&id],
             )
             .unwrap();

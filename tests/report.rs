@@ -288,34 +288,37 @@ fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
         .collect();
     assert_eq!(got, joint);
 
-    // The report read from the records' facts is the report read from their content, and the
-    // facts that migration 12 computes for an older database are the facts the gateway keeps.
+    // The report lines kept as records changed are the lines of the records' current content
+    // and latest materials checks, as migration 13 writes them for an older database, line for
+    // line; and so is the report.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let kept: Vec<(String, String)> = conn
-        .prepare("SELECT id, report_facts FROM records ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert!(!kept.is_empty());
-    conn.execute("UPDATE records SET report_facts = NULL", [])
-        .unwrap();
-    assert_eq!(report_now(), report, "from the content");
-    let migration = gateway::store::schema::MIGRATIONS[11];
-    let backfill = &migration[migration.find("UPDATE records").unwrap()..];
-    conn.execute_batch(backfill).unwrap();
-    for (id, facts) in kept {
-        let migrated: String = conn
-            .query_row("SELECT report_facts FROM records WHERE id = ?1", [&id], |r| {
-                r.get(0)
+    let lines = || -> Vec<Vec<String>> {
+        conn.prepare("SELECT * FROM report_lines ORDER BY record_id")
+            .unwrap()
+            .query_map([], |r| {
+                (0..11)
+                    .map(|i| Ok(format!("{:?}", r.get::<_, rusqlite::types::Value>(i)?)))
+                    .collect()
             })
-            .unwrap();
-        assert_eq!(
-            serde_json::from_str::<serde_json::Value>(&migrated).unwrap(),
-            serde_json::from_str::<serde_json::Value>(&facts).unwrap(),
-            "{id}"
-        );
-    }
-    assert_eq!(report_now(), report, "from the migrated facts");
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let kept = lines();
+    assert_eq!(
+        kept.len() as u64,
+        counts(&db, "SELECT 'all', count(*) FROM records")["all"]
+    );
+    assert!(
+        kept.iter().any(|l| l[9] != "Null"),
+        "some lines have a materials check"
+    );
+    // The database as migration 12 left it, opened by this gateway.
+    conn.execute_batch(
+        "DROP TABLE report_lines; ALTER TABLE records ADD COLUMN report_facts TEXT; PRAGMA user_version = 12;",
+    )
+    .unwrap();
+    drop(gateway::store::Store::open(&db).unwrap());
+    assert_eq!(lines(), kept);
+    assert_eq!(report_now(), report, "from the migrated lines");
 }

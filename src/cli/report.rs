@@ -43,15 +43,7 @@ impl PeriodArgs {
 /// Computes the report from the store.
 pub fn compute(store: &Store, mappings_dir: Option<&Path>, period: Period) -> anyhow::Result<Timeliness> {
     let calendar = crate::calendar::Calendar::load(mappings_dir).context("loading holiday calendars")?;
-    let next = period
-        .to
-        .succ_opt()
-        .context("the period ends at the end of time")?;
-    let rows = store.report_rows(
-        crate::worktime::midnight(period.from),
-        crate::worktime::midnight(next),
-    )?;
-    Ok(crate::report::timeliness(period, &rows, &calendar))
+    Ok(crate::report::from_store(store, &calendar, period)?)
 }
 
 /// `gateway report timeliness`.

@@ -326,14 +326,10 @@ pub(super) fn act(
             ],
         )?;
         tx.execute(
-            "UPDATE records SET current_version = ?2, updated_at = ?3, report_facts = ?4 WHERE id = ?1",
-            params![
-                record_id,
-                version,
-                now_text,
-                crate::report::facts(&candidate.content_json)
-            ],
+            "UPDATE records SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+            params![record_id, version, now_text],
         )?;
+        super::reports::write_line(tx, record_id, version, &candidate.content_json)?;
     }
     // A record with a joint application (or one on its way) reports the event to the power
     // side, whichever process records it: the outbox says so, not this process's settings.

@@ -550,7 +550,7 @@ mod tests {
         // Still new and the same policy: written as decided (the marked hash shows it).
         store
             .lock()
-            .execute_batch("DELETE FROM source_versions; DELETE FROM record_versions; DELETE FROM records;")
+            .execute_batch("DELETE FROM source_versions; DELETE FROM record_versions; DELETE FROM report_lines; DELETE FROM records;")
             .unwrap();
         assert_eq!(
             store.commit(unit(3, marked()), now, &rebuilder).unwrap(),

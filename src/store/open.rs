@@ -84,6 +84,9 @@ impl Store {
             }
             for (i, migration) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
                 tx.execute_batch(migration)?;
+                if i + 1 == schema::REPORT_LINES {
+                    super::reports::fill_lines(&tx)?;
+                }
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             }

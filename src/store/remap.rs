@@ -340,15 +340,10 @@ impl Store {
                 run
             ])?;
             tx.prepare_cached(
-                "UPDATE records SET state = ?2, current_version = ?3, updated_at = ?4, report_facts = ?5 WHERE id = ?1",
+                "UPDATE records SET state = ?2, current_version = ?3, updated_at = ?4 WHERE id = ?1",
             )?
-            .execute(params![
-                r.id,
-                state.as_str(),
-                version,
-                now_text,
-                crate::report::facts(&candidate.content_json)
-            ])?;
+            .execute(params![r.id, state.as_str(), version, now_text])?;
+            super::reports::write_line(&tx, &r.id, version, &candidate.content_json)?;
             if joint {
                 super::outbox::plan_for_record(&tx, &r.id, Some(rebuilder), now)?;
             }

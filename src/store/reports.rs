@@ -1,25 +1,98 @@
-//! What the reports read: the records created in a period with their report facts, the
-//! deadline alerts raised for them, their latest zero-materials check and their joint
-//! applications.
+//! What the reports read: each record's report line (`report::Line`, kept in `report_lines`
+//! whenever the record's current version or its latest materials check changes), the deadline
+//! alerts raised for the records and their joint applications.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use super::*;
-use crate::report::RecordRow;
+use crate::report::{Line, RecordRef};
+
+/// Writes the report line of a record's current version, `version`, from its content; the
+/// outcome of its latest materials check stays as the line has it (a new record's line starts
+/// with none: its first check comes after it).
+pub(super) fn write_line(tx: &Transaction, record_id: &str, version: i64, content_json: &str) -> Result<()> {
+    let line = Line::of_json(content_json).ok_or_else(|| {
+        StoreError::Corrupt(format!("record {record_id}: its content is not JSON of a record"))
+    })?;
+    tx.prepare_cached(
+        "INSERT INTO report_lines (created_at, record_id, version, company, manager, category, free, fee_rule, stages)
+         SELECT r.created_at, r.id, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM records r WHERE r.id = ?1
+         ON CONFLICT (created_at, record_id) DO UPDATE SET version = excluded.version, company = excluded.company,
+             manager = excluded.manager, category = excluded.category, free = excluded.free,
+             fee_rule = excluded.fee_rule, stages = excluded.stages",
+    )?
+    .execute(params![
+        record_id,
+        version,
+        line.company,
+        line.manager,
+        line.category,
+        line.free,
+        line.fee_rule,
+        line.stages_text()
+    ])?;
+    Ok(())
+}
+
+/// Writes the outcome of a record's latest materials check into its report line.
+pub(super) fn write_materials(
+    tx: &Transaction,
+    record_id: &str,
+    zero_materials: bool,
+    missing: &[&str],
+) -> Result<()> {
+    let missing = serde_json::to_string(missing).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.prepare_cached(
+        "UPDATE report_lines SET zero_materials = ?2, missing = ?3
+         WHERE created_at = (SELECT created_at FROM records WHERE id = ?1) AND record_id = ?1",
+    )?
+    .execute(params![record_id, zero_materials, missing])?;
+    Ok(())
+}
+
+/// Writes every record's report line from its current content and latest materials check:
+/// once, when the lines are introduced (migration 13). Returns the lines written.
+pub(super) fn fill_lines(tx: &Transaction) -> Result<usize> {
+    let mut written = 0;
+    {
+        let mut current = tx.prepare(
+            "SELECT r.id, r.current_version, v.content FROM records r
+             JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version",
+        )?;
+        let mut rows = current.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, version, content): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            write_line(tx, &id, version, &content)?;
+            written += 1;
+        }
+    }
+    let mut latest = tx.prepare(
+        "SELECT m.record_id, m.checklist FROM materials_checks m
+         WHERE m.id IN (SELECT max(id) FROM materials_checks GROUP BY record_id)",
+    )?;
+    let mut rows = latest.query([])?;
+    while let Some(row) = rows.next()? {
+        let (id, checklist): (String, String) = (row.get(0)?, row.get(1)?);
+        let checklist: crate::materials::Checklist = serde_json::from_str(&checklist)
+            .map_err(|e| StoreError::Corrupt(format!("materials check of {id}: {e}")))?;
+        let missing: Vec<&str> = checklist.missing().map(|i| i.item.as_str()).collect();
+        write_materials(tx, &id, checklist.zero_materials, &missing)?;
+    }
+    Ok(written)
+}
 
 impl Store {
     /// What a report of the records created from `from` to `to` is computed from, in a few
-    /// numbers: the records' count, their current versions and last change, and the alerts,
-    /// materials checks and joint applications of every record (any change to them changes
-    /// this text; see `console::report_cache`).
+    /// numbers: the period's lines and the sum of their versions (versions only grow: any new
+    /// version changes it), the last materials check, and the alerts and joint applications
+    /// of every record (any change to them changes this text; see `console::report_cache`).
     pub fn report_fingerprint(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<String> {
         let conn = self.read();
         let tx = conn.unchecked_transaction()?;
-        let records: (i64, f64, Option<String>) = tx.query_row(
-            "SELECT count(*), total(current_version), max(updated_at) FROM records
-             WHERE created_at >= ?1 AND created_at < ?2",
+        let lines: (i64, f64) = tx.query_row(
+            "SELECT count(*), total(version) FROM report_lines WHERE created_at >= ?1 AND created_at < ?2",
             params![ts(from), ts(to)],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let others: (i64, i64, i64, Option<String>) = tx.query_row(
             "SELECT (SELECT count(*) FROM deadline_alerts), (SELECT coalesce(max(id), 0) FROM materials_checks),
@@ -27,11 +100,18 @@ impl Store {
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )?;
-        Ok(format!("{records:?} {others:?}"))
+        Ok(format!("{lines:?} {others:?}"))
     }
 
-    /// The records created from `from` (included) to `to` (excluded).
-    pub fn report_rows(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<RecordRow>> {
+    /// Hands each record created from `from` (included) to `to` (excluded) to `each`, in the
+    /// order they were created, borrowed from the row read: a report of a quarter keeps
+    /// nothing per record.
+    pub fn report_records(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        mut each: impl FnMut(&RecordRef<'_>),
+    ) -> Result<()> {
         let conn = self.read();
         let tx = conn.unchecked_transaction()?;
         let (from, to) = (ts(from), ts(to));
@@ -46,32 +126,6 @@ impl Store {
             let (id, stage, kind) = row?;
             alerts.entry(id).or_default().push((stage, kind));
         }
-        let mut materials: HashMap<String, (bool, Vec<String>)> = HashMap::new();
-        for row in tx
-            .prepare(
-                "SELECT m.record_id, m.zero_materials, m.checklist FROM materials_checks m JOIN records r ON r.id = m.record_id
-                 WHERE r.created_at >= ?1 AND r.created_at < ?2
-                   AND m.id = (SELECT max(id) FROM materials_checks x WHERE x.record_id = m.record_id)",
-            )?
-            .query_map(params![from, to], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
-            })?
-        {
-            let (id, zero, checklist) = row?;
-            let checklist: serde_json::Value = serde_json::from_str(&checklist)
-                .map_err(|e| StoreError::Corrupt(format!("materials check of {id}: {e}")))?;
-            let missing = checklist["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter(|i| i["satisfied"].as_bool() == Some(false))
-                        .filter_map(|i| i["item"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            materials.insert(id, (zero != 0, missing));
-        }
         let mut joint: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
         for row in tx
             .prepare(
@@ -83,33 +137,39 @@ impl Store {
             let (id, status, water) = row?;
             joint.entry(id).or_default().push((status, water));
         }
-        let mut out = Vec::new();
-        for row in tx
-            .prepare(
-                // The record's report facts; its content only when they are missing.
-                "SELECT r.id, r.created_at, coalesce(r.report_facts,
-                     (SELECT v.content FROM record_versions v WHERE v.record_id = r.id AND v.version = r.current_version))
-                 FROM records r WHERE r.created_at >= ?1 AND r.created_at < ?2 ORDER BY r.id",
-            )?
-            .query_map(params![from, to], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?
-        {
-            let (id, created, content) = row?;
-            out.push(RecordRow {
-                created_at: parse_ts(&created)?,
-                content: serde_json::from_str(&content)
-                    .map_err(|e| StoreError::Corrupt(format!("record {id}: {e}")))?,
-                alerts: alerts.remove(&id).unwrap_or_default(),
-                materials: materials.remove(&id),
-                joint: joint.remove(&id).unwrap_or_default(),
-                id,
+        let mut lines = tx.prepare(
+            "SELECT record_id, company, manager, category, free, fee_rule, stages, zero_materials, missing
+             FROM report_lines WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, record_id",
+        )?;
+        let mut rows = lines.query(params![from, to])?;
+        while let Some(row) = rows.next()? {
+            let id = row.get_ref(0)?.as_str().unwrap_or("?");
+            let corrupt = |what: String| StoreError::Corrupt(format!("report line of {id}: {what}"));
+            let text = |i: usize| {
+                row.get_ref(i)
+                    .map(|v| v.as_str().map_err(|e| corrupt(e.to_string())))
+            };
+            let stages = Line::parse_stages(text(6)??).ok_or_else(|| corrupt("its stages".into()))?;
+            let missing: Vec<String> = match row.get_ref(8)?.as_str_or_null() {
+                Ok(Some(json)) => {
+                    serde_json::from_str(json).map_err(|e| corrupt(format!("its missing items: {e}")))?
+                }
+                _ => Vec::new(),
+            };
+            each(&RecordRef {
+                company: text(1)??,
+                manager: text(2)??,
+                category: text(3)??,
+                free: row.get(4)?,
+                fee_rule: text(5)??,
+                stages: &stages,
+                alerts: alerts.get(id).map_or(&[], Vec::as_slice),
+                materials: row
+                    .get::<_, Option<bool>>(7)?
+                    .map(|zero| (zero, missing.as_slice())),
+                joint: joint.get(id).map_or(&[], Vec::as_slice),
             });
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -311,4 +311,32 @@ UPDATE records SET report_facts = (
                     ELSE json_object('stages', v.content -> '$.progress.stages') END)
     FROM record_versions v WHERE v.record_id = records.id AND v.version = records.current_version);
 "#,
+    // 13: the report's facts become one narrow line per record (`report::Line`), ordered by
+    // the day the record was created, with the outcome of its latest materials check: a report
+    // reads its period's lines in order and parses nothing. The lines are written from the
+    // records' current content after this step (`reports::fill_lines`, Rust: the fee rules and
+    // instants are computed as the gateway computes them), and replace migration 12's facts.
+    r#"
+CREATE TABLE report_lines (
+    created_at      TEXT NOT NULL,
+    record_id       TEXT NOT NULL REFERENCES records(id),
+    -- The record's current version the line was made from.
+    version         INTEGER NOT NULL,
+    company         TEXT NOT NULL,
+    manager         TEXT NOT NULL,
+    category        TEXT NOT NULL,
+    free            INTEGER NOT NULL,
+    fee_rule        TEXT NOT NULL,
+    -- The timed stages (`report::Line::stages_text`).
+    stages          TEXT NOT NULL,
+    -- The latest materials check: zero materials achieved, and the items missing (JSON array).
+    zero_materials  INTEGER,
+    missing         TEXT,
+    PRIMARY KEY (created_at, record_id)
+) STRICT, WITHOUT ROWID;
+ALTER TABLE records DROP COLUMN report_facts;
+"#,
 ];
+
+/// The migration after which the report lines are filled (`reports::fill_lines`).
+pub const REPORT_LINES: usize = 13;

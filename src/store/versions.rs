@@ -148,11 +148,10 @@ fn write_version(
                 _ => "updated",
             };
             tx.prepare_cached(
-                        "INSERT INTO records (id, source, source_key, state, current_version, source_version, created_at, updated_at, report_facts)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+                        "INSERT INTO records (id, source, source_key, state, current_version, source_version, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
                          ON CONFLICT (id) DO UPDATE SET state = excluded.state, current_version = excluded.current_version,
-                             source_version = excluded.source_version, updated_at = excluded.updated_at,
-                             report_facts = excluded.report_facts",
+                             source_version = excluded.source_version, updated_at = excluded.updated_at",
                     )?
                     .execute(params![
                         candidate.id,
@@ -162,8 +161,8 @@ fn write_version(
                         version,
                         key.version,
                         now,
-                        crate::report::facts(candidate.content_json)
                     ])?;
+            super::reports::write_line(tx, candidate.id, version, candidate.content_json)?;
             tx.prepare_cached(
                 "INSERT INTO record_versions (record_id, version, change, content, content_sha256, lineage,
                              source_version, document_sha256, created_at, run_id, mapping_sha256, policy_sha256)
