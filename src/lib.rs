@@ -31,4 +31,5 @@ pub mod report;
 pub mod stages;
 pub mod store;
 pub mod sync;
+pub mod tlog;
 pub mod worktime;
