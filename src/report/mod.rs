@@ -123,6 +123,18 @@ struct Tally {
 }
 
 impl Tally {
+    fn count(&mut self, c: &Counted) {
+        let f = &mut self.figures;
+        f.applications += 1;
+        f.completed += u64::from(c.completed);
+        f.completed_within_limit += u64::from(c.within);
+        f.warnings += c.warnings;
+        f.alarms += c.alarms;
+        f.paused_working_days += c.paused_days;
+        self.used.extend(c.used);
+        self.limits.extend(c.limit);
+    }
+
     fn finish(mut self) -> Figures {
         self.figures.median_working_days_used = nearest_rank(&mut self.used, 50);
         self.figures.p90_working_days_used = nearest_rank(&mut self.used, 90);
@@ -176,16 +188,18 @@ pub struct ZeroMaterials {
     pub most_missed: Vec<(String, u64)>,
 }
 
-/// One timed stage of a record, as the report counts it.
-struct StageFigures {
-    limit: f64,
+/// One record, or one of its timed stages, as a group counts it.
+struct Counted {
     completed: bool,
     within: bool,
-    used: Option<f64>,
+    warnings: u64,
+    alarms: u64,
     paused_days: f64,
+    used: Option<f64>,
+    limit: Option<f64>,
 }
 
-fn stage_figures(s: &Stage<&str>, days: &WorkingDays) -> StageFigures {
+fn stage_counted(s: &Stage<&str>, days: &WorkingDays, warnings: u64, alarms: u64) -> Counted {
     let day = DAY_SECS as f64;
     let used = match (s.started, s.completed) {
         // Counted as the limit is: from 00:00 of the day after the stage started.
@@ -194,12 +208,14 @@ fn stage_figures(s: &Stage<&str>, days: &WorkingDays) -> StageFigures {
             .map(|w| round2((w - s.paused_secs).max(0) as f64 / day)),
         _ => None,
     };
-    StageFigures {
-        limit: s.limit,
+    Counted {
         completed: s.completed.is_some(),
         within: matches!((s.completed, s.due), (Some(c), Some(d)) if c <= d),
-        used,
+        warnings,
+        alarms,
         paused_days: s.paused_secs as f64 / day,
+        used,
+        limit: Some(s.limit),
     }
 }
 
@@ -247,38 +263,43 @@ impl Tallies {
 
     /// Counts one record created in the period.
     pub fn add(&mut self, r: &RecordRef<'_>) {
-        let (mut completed, mut within) = (!r.stages.is_empty(), true);
-        let (mut used, mut limit, mut paused) = (Some(0.0), 0.0, 0.0);
-        for s in r.stages {
-            let f = stage_figures(s, &self.days);
-            completed &= f.completed;
-            within &= f.within;
-            used = used.zip(f.used).map(|(a, b)| a + b);
-            limit += f.limit;
-            paused += f.paused_days;
-            let alerts = |kind: &str| {
-                r.alerts
-                    .iter()
-                    .filter(|(stage, k)| stage == s.stage && k == kind)
-                    .count() as u64
-            };
-            let t = group(&mut self.by_stage, s.stage);
-            let figures = &mut t.figures;
-            figures.applications += 1;
-            figures.completed += u64::from(f.completed);
-            figures.completed_within_limit += u64::from(f.within);
-            figures.warnings += alerts("warning");
-            figures.alarms += alerts("alarm");
-            figures.paused_working_days += f.paused_days;
-            t.used.extend(f.used);
-            t.limits.push(f.limit);
-        }
+        // The alerts of the record, or of one of its stages.
+        let alerts = |stage: Option<&str>, kind: &str| {
+            r.alerts
+                .iter()
+                .filter(|(s, k)| k == kind && stage.is_none_or(|stage| s == stage))
+                .count() as u64
+        };
         let timed = !r.stages.is_empty();
-        let within = completed && within;
-        let used = if completed { used } else { None };
-        let limit = timed.then_some(limit);
-        let warnings = r.alerts.iter().filter(|(_, k)| k == "warning").count() as u64;
-        let alarms = r.alerts.iter().filter(|(_, k)| k == "alarm").count() as u64;
+        // A record is completed (within its limit) when every one of its timed stages is; it
+        // used the sum of its stages' working days and had the sum of their limits.
+        let mut record = Counted {
+            completed: timed,
+            within: true,
+            warnings: alerts(None, "warning"),
+            alarms: alerts(None, "alarm"),
+            paused_days: 0.0,
+            used: Some(0.0),
+            limit: timed.then_some(0.0),
+        };
+        for s in r.stages {
+            let stage = stage_counted(
+                s,
+                &self.days,
+                alerts(Some(s.stage), "warning"),
+                alerts(Some(s.stage), "alarm"),
+            );
+            record.completed &= stage.completed;
+            record.within &= stage.within;
+            record.used = record.used.zip(stage.used).map(|(a, b)| a + b);
+            record.limit = record.limit.map(|l| l + s.limit);
+            record.paused_days += stage.paused_days;
+            group(&mut self.by_stage, s.stage).count(&stage);
+        }
+        record.within &= record.completed;
+        if !record.completed {
+            record.used = None;
+        }
         let [companies, managers, categories] = &mut self.groups;
         for t in [
             &mut self.total,
@@ -286,15 +307,7 @@ impl Tallies {
             group(managers, r.manager),
             group(categories, r.category),
         ] {
-            let f = &mut t.figures;
-            f.applications += 1;
-            f.completed += u64::from(completed);
-            f.completed_within_limit += u64::from(within);
-            f.warnings += warnings;
-            f.alarms += alarms;
-            f.paused_working_days += paused;
-            t.used.extend(used);
-            t.limits.extend(limit);
+            t.count(&record);
         }
         if let Some((achieved, missing)) = r.materials {
             self.zero.checked += 1;
