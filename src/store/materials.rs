@@ -82,8 +82,7 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![record_id, record_version, now_text, json, checklist.zero_materials, category, lineage, run_id],
         )?;
-        let missing: Vec<&str> = checklist.missing().map(|i| i.item.as_str()).collect();
-        super::reports::write_materials(&tx, record_id, checklist.zero_materials, &missing)?;
+        super::reports::write_materials(&tx, record_id, checklist)?;
         let mut issued = false;
         if let Some((items, text)) = notice {
             issued = tx.execute(

@@ -34,19 +34,20 @@ pub(super) fn write_line(tx: &Transaction, record_id: &str, version: i64, conten
     Ok(())
 }
 
-/// Writes the outcome of a record's latest materials check into its report line.
+/// Writes the outcome of a record's latest materials check into its report line: zero
+/// materials or not, and the items missing.
 pub(super) fn write_materials(
     tx: &Transaction,
     record_id: &str,
-    zero_materials: bool,
-    missing: &[&str],
+    checklist: &crate::materials::Checklist,
 ) -> Result<()> {
-    let missing = serde_json::to_string(missing).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let missing: Vec<&str> = checklist.missing().map(|i| i.item.as_str()).collect();
+    let missing = serde_json::to_string(&missing).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.prepare_cached(
         "UPDATE report_lines SET zero_materials = ?2, missing = ?3
          WHERE created_at = (SELECT created_at FROM records WHERE id = ?1) AND record_id = ?1",
     )?
-    .execute(params![record_id, zero_materials, missing])?;
+    .execute(params![record_id, checklist.zero_materials, missing])?;
     Ok(())
 }
 
@@ -75,10 +76,26 @@ pub(super) fn fill_lines(tx: &Transaction) -> Result<usize> {
         let (id, checklist): (String, String) = (row.get(0)?, row.get(1)?);
         let checklist: crate::materials::Checklist = serde_json::from_str(&checklist)
             .map_err(|e| StoreError::Corrupt(format!("materials check of {id}: {e}")))?;
-        let missing: Vec<&str> = checklist.missing().map(|i| i.item.as_str()).collect();
-        write_materials(tx, &id, checklist.zero_materials, &missing)?;
+        write_materials(tx, &id, &checklist)?;
     }
     Ok(written)
+}
+
+/// The rows of `sql` (a record's id, then two columns) gathered by record.
+fn by_record<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    tx: &Transaction,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<HashMap<String, Vec<(A, B)>>> {
+    let mut out: HashMap<String, Vec<(A, B)>> = HashMap::new();
+    let mut stmt = tx.prepare(sql)?;
+    let mut rows = stmt.query(args)?;
+    while let Some(row) = rows.next()? {
+        out.entry(row.get(0)?)
+            .or_default()
+            .push((row.get(1)?, row.get(2)?));
+    }
+    Ok(out)
 }
 
 impl Store {
@@ -115,28 +132,18 @@ impl Store {
         let conn = self.read();
         let tx = conn.unchecked_transaction()?;
         let (from, to) = (ts(from), ts(to));
-        let mut alerts: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for row in tx
-            .prepare(
-                "SELECT a.record_id, a.stage, a.kind FROM deadline_alerts a JOIN records r ON r.id = a.record_id
-                 WHERE r.created_at >= ?1 AND r.created_at < ?2",
-            )?
-            .query_map(params![from, to], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
-        {
-            let (id, stage, kind) = row?;
-            alerts.entry(id).or_default().push((stage, kind));
-        }
-        let mut joint: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
-        for row in tx
-            .prepare(
-                "SELECT p.record_id, p.status, p.water_status FROM power_applications p JOIN records r ON r.id = p.record_id
-                 WHERE r.created_at >= ?1 AND r.created_at < ?2",
-            )?
-            .query_map(params![from, to], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?
-        {
-            let (id, status, water) = row?;
-            joint.entry(id).or_default().push((status, water));
-        }
+        let alerts: HashMap<String, Vec<(String, String)>> = by_record(
+            &tx,
+            "SELECT a.record_id, a.stage, a.kind FROM deadline_alerts a JOIN records r ON r.id = a.record_id
+             WHERE r.created_at >= ?1 AND r.created_at < ?2",
+            (&from, &to),
+        )?;
+        let joint: HashMap<String, Vec<(String, Option<String>)>> = by_record(
+            &tx,
+            "SELECT p.record_id, p.status, p.water_status FROM power_applications p JOIN records r ON r.id = p.record_id
+             WHERE r.created_at >= ?1 AND r.created_at < ?2",
+            (&from, &to),
+        )?;
         let mut lines = tx.prepare(
             "SELECT record_id, company, manager, category, free, fee_rule, stages, zero_materials, missing
              FROM report_lines WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, record_id",
