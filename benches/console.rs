@@ -19,46 +19,27 @@
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shuiwu_approval::sim::{SimConfig, Simulator};
-use shuiwu_wire::{SystemClock, format_beijing};
+use shuiwu_wire::format_beijing;
 
-const SECRET: &str = "bench-secret";
+mod common;
+
+use common::SECRET;
+
 const PASSWORD: &str = "bench-console-password";
 /// Stages started a month ago, through the admin API.
 const STARTED: usize = 400;
 const REPEATS: usize = 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let projects: u64 = args
-        .iter()
-        .position(|a| a == "--projects")
-        .and_then(|i| args.get(i + 1))
-        .map_or(100_000, |n| n.parse().expect("--projects N"));
+    let projects = common::projects(100_000);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let mut cfg = SimConfig::contract_defaults(11, projects, Utc::now(), 30);
-    cfg.generator.end = Utc::now() - chrono::Duration::minutes(10);
-    cfg.app_secret = SECRET.into();
-    cfg.rate_limit_per_sec = None;
-    cfg.daily_quota = None;
-    let server = runtime
-        .block_on(
-            Simulator::new(cfg, Arc::new(SystemClock))
-                .expect("a simulator")
-                .serve("127.0.0.1:0".parse().expect("an address")),
-        )
-        .expect("the simulator serving");
+    let server = common::simulator(&runtime, projects);
     let temp = tempfile::tempdir().expect("a temporary directory");
     // `--keep DIR` leaves the database and configuration there.
-    let keep = args
-        .iter()
-        .position(|a| a == "--keep")
-        .and_then(|i| args.get(i + 1))
-        .map(std::path::PathBuf::from);
+    let keep = common::keep();
     let dir = keep.as_deref().unwrap_or(temp.path());
     std::fs::create_dir_all(dir).expect("the benchmark's directory");
     let db = dir.join("bench.db");
