@@ -174,6 +174,11 @@ impl Gateway {
                 "the database holds personal data and is readable by other users: chmod 600 it (and its -wal and -shm files)"
             );
         }
+        if let Some(signer) =
+            crate::audit::key::load(&cfg.audit, &cfg.store.path, crate::audit::key::Missing::Create)?
+        {
+            store.set_signer(signer).context("the audit log's signing key")?;
+        }
         store.save_rules(&mappings, &policies, clock.now())?;
         let rules = Arc::new(Rules {
             policies,

@@ -10,6 +10,7 @@
 //! | `GATEWAY_POWER_CLIENT_SECRET` | `power.client_secret` |
 //! | `GATEWAY_POWER_WEBHOOK_SECRET` | the key of the power side's webhook signatures (no file key) |
 //! | `GATEWAY_STORE_PATH` | `store.path` |
+//! | `GATEWAY_AUDIT_KEY` | the audit log's signing key (instead of `audit.key_file`) |
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -59,6 +60,33 @@ pub struct Config {
     pub sync: SyncConfig,
     #[serde(default)]
     pub mappings: MappingsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// The audit log's signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The private key, readable by the gateway's user only; made at the first start if it
+    /// is not there. Default: beside the database, `<store.path>.audit-key`.
+    /// `GATEWAY_AUDIT_KEY` holds the key itself instead.
+    pub key_file: Option<PathBuf>,
+    /// What a key made by the gateway is: `ed25519`, or `sm2` where the national algorithms
+    /// are required (the log's tree hash is then SM3). A key that exists decides for itself.
+    pub algorithm: crate::tlog::checkpoint::Algorithm,
+    /// The log's name in its checkpoints (no spaces, no `+`).
+    pub origin: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            key_file: None,
+            algorithm: crate::tlog::checkpoint::Algorithm::Ed25519,
+            origin: "shuiwu-gateway".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

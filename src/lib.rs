@@ -7,6 +7,7 @@
 
 pub mod allocator;
 pub mod app;
+pub mod audit;
 pub mod calendar;
 pub mod cli;
 pub mod config;

@@ -51,7 +51,7 @@ pub fn backup(store: &Store, file: &Path, by: &str, json: bool) -> anyhow::Resul
 
 /// `gateway restore FILE`: refused while a gateway holds the database; the database replaced
 /// is kept beside it.
-pub fn restore_into(db: &Path, file: &Path, by: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub fn restore_into(config: &Path, db: &Path, file: &Path, by: &str, json: bool) -> anyhow::Result<ExitCode> {
     // Checked before the lock is even asked for: a bad backup is refused whatever runs.
     check_backup(file)?;
     let now = Utc::now();
@@ -59,7 +59,7 @@ pub fn restore_into(db: &Path, file: &Path, by: &str, json: bool) -> anyhow::Res
     let suffix = now.format("%Y%m%dT%H%M%SZ").to_string();
     let restored = restore(file, db, &suffix)?;
     // Opened as the gateway opens it: a backup from an older gateway is migrated now.
-    let store = Store::open(db)?;
+    let store = super::open_store(config, Some(db))?;
     let detail = serde_json::json!({
         "file": restored.backup.file, "sha256": restored.backup.sha256,
         "previous": restored.previous,

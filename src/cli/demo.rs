@@ -120,6 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ..SyncConfig::default()
         },
         mappings: MappingsConfig::default(),
+        audit: crate::config::AuditConfig::default(),
     };
     outln!(
         "demo: simulated approval platform at {} with {} generated and {} fixture projects",

@@ -7,6 +7,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::cli::emit(&format!("{}\n", format_args!($($arg)*))) };
 }
 
+mod audit;
 mod backup;
 mod calendar;
 mod checks;
@@ -36,6 +37,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::logging::LogFormat;
+pub use audit::AuditCommand;
 
 /// shuiwu-gateway: Yunnan approval-platform projects → Kunming water pre-engagement records.
 #[derive(Debug, Parser)]
@@ -135,8 +137,8 @@ pub enum Command {
         #[command(subcommand)]
         command: calendar::CalendarCommand,
     },
-    /// The hash-chained audit log: list it, or verify that nothing was edited, deleted or
-    /// reordered.
+    /// The audit log: its public key, its newest signed checkpoint, the entries, and a check
+    /// that nothing was edited, deleted, reordered or added.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -273,22 +275,6 @@ pub enum ConfigCommand {
     /// Load the configuration (with the environment's secrets), the mapping files, the policy
     /// and the holiday calendars as `gateway run` would; exit 1 with the first error.
     Check,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Recompute the chain; exit 1 at the first broken entry.
-    Verify {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The newest entries.
-    List {
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -460,57 +446,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if by.trim().is_empty() {
                 anyhow::bail!("--by must name who restores");
             }
-            backup::restore_into(&db_path(&cli.config, cli.db.as_deref()), &file, &by, json)
+            backup::restore_into(
+                &cli.config,
+                &db_path(&cli.config, cli.db.as_deref()),
+                &file,
+                &by,
+                json,
+            )
         }
-        Command::Audit { command } => {
-            let store = open_store(&cli.config, cli.db.as_deref())?;
-            let entries = store.audit_entries()?;
-            match command {
-                AuditCommand::Verify { json } => {
-                    let v = crate::store::audit::verify(&entries, store.audit_head()?.as_ref());
-                    if json {
-                        outln!("{}", serde_json::to_string_pretty(&v)?);
-                    } else {
-                        match &v.broken_at {
-                            None => outln!(
-                                "audit log intact: {} entries, every hash chains to the one before",
-                                v.entries
-                            ),
-                            Some((seq, why)) => outln!("AUDIT LOG BROKEN at entry {seq}: {why}"),
-                        }
-                    }
-                    Ok(if v.broken_at.is_none() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    })
-                }
-                AuditCommand::List { limit, json } => {
-                    let newest: Vec<_> = entries.iter().rev().take(limit).collect();
-                    if json {
-                        outln!("{}", serde_json::to_string_pretty(&newest)?);
-                    } else {
-                        table::print(
-                            &["seq", "at", "actor", "action", "subject", "hash"],
-                            &newest
-                                .iter()
-                                .map(|e| {
-                                    vec![
-                                        e.seq.to_string(),
-                                        shuiwu_wire::human_from_stored(&e.at),
-                                        e.actor.clone(),
-                                        e.action.clone(),
-                                        e.subject.clone(),
-                                        e.hash.chars().take(12).collect(),
-                                    ]
-                                })
-                                .collect::<Vec<_>>(),
-                        );
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
-        }
+        Command::Audit { command } => audit::run(&cli.config, cli.db.as_deref(), command),
         Command::Config {
             command: ConfigCommand::Check,
         } => checks::config_check(&cli.config),
@@ -689,7 +633,7 @@ fn db_path(config: &Path, db: Option<&Path>) -> PathBuf {
     }
 }
 
-fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::Store> {
+pub(crate) fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::Store> {
     let path = db_path(config, db);
     if !path.exists() {
         anyhow::bail!(
@@ -697,7 +641,21 @@ fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<crate::store::
             path.display()
         );
     }
-    Ok(crate::store::Store::open(&path)?)
+    let store = crate::store::Store::open(&path)?;
+    // A command that changes something (a replay, a dismissal) signs the log's checkpoint
+    // when its user can read the key; an auditor's read-only command needs no key.
+    let audit = audit_config_from(config).unwrap_or_default();
+    if let Some(signer) = crate::audit::key::load(&audit, &path, crate::audit::key::Missing::Skip)? {
+        store.set_signer(signer)?;
+    }
+    Ok(store)
+}
+
+/// `[audit]` of the configuration file, if it has one (read without requiring secrets).
+fn audit_config_from(config: &Path) -> Option<crate::config::AuditConfig> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    value.get("audit")?.clone().try_into().ok()
 }
 
 /// `mappings.dir` of the configuration file, if there is one (read without requiring secrets).

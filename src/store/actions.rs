@@ -18,7 +18,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Applied>> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, None, &ts(now))?;
         }
@@ -53,7 +53,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<(i64, std::result::Result<Applied, String>)>> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let joint = self.joint();
         let mut done = Vec::with_capacity(items.len());
         for (id, key, sha, draft) in items {
@@ -112,7 +112,7 @@ impl Store {
         check: impl FnOnce(&crate::stages::ActionContext<'_>) -> std::result::Result<(), String>,
     ) -> Result<(i64, i64)> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let done = act(&tx, record_id, new, now, rebuilder, check)?;
         tx.commit()?;
         Ok(done)
@@ -162,10 +162,13 @@ impl Store {
         due_at: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let n = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
+        let n = tx.execute(
             "INSERT OR IGNORE INTO deadline_alerts (record_id, stage, kind, due_at, raised_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![record_id, stage, kind, due_at, ts(now)],
         )?;
+        tx.commit()?;
         Ok(n == 1)
     }
 

@@ -9,7 +9,8 @@ impl Store {
     /// Keeps every mapping and policy file in force, so that the hashes in lineage and in
     /// decision traces always resolve to the rules that were applied.
     pub fn save_rules(&self, mappings: &MappingSet, policies: &PolicySet, now: DateTime<Utc>) -> Result<()> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
         let files = mappings.all().map(|m| (&m.sha256, &m.file, &m.content)).chain(
             policies
                 .versions()
@@ -17,34 +18,41 @@ impl Store {
                 .map(|p| (&p.sha256, &p.file, &p.content)),
         );
         for (sha, file, content) in files {
-            conn.execute(
+            tx.execute(
                 "INSERT OR IGNORE INTO mapping_files (sha256, file, content, first_used) VALUES (?1, ?2, ?3, ?4)",
                 params![sha, file, content, ts(now)],
             )?;
         }
-        Ok(())
+        tx.commit()
     }
 
     pub fn begin_run(&self, now: DateTime<Utc>) -> Result<i64> {
-        let conn = self.lock();
-        conn.execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
-        Ok(conn.last_insert_rowid())
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
+        tx.execute("INSERT INTO runs (started_at) VALUES (?1)", [ts(now)])?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Marks the passes that never finished as interrupted: only the holder of the writer lock
     /// calls this, so no other pass can be running. Returns how many were closed.
     pub fn close_abandoned_runs(&self, now: DateTime<Utc>) -> Result<usize> {
-        Ok(self.lock().execute(
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
+        let n = tx.execute(
             "UPDATE runs SET finished_at = ?1, outcome = 'interrupted',
                  error = 'the gateway stopped before the pass finished (killed or crashed)'
              WHERE finished_at IS NULL",
             [ts(now)],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 
     pub fn finish_run(&self, run: i64, now: DateTime<Utc>, outcome: &str, error: Option<&str>) -> Result<()> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         tx.execute(
             "UPDATE runs SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1",
             params![run, ts(now), outcome, error],
@@ -98,7 +106,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, run_id, &now_text)?;
@@ -119,18 +127,20 @@ impl Store {
     /// Counts one more failed fetch of a listed item version; returns how many so far and
     /// when the first was.
     pub fn fetch_miss(&self, key: &SourceKey, now: DateTime<Utc>) -> Result<(i64, DateTime<Utc>)> {
-        let conn = self.lock();
-        conn.execute(
+        let mut conn = self.lock();
+        let tx = self.write_tx(&mut conn)?;
+        tx.execute(
             "INSERT INTO listing_misses (source, key, version, attempts, last_seen, first_seen) VALUES (?1, ?2, ?3, 1, ?4, ?4)
              ON CONFLICT (source, key, version) DO UPDATE SET attempts = attempts + 1, last_seen = excluded.last_seen,
                  first_seen = coalesce(first_seen, excluded.first_seen)",
             params![key.source, key.key, key.version, ts(now)],
         )?;
-        let (attempts, first): (i64, String) = conn.query_row(
+        let (attempts, first): (i64, String) = tx.query_row(
             "SELECT attempts, first_seen FROM listing_misses WHERE source = ?1 AND key = ?2 AND version = ?3",
             params![key.source, key.key, key.version],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        tx.commit()?;
         Ok((attempts, parse_ts(&first)?))
     }
 
@@ -143,7 +153,7 @@ impl Store {
         rebuilder: &Rebuilder,
     ) -> Result<Vec<Applied>> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in &unit.documents {
             insert_document(&tx, sha, doc, unit.run_id, &now_text)?;

@@ -71,7 +71,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         for (sha, doc) in documents {
             insert_document(&tx, sha, doc, run_id, &now_text)?;

@@ -26,6 +26,7 @@ mod queries;
 mod remap;
 mod reports;
 pub mod schema;
+pub mod tlog;
 mod versions;
 
 use std::path::{Path, PathBuf};
@@ -282,6 +283,9 @@ pub struct Store {
     /// The joint exchange with the power side is configured: record changes plan their calls
     /// into the outbox.
     joint: std::sync::atomic::AtomicBool,
+    /// The key checkpoints of the audit log are signed with at the end of each write
+    /// transaction; without one, entries are logged and the next signed commit covers them.
+    signer: std::sync::OnceLock<crate::tlog::checkpoint::Signer>,
 }
 
 impl Store {
@@ -321,11 +325,55 @@ fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| StoreError::Corrupt(format!("timestamp {text:?}: {e}")))
 }
 
-/// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`): what it
-/// reads cannot be changed by another writer before it commits, and it waits (busy timeout)
-/// instead of failing when another writer holds the lock.
-fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+/// A write transaction whose commit first logs every row it changed (`tlog::seal`) and signs
+/// a checkpoint: no change is committed without its audit log entries.
+pub(crate) struct WriteTx<'a> {
+    tx: Transaction<'a>,
+    signer: Option<&'a crate::tlog::checkpoint::Signer>,
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = Transaction<'a>;
+    fn deref(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    pub(crate) fn commit(self) -> Result<()> {
+        tlog::seal(&self.tx, self.signer)?;
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`): what it
+    /// reads cannot be changed by another writer before it commits, and it waits (busy timeout)
+    /// instead of failing when another writer holds the lock.
+    fn write_tx<'a>(&'a self, conn: &'a mut Connection) -> Result<WriteTx<'a>> {
+        Ok(WriteTx {
+            tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+            signer: self.signer.get(),
+        })
+    }
+
+    /// Signs the audit log's checkpoints with `signer` from now on, and signs one of the log
+    /// as it stands. The log's tree hash becomes the key's (SM3 for SM2) if no checkpoint was
+    /// signed yet; after one, a key of the other kind is refused. A store has one key for its
+    /// life.
+    pub fn set_signer(&self, signer: crate::tlog::checkpoint::Signer) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tlog::use_tree_hash(&tx, signer.algorithm().tree_hash())?;
+        tlog::seal(&tx, Some(&signer))?;
+        let mut head = tlog::Head::read(&tx)?;
+        tlog::sign(&tx, &mut head, &signer)?;
+        tx.commit()?;
+        self.signer
+            .set(signer)
+            .map_err(|_| StoreError::Refused("the store has a signing key already".into()))
+    }
 }
 
 /// SHA-256 of raw bytes, lower-case hex: the address of a raw document.

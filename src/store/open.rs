@@ -77,7 +77,7 @@ impl Store {
         }
         // Up to date (the common case): no write lock is taken.
         if current < known {
-            let tx = write_tx(&mut conn)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let found = version(&tx)?;
             if found > known {
                 return Err(too_new(found));
@@ -87,8 +87,14 @@ impl Store {
                 if i + 1 == schema::REPORT_LINES {
                     super::reports::fill_lines(&tx)?;
                 }
+                if i + 1 == schema::TLOG {
+                    super::tlog::adopt(&tx)?;
+                }
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            }
+            if known as usize >= schema::TLOG {
+                super::tlog::install_triggers(&tx)?;
             }
             tx.commit()?;
         }
@@ -110,6 +116,7 @@ impl Store {
             reader: Mutex::new(reader),
             path: path.to_path_buf(),
             joint: std::sync::atomic::AtomicBool::new(joint),
+            signer: std::sync::OnceLock::new(),
         })
     }
 

@@ -551,7 +551,7 @@ impl Store {
     /// number of calls planned.
     pub fn plan_missing_joint_calls(&self, now: DateTime<Utc>) -> Result<usize> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let ids: Vec<String> = tx
             .prepare(
                 "SELECT r.id FROM records r JOIN record_versions v ON v.record_id = r.id AND v.version = r.current_version
@@ -596,7 +596,7 @@ impl Store {
     /// Writes back how a delivery attempt of call `id` ended.
     pub fn call_result(&self, id: i64, result: DeliveryResult<'_>, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         let record_id: String = tx
             .prepare_cached("SELECT record_id FROM outbox WHERE id = ?1")?
@@ -732,7 +732,7 @@ impl Store {
     /// replayed. Audited.
     pub fn retry_call(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<()> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         let state: Option<String> = tx
             .prepare_cached("SELECT state FROM outbox WHERE id = ?1")?

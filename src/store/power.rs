@@ -387,7 +387,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         let sha = sha256_hex(&raw.bytes);
         insert_document(&tx, &sha, raw, None, &now_text)?;
@@ -427,7 +427,7 @@ impl Store {
         // Parsed once for the page's applications, outside the write lock.
         let document: serde_json::Value = serde_json::from_slice(&page.bytes).unwrap_or_default();
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         let sha = sha256_hex(&page.bytes);
         insert_document(&tx, &sha, page, None, &now_text)?;

@@ -122,7 +122,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let seq = audit::append(&tx, &ts(now), actor, action, subject, detail)?;
         tx.commit()?;
         Ok(seq)

@@ -183,7 +183,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("selection not serialisable: {e}")))?;
         let rules_json = rules.to_string();
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let resumable: Option<i64> = tx
             .query_row(
                 "SELECT id FROM remaps WHERE state = 'running' AND selection = ?1 AND rules = ?2
@@ -239,7 +239,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<BatchCounts> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         let now_text = ts(now);
         let joint = self.joint();
         let mut counts = BatchCounts {
@@ -362,7 +362,7 @@ impl Store {
     /// Closes a remap run, audited with what it did.
     pub fn finish_remap(&self, run: i64, now: DateTime<Utc>) -> Result<RemapRun> {
         let mut conn = self.lock();
-        let tx = write_tx(&mut conn)?;
+        let tx = self.write_tx(&mut conn)?;
         tx.execute(
             "UPDATE remaps SET state = 'finished', finished_at = ?2 WHERE id = ?1",
             params![run, ts(now)],

@@ -336,7 +336,43 @@ CREATE TABLE report_lines (
 ) STRICT, WITHOUT ROWID;
 ALTER TABLE records DROP COLUMN report_facts;
 "#,
+    // 14: the transparency log (`store::tlog`): one entry per row change, each with its RFC 9162
+    // leaf hash; the head (size, tree hash, the tree's right edge); signed checkpoints; and the
+    // rows changed in the open transaction, noted by triggers (`tlog::install_triggers`, made
+    // from the schema after every migration) and logged when it commits. Every row already
+    // stored is logged when this step runs (`tlog::adopt`).
+    r#"
+CREATE TABLE tlog_entries (
+    -- The leaf's index in the tree, from 0.
+    idx   INTEGER PRIMARY KEY,
+    body  TEXT NOT NULL,
+    leaf  BLOB NOT NULL
+) STRICT;
+CREATE TABLE tlog_head (
+    one        INTEGER PRIMARY KEY CHECK (one = 1),
+    size       INTEGER NOT NULL,
+    tree_hash  TEXT NOT NULL CHECK (tree_hash IN ('sha256', 'sm3')),
+    -- The roots of the complete subtrees the size decomposes into, largest first.
+    frontier   BLOB NOT NULL
+) STRICT;
+INSERT INTO tlog_head (one, size, tree_hash, frontier) VALUES (1, 0, 'sha256', x'');
+CREATE TABLE tlog_checkpoints (
+    size       INTEGER PRIMARY KEY,
+    -- The signed note (C2SP tlog-checkpoint text and signature lines).
+    note       TEXT NOT NULL,
+    signed_at  TEXT NOT NULL
+) STRICT;
+CREATE TABLE tlog_pending (
+    seq  INTEGER PRIMARY KEY,
+    tbl  TEXT NOT NULL,
+    key  TEXT NOT NULL
+) STRICT;
+"#,
 ];
+
+/// The migration that adds the transparency log: the rows stored before are logged after it
+/// (`tlog::adopt`), and the triggers are made again after it and every later one.
+pub const TLOG: usize = 14;
 
 /// The migration after which the report lines are filled (`reports::fill_lines`).
 pub const REPORT_LINES: usize = 13;

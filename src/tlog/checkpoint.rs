@@ -35,6 +35,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The tree hash that goes with the algorithm: SM3 with SM2, so that a log kept under the
+    /// national algorithms uses them throughout; SHA-256 with Ed25519, as RFC 9162.
+    pub fn tree_hash(self) -> TreeHash {
+        match self {
+            Algorithm::Ed25519 => TreeHash::Sha256,
+            Algorithm::Sm2 => TreeHash::Sm3,
+        }
+    }
+
     /// The signed-note signature type: its byte, and for SM2 the identifier after `0xff`.
     fn type_bytes(self) -> &'static [u8] {
         match self {
@@ -172,6 +181,71 @@ impl Signer {
             name: name.to_string(),
             key,
         })
+    }
+
+    /// A new key with a random secret from the operating system's generator.
+    pub fn generate(name: &str, algorithm: Algorithm) -> Result<Signer, CheckpointError> {
+        // An SM2 scalar of zero or ≥ n − 1 is refused; 32 random bytes are one with
+        // probability about 2^-32, so a second draw settles it in practice.
+        let mut last = None;
+        for _ in 0..8 {
+            match Signer::from_secret(name, algorithm, &rand::random::<[u8; 32]>()) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CheckpointError::BadKey("no key could be drawn".into())))
+    }
+
+    /// The private key text, in the form of the signed-note signer keys:
+    /// `PRIVATE+KEY+name+keyid+base64(type || secret)`. Kept in a file only the gateway's user
+    /// reads, or in `GATEWAY_AUDIT_KEY`.
+    pub fn private_text(&self) -> String {
+        let secret: Vec<u8> = match &self.key {
+            SigningKey::Ed25519(k) => k.to_bytes().to_vec(),
+            SigningKey::Sm2(k) => k.to_bytes().to_vec(),
+        };
+        let mut key = self.algorithm().type_bytes().to_vec();
+        key.extend(secret);
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.name,
+            hex::encode(self.verifier().id),
+            B64.encode(key)
+        )
+    }
+
+    /// Reads [`Signer::private_text`]'s form; the key ID must match the key.
+    pub fn from_private_text(text: &str) -> Result<Signer, CheckpointError> {
+        // The message never quotes the text: it holds the secret.
+        let bad = |why: &str| CheckpointError::BadKey(format!("private key: {why}"));
+        let rest = text
+            .trim()
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad("not PRIVATE+KEY+name+keyid+key"));
+        };
+        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
+        let (algorithm, secret) = if let Some(s) = key.strip_prefix(Algorithm::Sm2.type_bytes()) {
+            (Algorithm::Sm2, s)
+        } else if let Some(s) = key.strip_prefix(Algorithm::Ed25519.type_bytes()) {
+            (Algorithm::Ed25519, s)
+        } else {
+            return Err(bad("neither an Ed25519 nor an SM2 key"));
+        };
+        let secret: &[u8; 32] = secret.try_into().map_err(|_| bad("the secret is not 32 bytes"))?;
+        let signer = Signer::from_secret(name, algorithm, secret)?;
+        if hex::encode(signer.verifier().id) != id.to_ascii_lowercase() {
+            return Err(bad("the key ID does not match the key"));
+        }
+        Ok(signer)
+    }
+
+    /// The name signatures carry: the log's origin.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn algorithm(&self) -> Algorithm {
@@ -324,6 +398,29 @@ mod tests {
             size: 1843,
             root: hash.leaf(b"root"),
             hash,
+        }
+    }
+
+    #[test]
+    fn a_private_key_text_gives_back_the_same_key_and_never_quotes_the_secret() {
+        for algorithm in [Algorithm::Ed25519, Algorithm::Sm2] {
+            let signer = Signer::generate("kmsw.example/shuiwu-gateway", algorithm).unwrap();
+            let text = signer.private_text();
+            assert!(
+                text.starts_with("PRIVATE+KEY+kmsw.example/shuiwu-gateway+"),
+                "{text}"
+            );
+            let again = Signer::from_private_text(&text).unwrap();
+            assert_eq!(again.verifier().to_text(), signer.verifier().to_text());
+            let c = checkpoint(algorithm.tree_hash());
+            assert_eq!(signer.verifier().open(&again.sign(&c)), Ok(c));
+            // A changed key ID is refused, and the message does not carry the key.
+            // (Base64 may hold '+': the key is everything after the fourth.)
+            let parts: Vec<&str> = text.splitn(5, '+').collect();
+            let key = parts[4];
+            let wrong_id = format!("PRIVATE+KEY+{}+00000000+{key}", parts[2]);
+            let err = Signer::from_private_text(&wrong_id).err().unwrap().to_string();
+            assert!(err.contains("key ID") && !err.contains(key), "{err}");
         }
     }
 

@@ -57,6 +57,131 @@ impl TreeHash {
             TreeHash::Sm3 => "sm3",
         }
     }
+
+    pub fn from_name(name: &str) -> Option<TreeHash> {
+        match name {
+            "sha256" => Some(TreeHash::Sha256),
+            "sm3" => Some(TreeHash::Sm3),
+            _ => None,
+        }
+    }
+}
+
+/// The right edge of a tree: the roots of the complete subtrees its size decomposes into
+/// (one per set bit, largest first). Appending a leaf and the root need nothing else, so a
+/// writer keeps only these (at most 64 hashes) between appends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<(Node, Hash)>,
+}
+
+impl Frontier {
+    /// The edge of a tree of `size` leaves from its hashes, largest subtree first, as
+    /// [`Frontier::to_bytes`] writes them; `None` when their number does not fit the size.
+    pub fn from_bytes(size: u64, bytes: &[u8]) -> Option<Frontier> {
+        let nodes = Frontier::edge(size);
+        if bytes.len() != nodes.len() * 32 {
+            return None;
+        }
+        let nodes = nodes
+            .into_iter()
+            .zip(bytes.chunks_exact(32))
+            .map(|(n, h)| h.try_into().ok().map(|h| (n, h)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Frontier { size, nodes })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.nodes.iter().flat_map(|(_, h)| h.iter().copied()).collect()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The complete subtrees of a tree of `size` leaves, largest first.
+    fn edge(size: u64) -> Vec<Node> {
+        (0..64u8)
+            .rev()
+            .filter(|l| size >> l & 1 == 1)
+            .map(|level| Node {
+                level,
+                index: (size >> level) - 1,
+            })
+            .collect()
+    }
+
+    /// Appends a leaf's hash.
+    pub fn push(&mut self, tree: TreeHash, leaf: Hash) {
+        let made = match append(tree, self.size, leaf, self) {
+            Ok(made) => made,
+            Err(never) => match never {},
+        };
+        self.size += 1;
+        let mut known = std::mem::take(&mut self.nodes);
+        known.extend(made);
+        self.nodes = Frontier::edge(self.size)
+            .into_iter()
+            .filter_map(|n| known.iter().find(|(k, _)| *k == n).copied())
+            .collect();
+    }
+
+    /// The root hash of the tree.
+    pub fn root(&mut self, tree: TreeHash) -> Hash {
+        match root(tree, self.size, self) {
+            Ok(h) => h,
+            Err(never) => match never {},
+        }
+    }
+}
+
+impl Hashes for Frontier {
+    type Error = std::convert::Infallible;
+    /// Only the edge's own nodes are ever asked for: an append needs the left neighbours of
+    /// the subtrees it completes, which are on the edge, and the root is made of the edge.
+    fn hash(&mut self, node: Node) -> Result<Hash, Self::Error> {
+        Ok(self
+            .nodes
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, h)| *h)
+            .unwrap_or([0; 32]))
+    }
+}
+
+/// A whole tree in memory, every level of it, built from its leaves' hashes: what an
+/// auditor's check or an evidence package computes proofs from (2 × 32 bytes per leaf).
+pub struct FullTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl FullTree {
+    pub fn new(tree: TreeHash, leaves: Vec<Hash>) -> FullTree {
+        let mut levels = vec![leaves];
+        while let Some(last) = levels.last().filter(|l| l.len() > 1) {
+            let up = last.chunks_exact(2).map(|p| tree.node(&p[0], &p[1])).collect();
+            levels.push(up);
+        }
+        FullTree { levels }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels[0].len() as u64
+    }
+}
+
+impl Hashes for FullTree {
+    type Error = std::convert::Infallible;
+    fn hash(&mut self, node: Node) -> Result<Hash, Self::Error> {
+        // The tree functions ask only for complete subtrees inside the size they are given.
+        Ok(self
+            .levels
+            .get(node.level as usize)
+            .and_then(|l| l.get(node.index as usize))
+            .copied()
+            .unwrap_or([0; 32]))
+    }
 }
 
 /// A complete subtree: `2^level` leaves from `index·2^level`.
@@ -280,6 +405,33 @@ mod tests {
     }
 
     proptest! {
+        /// The writer's edge gives every intermediate root of the stored tree, survives being
+        /// written out and read back at any size, and the in-memory tree gives the same proofs.
+        #[test]
+        fn the_edge_and_the_whole_tree_agree_with_the_stored_tree(size in 1usize..140, m in 0usize..140, sm3 in any::<bool>()) {
+            let t = if sm3 { TreeHash::Sm3 } else { TreeHash::Sha256 };
+            let entries: Vec<Vec<u8>> = (0..size).map(|i| format!("entry {i}").into_bytes()).collect();
+            let mut stored = log(t, &entries);
+            let mut edge = Frontier::default();
+            for (n, e) in entries.iter().enumerate() {
+                edge = Frontier::from_bytes(edge.size(), &edge.to_bytes()).unwrap();
+                edge.push(t, t.leaf(e));
+                prop_assert_eq!(edge.root(t), root(t, n as u64 + 1, &mut stored).unwrap());
+            }
+            prop_assert!(Frontier::from_bytes(edge.size() + 1, &edge.to_bytes()).is_none() || (edge.size() + 1).count_ones() == edge.size().count_ones());
+            let mut whole = FullTree::new(t, entries.iter().map(|e| t.leaf(e)).collect());
+            let (m, n) = (m % size, size as u64);
+            prop_assert_eq!(
+                inclusion_proof(t, m as u64, n, &mut whole).unwrap(),
+                inclusion_proof(t, m as u64, n, &mut stored).unwrap()
+            );
+            let old = m as u64 + 1;
+            prop_assert_eq!(
+                consistency_proof(t, old, n, &mut whole).unwrap(),
+                consistency_proof(t, old, n, &mut stored).unwrap()
+            );
+        }
+
         /// Roots and proofs made from stored subtrees are those of ct-merkle's in-memory tree,
         /// and verify with ct-merkle, for both tree hashes.
         #[test]

@@ -1,0 +1,156 @@
+//! `gateway audit`: the signing key's public half, the newest signed checkpoint, the entries
+//! of the operators' chain, and the verification of the log and of every table against it.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use super::{audit_config_from, db_path, open_store, table};
+use crate::tlog::checkpoint::Verifier;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the log against its signed checkpoints and every row of every table against the
+    /// log; exit 1 naming each entry, table and row that does not hold.
+    Verify {
+        /// The public key (`gateway audit key` prints it), or a file holding it. Default: the
+        /// gateway's own key.
+        #[arg(long)]
+        key: Option<String>,
+        /// A signed checkpoint kept outside the database (`gateway audit checkpoint`): the log
+        /// must still contain what it signed, so a truncated tail is found even when the
+        /// newest checkpoints were deleted with it.
+        #[arg(long)]
+        trusted: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The public key auditors verify checkpoints and evidence packages with (made if the
+    /// gateway has none yet).
+    Key,
+    /// The newest signed checkpoint, to keep outside the database.
+    Checkpoint,
+    /// The newest entries of the operators' chain (operator actions, passes, backups).
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A public key given as its text or as a file holding it.
+fn verifier_from(arg: &str) -> anyhow::Result<Verifier> {
+    let text = if Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).with_context(|| format!("reading {arg}"))?
+    } else {
+        arg.to_string()
+    };
+    Ok(Verifier::parse(text.trim())?)
+}
+
+pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let audit = audit_config_from(config).unwrap_or_default();
+    match command {
+        AuditCommand::Key => {
+            let path = db_path(config, db);
+            let signer = crate::audit::key::load(&audit, &path, crate::audit::key::Missing::Create)?
+                .context("no audit key")?;
+            outln!("{}", signer.verifier().to_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Checkpoint => {
+            let store = open_store(config, db)?;
+            match store.audit_checkpoint()? {
+                Some((_, note)) => {
+                    crate::cli::emit(&note);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => anyhow::bail!("no checkpoint has been signed yet"),
+            }
+        }
+        AuditCommand::Verify { key, trusted, json } => {
+            let store = open_store(config, db)?;
+            let verifier = match key {
+                Some(k) => verifier_from(&k)?,
+                None => crate::audit::key::load(&audit, store.path(), crate::audit::key::Missing::Skip)?
+                    .map(|s| s.verifier())
+                    .context("the gateway's audit key cannot be read here: pass the public key with --key")?,
+            };
+            let trusted = trusted
+                .map(|p| std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display())))
+                .transpose()?;
+            let log = store.audit_verify(&verifier, trusted.as_deref())?;
+            let chain = crate::store::audit::verify(&store.audit_entries()?, store.audit_head()?.as_ref());
+            let intact = log.intact() && chain.broken_at.is_none();
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "intact": intact, "log": log, "operators_chain": chain,
+                    }))?
+                );
+            } else if intact {
+                outln!(
+                    "audit log intact: {} entries ({}), the newest {} under a checkpoint signed by {}; {} rows checked against their entries; operators' chain intact ({} entries)",
+                    log.entries,
+                    log.tree_hash,
+                    log.verified_size,
+                    verifier.to_text(),
+                    log.rows,
+                    chain.entries
+                );
+            } else {
+                outln!(
+                    "AUDIT LOG BROKEN: {} problems",
+                    log.findings.len() + usize::from(chain.broken_at.is_some())
+                );
+                for f in log.findings.iter().take(100) {
+                    outln!("  {f}");
+                }
+                if log.findings.len() > 100 {
+                    outln!(
+                        "  … and {} more (--json lists every one)",
+                        log.findings.len() - 100
+                    );
+                }
+                if let Some((seq, why)) = &chain.broken_at {
+                    outln!("  operators' chain, entry {seq}: {why}");
+                }
+            }
+            Ok(if intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        AuditCommand::List { limit, json } => {
+            let store = open_store(config, db)?;
+            let entries = store.audit_entries()?;
+            let newest: Vec<_> = entries.iter().rev().take(limit).collect();
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&newest)?);
+            } else {
+                table::print(
+                    &["seq", "at", "actor", "action", "subject", "hash"],
+                    &newest
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e.seq.to_string(),
+                                shuiwu_wire::human_from_stored(&e.at),
+                                e.actor.clone(),
+                                e.action.clone(),
+                                e.subject.clone(),
+                                e.hash.chars().take(12).collect(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
