@@ -424,3 +424,10 @@ impl super::Store {
         latest_checkpoint(&self.read())
     }
 }
+
+/// The entry text a row would be logged with now (`None` in `row` when it is gone): what the
+/// verification compares with, and what a test that forges the log recomputes.
+pub fn entry_now(conn: &Connection, table: &str, key: &str) -> Result<String> {
+    let row = Rows::new(conn).row(table, key)?;
+    Ok(entry_text(table, key, row.as_ref()))
+}
