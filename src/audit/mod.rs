@@ -1,4 +1,5 @@
 //! What auditors use beyond the store's own log: the key that signs the log's checkpoints
-//! (`key`).
+//! (`key`), and the evidence package of one record (`package`).
 
 pub mod key;
+pub mod package;

@@ -32,6 +32,32 @@ pub enum AuditCommand {
     Key,
     /// The newest signed checkpoint, to keep outside the database.
     Checkpoint,
+    /// Write one record's evidence package: every version, its lineage, the raw documents
+    /// and the mapping and policy files it was made from, the operators' actions, checks and
+    /// calls, each with its proof against a signed checkpoint. Signed with the gateway's key.
+    Package {
+        /// The record (`PE-…`).
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Include the personal data (raw documents, record contents, lineage, call bodies):
+        /// audited, with --by and --reason.
+        #[arg(long, requires_all = ["by", "reason"])]
+        reveal: bool,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Check an evidence package with the public key alone: no database, no network.
+    CheckPackage {
+        file: PathBuf,
+        /// The public key (`gateway audit key`), or a file holding it.
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The newest entries of the operators' chain (operator actions, passes, backups).
     List {
         #[arg(long, default_value_t = 50)]
@@ -54,6 +80,92 @@ fn verifier_from(arg: &str) -> anyhow::Result<Verifier> {
 pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let audit = audit_config_from(config).unwrap_or_default();
     match command {
+        AuditCommand::CheckPackage { file, key, json } => {
+            let verifier = verifier_from(&key)?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = crate::audit::package::check(&text, &verifier);
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                if report.intact() {
+                    outln!(
+                        "evidence package of {} intact: {} entries in the log signed at size {} by {}, {} values with their hashes, {} fields of {} record versions mapped again from their raw bytes",
+                        report.record,
+                        report.entries,
+                        report.checkpoint_size,
+                        verifier.to_text(),
+                        report.values,
+                        report.fields,
+                        report.versions
+                    );
+                } else {
+                    outln!("EVIDENCE PACKAGE BROKEN: {} problems", report.problems.len());
+                    for p in &report.problems {
+                        outln!("  {p}");
+                    }
+                }
+                for u in &report.unchecked {
+                    outln!("not checked: {u}");
+                }
+            }
+            Ok(if report.intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        AuditCommand::Package {
+            id,
+            out,
+            reveal,
+            by,
+            reason,
+        } => {
+            let store = open_store(config, db)?;
+            let signer = crate::audit::key::load(&audit, store.path(), crate::audit::key::Missing::Skip)?
+                .context("a package is signed with the gateway's audit key, which cannot be read here")?;
+            let now = chrono::Utc::now();
+            let detail = serde_json::json!({
+                "out": out.display().to_string(), "reveal": reveal, "reason": reason,
+            });
+            let actor = by
+                .clone()
+                .unwrap_or_else(|| std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let action = if reveal {
+                "evidence_package_revealed"
+            } else {
+                "evidence_package"
+            };
+            // Audited before it is made: the entry is in the package it announces.
+            store.audit_event(&actor, action, &id, &detail.to_string(), now)?;
+            let evidence = store.evidence(&id)?;
+            let text = crate::audit::package::make(&evidence, &signer, reveal, &crate::store::ts_text(now));
+            let mut f = crate::store::private_file_options(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+            )
+            .open(&out)
+            .with_context(|| format!("writing {}", out.display()))?;
+            std::io::Write::write_all(&mut f, text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", out.display()))?;
+            outln!(
+                "evidence package of {id} written to {}: {} entries proved against checkpoint {}, {} values{}",
+                out.display(),
+                evidence.entries.len(),
+                evidence.size,
+                evidence.values.len(),
+                if reveal {
+                    ", personal data included (audited)"
+                } else {
+                    "; personal data withheld"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Key => {
             let path = db_path(config, db);
             let signer = crate::audit::key::load(&audit, &path, crate::audit::key::Missing::Create)?

@@ -319,6 +319,11 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// An instant as the store writes it (RFC 3339, milliseconds, UTC).
+pub fn ts_text(t: DateTime<Utc>) -> String {
+    ts(t)
+}
+
 fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))

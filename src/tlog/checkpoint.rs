@@ -270,7 +270,12 @@ impl Signer {
 
     /// The signed note of `checkpoint`.
     pub fn sign(&self, checkpoint: &Checkpoint) -> String {
-        let text = checkpoint.text();
+        self.sign_note(&checkpoint.text())
+    }
+
+    /// The signed note of any text (lines, each ending in a newline, none of them empty): an
+    /// evidence package is one, so that a change to any of its bytes is found.
+    pub fn sign_note(&self, text: &str) -> String {
         let signature: Vec<u8> = match &self.key {
             SigningKey::Ed25519(k) => {
                 use ed25519_dalek::Signer as _;
@@ -350,6 +355,11 @@ impl Verifier {
 
     /// The checkpoint of a signed note, when this key signed it.
     pub fn open(&self, note: &str) -> Result<Checkpoint, CheckpointError> {
+        Checkpoint::parse_text(&self.open_note(note)?)
+    }
+
+    /// The text of a signed note, when this key signed it.
+    pub fn open_note(&self, note: &str) -> Result<String, CheckpointError> {
         let bad = |why: &str| CheckpointError::Malformed(why.to_string());
         let (text, signatures) = note
             .split_once("\n\n")
@@ -384,7 +394,7 @@ impl Verifier {
         if !found {
             return Err(CheckpointError::Unsigned(self.name.clone()));
         }
-        Checkpoint::parse_text(&text)
+        Ok(text)
     }
 }
 

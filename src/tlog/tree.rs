@@ -150,6 +150,36 @@ impl Hashes for Frontier {
     }
 }
 
+/// Whether `proof` proves that `entry` is leaf `index` of the tree of `size` leaves whose root
+/// is `root`. Checked by ct-merkle, an implementation that is not the one that made the proof.
+pub fn verify_inclusion(
+    tree: TreeHash,
+    entry: &[u8],
+    index: u64,
+    size: u64,
+    root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    fn with<D: ct_merkle::digest::Digest>(
+        entry: &[u8],
+        index: u64,
+        size: u64,
+        root: &Hash,
+        proof: &[Hash],
+    ) -> bool {
+        let Ok(digest) = root.as_slice().try_into() else {
+            return false;
+        };
+        let root = ct_merkle::RootHash::<D>::new(digest, size);
+        let proof = ct_merkle::InclusionProof::<D>::from_bytes(proof.concat());
+        index < size && root.verify_inclusion(&entry.to_vec(), index, &proof).is_ok()
+    }
+    match tree {
+        TreeHash::Sha256 => with::<sha2::Sha256>(entry, index, size, root, proof),
+        TreeHash::Sm3 => with::<sm3::Sm3>(entry, index, size, root, proof),
+    }
+}
+
 /// A whole tree in memory, every level of it, built from its leaves' hashes: what an
 /// auditor's check or an evidence package computes proofs from (2 × 32 bytes per leaf).
 pub struct FullTree {

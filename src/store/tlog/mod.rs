@@ -25,7 +25,9 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod evidence;
 mod verify;
+pub use evidence::{Evidence, ProvedEntry};
 pub use verify::{Finding, Verification, verify};
 
 use super::{Result, StoreError};
@@ -262,7 +264,6 @@ impl<'c> Rows<'c> {
                 .conn
                 .prepare_cached(&sql)?
                 .column_names()
-                .into_iter()
                 .map(str::to_string)
                 .collect();
             self.tables.insert(name.to_string(), (sql, names));
@@ -348,7 +349,7 @@ pub fn adopt(conn: &Connection) -> Result<u64> {
     let before = head.size();
     for t in tables(conn)? {
         let mut stmt = conn.prepare(&format!("{} ORDER BY 1", t.select_all()))?;
-        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_string).collect();
+        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let key: String = row.get(0)?;
@@ -417,6 +418,15 @@ impl super::Store {
         let v = verify(&tx, key, trusted)?;
         tx.finish()?;
         Ok(v)
+    }
+
+    /// A record's evidence ([`Evidence`]) from one snapshot of the database.
+    pub fn evidence(&self, record_id: &str) -> Result<Evidence> {
+        let conn = self.read();
+        let tx = conn.unchecked_transaction()?;
+        let e = evidence::gather(&tx, record_id)?;
+        tx.finish()?;
+        Ok(e)
     }
 
     /// The newest signed checkpoint: its size and signed note.

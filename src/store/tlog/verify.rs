@@ -275,7 +275,7 @@ fn check_rows(
     for t in shapes {
         let id = ids[&t.name];
         let mut stmt = conn.prepare(&t.select_all())?;
-        let names: Vec<String> = stmt.column_names().into_iter().map(str::to_string).collect();
+        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             count += 1;
