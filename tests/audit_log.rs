@@ -476,3 +476,130 @@ fn every_kind_of_tampering_with_every_table_is_found_and_named() {
         "{text}"
     );
 }
+
+/// The coverage ledger proves the listings were read without a gap; a window deleted from it
+/// (or stretched over its neighbour) is named, and `audit verify` names the row too.
+#[test]
+fn the_coverage_ledger_names_a_gap_and_an_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&gateway(&["demo", "--projects", "30", "--dir", d]));
+    let db = dir.path().join("gateway.db");
+    let dbs = db.to_str().unwrap();
+    let text = ok(&gateway(&["--db", dbs, "audit", "coverage"]));
+    assert!(
+        text.contains("approval: [") && text.contains("read completely, once"),
+        "{text}"
+    );
+    assert!(text.contains("power: ["), "{text}");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let windows: Vec<(String, String)> = Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT start, end FROM coverage_windows WHERE source = 'approval' ORDER BY start")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(windows.len() > 20, "a month of day windows: {windows:?}");
+    let beijing = |t: &str| {
+        shuiwu_wire::format_beijing(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .with_timezone(&Utc),
+        )
+    };
+    let key = ok(&gateway(&["--db", dbs, "audit", "key"])).trim().to_string();
+
+    // A window in the middle deleted: its day is named as never read, here and by verify.
+    let (start, end) = &windows[10];
+    let copy = dir.path().join("gap.db");
+    std::fs::copy(&db, &copy).unwrap();
+    Connection::open(&copy)
+        .unwrap()
+        .execute(
+            "DELETE FROM coverage_windows WHERE source = 'approval' AND start = ?1",
+            [start],
+        )
+        .unwrap();
+    let c = copy.to_str().unwrap();
+    let out = gateway(&["--db", c, "audit", "coverage", "--source", "approval"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("never read: [{}, {})", beijing(start), beijing(end))),
+        "{text}"
+    );
+    // The question for one day of it, and for a day elsewhere.
+    let day = &beijing(start)[..10];
+    let out = gateway(&[
+        "--db",
+        c,
+        "audit",
+        "coverage",
+        "--source",
+        "approval",
+        "--from",
+        &beijing(start),
+        "--to",
+        &beijing(end),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{day}");
+    let (other, other_end) = &windows[3];
+    let out = gateway(&[
+        "--db",
+        c,
+        "audit",
+        "coverage",
+        "--source",
+        "approval",
+        "--from",
+        &beijing(other),
+        "--to",
+        &beijing(other_end),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = gateway(&["--db", c, "audit", "verify", "--key", &key]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("coverage_windows [\"approval\"") && text.contains("deleted"),
+        "{text}"
+    );
+
+    // A window that starts an hour before the previous one ended: an overlap, named.
+    let (start, _) = &windows[5];
+    let earlier = (chrono::DateTime::parse_from_rfc3339(start).unwrap() - chrono::Duration::hours(1))
+        .with_timezone(&Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let copy = dir.path().join("overlap.db");
+    std::fs::copy(&db, &copy).unwrap();
+    Connection::open(&copy)
+        .unwrap()
+        .execute(
+            "UPDATE coverage_windows SET start = ?2 WHERE source = 'approval' AND start = ?1",
+            [start, &earlier],
+        )
+        .unwrap();
+    let out = gateway(&[
+        "--db",
+        copy.to_str().unwrap(),
+        "audit",
+        "coverage",
+        "--source",
+        "approval",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "read by two windows: [{}, {})",
+            beijing(&earlier),
+            beijing(start)
+        )),
+        "{text}"
+    );
+}

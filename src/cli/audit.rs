@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::{audit_config_from, db_path, open_store, table};
+use super::{audit_config_from, db_path, open_store, sync_start_from, table};
 use crate::tlog::checkpoint::Verifier;
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +58,22 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Prove from the coverage ledger that the listing windows read completely tile the time
+    /// from the configured start (or --from) to the cursor (or --to), and name every gap or
+    /// overlap: was any hour of March never read? Exit 1 when one is found.
+    Coverage {
+        /// `approval` (the project listing) or `power` (the joint applications' listing);
+        /// default both.
+        #[arg(long, value_parser = ["approval", "power"])]
+        source: Option<String>,
+        /// Beijing time, `yyyy-MM-dd` or `yyyy-MM-dd HH:mm:ss`.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The newest entries of the operators' chain (operator actions, passes, backups).
     List {
         #[arg(long, default_value_t = 50)]
@@ -80,6 +96,88 @@ fn verifier_from(arg: &str) -> anyhow::Result<Verifier> {
 pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let audit = audit_config_from(config).unwrap_or_default();
     match command {
+        AuditCommand::Coverage {
+            source,
+            from,
+            to,
+            json,
+        } => {
+            let store = open_store(config, db)?;
+            let at =
+                |t: Option<String>, what: &str| -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+                    t.map(|t| {
+                        let full = if t.trim().len() == 10 {
+                            format!("{} 00:00:00", t.trim())
+                        } else {
+                            t.clone()
+                        };
+                        shuiwu_wire::parse_beijing(&full).with_context(|| {
+                            format!("--{what} {t:?} is not yyyy-MM-dd or yyyy-MM-dd HH:mm:ss (Beijing time)")
+                        })
+                    })
+                    .transpose()
+                };
+            let (from, to) = (at(from, "from")?, at(to, "to")?);
+            let start = sync_start_from(config);
+            let sources: Vec<&str> = match source.as_deref() {
+                Some(s) => vec![s],
+                None => vec!["approval", "power"],
+            };
+            let mut all = Vec::new();
+            for s in sources {
+                // Without a configuration, the ledger's own first window says where reading began.
+                let start = match start {
+                    Some(t) => t,
+                    None => match store
+                        .coverage(s, chrono::DateTime::<chrono::Utc>::MIN_UTC, None, None)?
+                        .windows
+                        .first()
+                    {
+                        Some(w) => w.start.unwrap_or(w.end),
+                        None => continue,
+                    },
+                };
+                all.push(store.coverage(s, start, from, to)?);
+            }
+            let complete = all.iter().all(|c| c.complete());
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                let b = |t: &chrono::DateTime<chrono::Utc>| shuiwu_wire::format_beijing(*t);
+                for c in &all {
+                    if c.complete() {
+                        outln!(
+                            "{}: [{}, {}) Beijing time read completely, once: {} windows, contiguous{}",
+                            c.source,
+                            b(&c.from),
+                            b(&c.to),
+                            c.windows.len(),
+                            c.watermark
+                                .map(|w| format!(" (the cursor is at {})", b(&w)))
+                                .unwrap_or_default()
+                        );
+                    } else {
+                        outln!(
+                            "{}: [{}, {}) Beijing time NOT covered exactly once:",
+                            c.source,
+                            b(&c.from),
+                            b(&c.to)
+                        );
+                        for f in &c.flaws {
+                            outln!("  {f}");
+                        }
+                    }
+                }
+                if all.is_empty() {
+                    outln!("no listing has been read yet");
+                }
+            }
+            Ok(if complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         AuditCommand::CheckPackage { file, key, json } => {
             let verifier = verifier_from(&key)?;
             let text =

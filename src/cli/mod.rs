@@ -651,6 +651,13 @@ pub(crate) fn open_store(config: &Path, db: Option<&Path>) -> anyhow::Result<cra
     Ok(store)
 }
 
+/// `[sync] start` of the configuration file, if it has one (read without requiring secrets).
+fn sync_start_from(config: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    let text = std::fs::read_to_string(config).ok()?;
+    let value: toml::Table = toml::from_str(&text).ok()?;
+    shuiwu_wire::parse_beijing(value.get("sync")?.get("start")?.as_str()?)
+}
+
 /// `[audit]` of the configuration file, if it has one (read without requiring secrets).
 fn audit_config_from(config: &Path) -> Option<crate::config::AuditConfig> {
     let text = std::fs::read_to_string(config).ok()?;

@@ -103,6 +103,9 @@ impl Poller {
         let mut report = PollReport::default();
         let mut page_cursor: Option<String> = None;
         let mut newest = cursor;
+        // Where the listing is read from, for the coverage ledger: the cursor, then each
+        // page's newest change.
+        let mut read_from = cursor.unwrap_or(self.since);
         while report.pages < u64::from(MAX_PAGES) {
             if cancel.is_cancelled() {
                 return Ok(report);
@@ -128,8 +131,21 @@ impl Poller {
             let rebuilder = self.rebuilder.clone();
             let landed = self
                 .store
-                .call(move |s| s.land_power_page(&items, &unreadable, &raw, watermark, &rebuilder, now))
+                .call(move |s| {
+                    s.land_power_page(
+                        &items,
+                        &unreadable,
+                        &raw,
+                        watermark,
+                        Some(read_from),
+                        &rebuilder,
+                        now,
+                    )
+                })
                 .await?;
+            if let Some(w) = watermark {
+                read_from = read_from.max(w);
+            }
             report.new_versions += landed.new_versions;
             report.repeats += landed.repeats;
             report.links_planned += landed.links_planned;

@@ -178,6 +178,9 @@ impl Store {
                 params![c.source, ts(c.watermark), now_text, unit.run_id],
             )?;
         }
+        for w in &unit.covered {
+            super::coverage::record(&tx, w, unit.run_id, &now_text)?;
+        }
         tx.commit()?;
         Ok(applied)
     }

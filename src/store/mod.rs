@@ -17,6 +17,7 @@ pub mod audit;
 pub mod backup;
 mod blocking;
 mod commit;
+pub mod coverage;
 pub mod lock;
 mod materials;
 mod open;
@@ -136,6 +137,16 @@ pub struct CursorMove {
     pub watermark: DateTime<Utc>,
 }
 
+/// A listing window read completely, for the coverage ledger: `[start, end)`, and each page
+/// read with the listing total the platform gave with it.
+#[derive(Debug, Clone)]
+pub struct CoveredWindow {
+    pub source: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub pages: Vec<(String, u64)>,
+}
+
 /// Everything one unit of work commits at once.
 #[derive(Debug, Default)]
 pub struct UnitOfWork {
@@ -143,6 +154,8 @@ pub struct UnitOfWork {
     pub documents: Vec<(String, RawDocument)>,
     pub items: Vec<Item>,
     pub cursor: Option<CursorMove>,
+    /// The windows whose last page this unit holds and that were read completely.
+    pub covered: Vec<CoveredWindow>,
 }
 
 impl UnitOfWork {
@@ -152,6 +165,7 @@ impl UnitOfWork {
     pub fn append(&mut self, later: UnitOfWork) {
         self.documents.extend(later.documents);
         self.items.extend(later.items);
+        self.covered.extend(later.covered);
         if later.cursor.is_some() {
             self.cursor = later.cursor;
         }
@@ -469,6 +483,7 @@ mod tests {
                 source: "approval".into(),
                 watermark: at("2026-11-20T04:00:00Z"),
             }),
+            covered: Vec::new(),
         };
         let now = at("2026-11-20T05:00:00Z");
         assert_eq!(store.commit(unit(3), now, &rebuilder).unwrap(), [Applied::Held]);
@@ -513,7 +528,7 @@ mod tests {
             },
         };
         store
-            .land_power_page(&[], &[], &page, Some(now), &embedded_rebuilder(), now)
+            .land_power_page(&[], &[], &page, Some(now), None, &embedded_rebuilder(), now)
             .unwrap();
         drop(store);
         // An operator's command opens it without the configuration: the flag is in the data.
@@ -566,6 +581,7 @@ mod tests {
                 prepared: Box::new(prepared),
             }],
             cursor: None,
+            covered: Vec::new(),
         };
         let stored_sha = |s: &Store| -> String {
             s.lock()

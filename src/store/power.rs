@@ -421,6 +421,7 @@ impl Store {
         unreadable: &[shuiwu_power::Unreadable],
         page: &RawDocument,
         watermark: Option<DateTime<Utc>>,
+        read_from: Option<DateTime<Utc>>,
         rebuilder: &Rebuilder,
         now: DateTime<Utc>,
     ) -> Result<PageLanded> {
@@ -467,6 +468,17 @@ impl Store {
                  WHERE excluded.watermark > cursors.watermark",
                 params![ts(w), now_text],
             )?;
+            // The coverage ledger: the listing was read from `read_from` to this page's newest
+            // change.
+            if let Some(from) = read_from.filter(|f| w > *f) {
+                let window = super::CoveredWindow {
+                    source: "power".into(),
+                    start: from,
+                    end: w,
+                    pages: vec![(sha.clone(), (apps.len() + unreadable.len()) as u64)],
+                };
+                super::coverage::record(&tx, &window, None, &now_text)?;
+            }
         }
         tx.commit()?;
         Ok(landed)

@@ -368,6 +368,24 @@ CREATE TABLE tlog_pending (
     key  TEXT NOT NULL
 ) STRICT;
 "#,
+    // 15: the coverage ledger: each listing window read completely, in the transaction that
+    // moved the cursor past it: its bounds and each page's hash with the listing total given
+    // with it. What was read before the ledger is one row per source up to its cursor then,
+    // with an empty start ("from the configured start") and no pages.
+    r#"
+CREATE TABLE coverage_windows (
+    source        TEXT NOT NULL,
+    start         TEXT NOT NULL,
+    end           TEXT NOT NULL,
+    -- JSON: [{"sha256": "…", "total": n}, …]; null for the row adopted at this migration.
+    pages         TEXT,
+    run_id        INTEGER,
+    committed_at  TEXT NOT NULL,
+    PRIMARY KEY (source, start)
+) STRICT;
+INSERT INTO coverage_windows (source, start, end, pages, run_id, committed_at)
+    SELECT source, '', watermark, NULL, run_id, updated_at FROM cursors;
+"#,
 ];
 
 /// The migration that adds the transparency log: the rows stored before are logged after it

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::{Handled, PassState, Progress, SOURCE, Stop, Syncer};
 use crate::config::SyncConfig;
-use crate::store::{Applied, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
+use crate::store::{Applied, CoveredWindow, CursorMove, Held, Item, Pending, UnitOfWork, sha256_hex};
 
 /// A detail request and what its answer became (an item to commit, or why not), on a task of
 /// its own; `None` when shutdown dropped it.
@@ -31,9 +31,16 @@ pub(super) struct PageJob {
     details: Vec<(Summary, DetailTask)>,
     /// Project versions this page fetches, released once its unit is committed.
     claims: Vec<(String, i64)>,
-    /// `Some` on the job that closes a window: where the cursor goes if the window is complete.
-    closes: Option<Option<DateTime<Utc>>>,
+    /// `Some` on the job that closes a window: where the window began, and where the cursor
+    /// goes if the window is complete.
+    closes: Option<Closes>,
+    /// The listing page's hash and the total the platform gave with it (none for a job that
+    /// only closes a window).
+    page: Option<(String, u64)>,
 }
+
+/// The window a job closes: `[start, target)` is read completely if every page was.
+type Closes = (DateTime<Utc>, Option<DateTime<Utc>>);
 
 impl PageJob {
     fn ready(&self) -> bool {
@@ -71,6 +78,9 @@ pub(super) struct Pipeline {
     claimed: HashMap<String, i64>,
     /// Every page of the window being committed was complete so far.
     window_complete: bool,
+    /// The pages of the window being committed so far: hash and listing total, for the
+    /// coverage ledger.
+    window_pages: Vec<(String, u64)>,
     /// Why the cursor may not move any more in this pass (a window was not complete).
     pub(super) cursor_held: Option<String>,
     /// The cursor as committed by this pass.
@@ -110,10 +120,11 @@ impl Syncer {
         &self,
         page: &ListPage,
         raw: RawDocument,
-        closes: Option<Option<DateTime<Utc>>>,
+        closes: Option<Closes>,
         state: &mut PassState,
     ) -> Result<(), Stop> {
         let page_sha = sha256_hex(&raw.bytes);
+        let page_total = (page_sha.clone(), page.total);
         let mut unit = UnitOfWork {
             run_id: Some(state.run_id),
             ..Default::default()
@@ -157,6 +168,7 @@ impl Syncer {
             details: Vec::new(),
             claims: Vec::new(),
             closes,
+            page: Some(page_total),
         };
         for s in listed {
             let bbh = s.bbh as i64;
@@ -183,6 +195,7 @@ impl Syncer {
     /// Closes a window with no page of its own (its end was read second by second).
     pub(super) async fn enqueue_close(
         &self,
+        start: DateTime<Utc>,
         target: Option<DateTime<Utc>>,
         state: &mut PassState,
     ) -> Result<(), Stop> {
@@ -193,7 +206,8 @@ impl Syncer {
             },
             details: Vec::new(),
             claims: Vec::new(),
-            closes: Some(target),
+            closes: Some((start, target)),
+            page: None,
         });
         self.advance(state).await
     }
@@ -321,6 +335,7 @@ impl Syncer {
             details,
             claims,
             closes,
+            page,
         } = job;
         let mut complete = true;
         let mut stop = None;
@@ -359,16 +374,26 @@ impl Syncer {
         }
         let p = &mut state.pipeline;
         p.window_complete &= complete;
-        if let Some(target) = closes {
+        p.window_pages.extend(page);
+        if let Some((start, target)) = closes {
             if !p.window_complete && p.cursor_held.is_none() {
                 p.cursor_held = Some("some projects of a window are not done yet".into());
             }
+            let pages = std::mem::take(&mut p.window_pages);
             if p.cursor_held.is_none()
                 && let Some(watermark) = target
             {
                 unit.cursor = Some(CursorMove {
                     source: SOURCE.into(),
                     watermark,
+                });
+                // The coverage ledger: this window was read completely, in the cursor's
+                // transaction.
+                unit.covered.push(CoveredWindow {
+                    source: SOURCE.into(),
+                    start,
+                    end: watermark,
+                    pages,
                 });
             }
             p.window_complete = true;
@@ -484,6 +509,7 @@ mod tests {
             details,
             claims: Vec::new(),
             closes: None,
+            page: None,
         }
     }
 

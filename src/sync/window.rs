@@ -34,7 +34,7 @@ impl Syncer {
                 .iter()
                 .filter_map(|item| item.get("GXSJ").and_then(|v| v.as_str()).and_then(parse_beijing))
                 .max();
-            self.enqueue_page(&page, raw, last.then_some(target), state)
+            self.enqueue_page(&page, raw, last.then_some((start, target)), state)
                 .await?;
             if last {
                 return Ok(());
@@ -53,7 +53,7 @@ impl Syncer {
                 from += Duration::seconds(1);
                 if from >= end {
                     // The second-by-number read was the window's end.
-                    return self.enqueue_close(target, state).await;
+                    return self.enqueue_close(start, target, state).await;
                 }
             }
         }
