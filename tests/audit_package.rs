@@ -45,40 +45,26 @@ fn a_package_is_checked_offline_and_every_change_to_it_is_named() {
     // Made twice: personal data withheld, and revealed (audited, with who and why).
     let plain = dir.path().join("plain.pkg");
     let revealed = dir.path().join("revealed.pkg");
-    ok(&gateway(&[
-        "--db",
-        dbs,
-        "audit",
-        "package",
-        id,
-        "--out",
-        plain.to_str().unwrap(),
-    ]));
-    let refused = gateway(&[
-        "--db",
-        dbs,
-        "audit",
-        "package",
-        id,
-        "--out",
-        revealed.to_str().unwrap(),
-        "--reveal",
-    ]);
+    let package = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--db",
+            dbs,
+            "audit",
+            "package",
+            id,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        gateway(&args)
+    };
+    ok(&package(&plain, &[]));
+    let refused = package(&revealed, &["--reveal"]);
     assert!(!refused.status.success(), "--reveal without --by and --reason");
-    ok(&gateway(&[
-        "--db",
-        dbs,
-        "audit",
-        "package",
-        id,
-        "--out",
-        revealed.to_str().unwrap(),
-        "--reveal",
-        "--by",
-        "审计员",
-        "--reason",
-        "年度抽查",
-    ]));
+    ok(&package(
+        &revealed,
+        &["--reveal", "--by", "审计员", "--reason", "年度抽查"],
+    ));
     let list = ok(&gateway(&["--db", dbs, "audit", "list"]));
     assert!(
         list.contains("evidence_package_revealed") && list.contains("审计员"),

@@ -37,6 +37,7 @@ impl Store {
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         stable_plans(&conn).map_err(open_err)?;
+        super::tlog::register(&conn).map_err(open_err)?;
         check_application(&conn, path)?;
         // 8 KiB pages for a new database (an existing one keeps its size; this only takes
         // effect before the first table): a record version with its lineage is about 9 KB,
@@ -100,6 +101,7 @@ impl Store {
         }
         let reader = Connection::open(path).map_err(open_err)?;
         reader.pragma_update(None, "query_only", "ON").map_err(open_err)?;
+        super::tlog::register(&reader).map_err(open_err)?;
         stable_plans(&reader).map_err(open_err)?;
         reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // A database the power side's listing was ever read into has the joint exchange: record

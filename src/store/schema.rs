@@ -337,10 +337,10 @@ CREATE TABLE report_lines (
 ALTER TABLE records DROP COLUMN report_facts;
 "#,
     // 14: the transparency log (`store::tlog`): one entry per row change, each with its RFC 9162
-    // leaf hash; the head (size, tree hash, the tree's right edge); signed checkpoints; and the
-    // rows changed in the open transaction, noted by triggers (`tlog::install_triggers`, made
-    // from the schema after every migration) and logged when it commits. Every row already
-    // stored is logged when this step runs (`tlog::adopt`).
+    // leaf hash, appended by triggers (`tlog::install_triggers`, made from the schema after
+    // every migration); the head (size, tree hash, the tree's right edge), moved when the
+    // transaction commits; signed checkpoints. Every row already stored is logged when this
+    // step runs (`tlog::adopt`).
     r#"
 CREATE TABLE tlog_entries (
     -- The leaf's index in the tree, from 0.
@@ -361,11 +361,6 @@ CREATE TABLE tlog_checkpoints (
     -- The signed note (C2SP tlog-checkpoint text and signature lines).
     note       TEXT NOT NULL,
     signed_at  TEXT NOT NULL
-) STRICT;
-CREATE TABLE tlog_pending (
-    seq  INTEGER PRIMARY KEY,
-    tbl  TEXT NOT NULL,
-    key  TEXT NOT NULL
 ) STRICT;
 "#,
     // 15: the coverage ledger: each listing window read completely, in the transaction that

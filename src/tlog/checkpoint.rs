@@ -146,6 +146,22 @@ enum VerifyingKey {
     Sm2(Box<sm2::dsa::VerifyingKey>),
 }
 
+/// `name+keyid+base64(type || key)`, the body of both key texts: the name, the key ID as
+/// written, the algorithm its type says and the key's bytes.
+fn key_parts(text: &str) -> Result<(&str, &str, Algorithm, Vec<u8>), &'static str> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("not name+keyid+key");
+    };
+    let key = B64.decode(key).map_err(|_| "the key is not base64")?;
+    for algorithm in [Algorithm::Sm2, Algorithm::Ed25519] {
+        if let Some(rest) = key.strip_prefix(algorithm.type_bytes()) {
+            return Ok((name, id, algorithm, rest.to_vec()));
+        }
+    }
+    Err("neither an Ed25519 nor an SM2 key")
+}
+
 fn key_id(name: &str, algorithm: Algorithm, public: &[u8]) -> [u8; 4] {
     let mut h = sha2::Sha256::new();
     h.update(name.as_bytes());
@@ -223,19 +239,11 @@ impl Signer {
             .trim()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("not PRIVATE+KEY+name+keyid+key"));
-        };
-        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
-        let (algorithm, secret) = if let Some(s) = key.strip_prefix(Algorithm::Sm2.type_bytes()) {
-            (Algorithm::Sm2, s)
-        } else if let Some(s) = key.strip_prefix(Algorithm::Ed25519.type_bytes()) {
-            (Algorithm::Ed25519, s)
-        } else {
-            return Err(bad("neither an Ed25519 nor an SM2 key"));
-        };
-        let secret: &[u8; 32] = secret.try_into().map_err(|_| bad("the secret is not 32 bytes"))?;
+        let (name, id, algorithm, secret) = key_parts(rest).map_err(bad)?;
+        let secret: &[u8; 32] = secret
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad("the secret is not 32 bytes"))?;
         let signer = Signer::from_secret(name, algorithm, secret)?;
         if hex::encode(signer.verifier().id) != id.to_ascii_lowercase() {
             return Err(bad("the key ID does not match the key"));
@@ -317,18 +325,8 @@ impl Verifier {
 
     pub fn parse(text: &str) -> Result<Verifier, CheckpointError> {
         let bad = |why: &str| CheckpointError::BadKey(format!("{text:?}: {why}"));
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("not name+keyid+key"));
-        };
-        let key = B64.decode(key).map_err(|_| bad("the key is not base64"))?;
-        let (algorithm, public) = if let Some(public) = key.strip_prefix(Algorithm::Sm2.type_bytes()) {
-            (Algorithm::Sm2, public)
-        } else if let Some(public) = key.strip_prefix(Algorithm::Ed25519.type_bytes()) {
-            (Algorithm::Ed25519, public)
-        } else {
-            return Err(bad("neither an Ed25519 nor an SM2 key"));
-        };
+        let (name, id, algorithm, public) = key_parts(text.trim()).map_err(bad)?;
+        let public = public.as_slice();
         let key = match algorithm {
             Algorithm::Ed25519 => VerifyingKey::Ed25519(
                 public

@@ -3,63 +3,30 @@
 //!
 //! Capture does not rely on each write remembering to log itself. Triggers on every table
 //! (made from the schema by [`install_triggers`], so a table added later is covered by the
-//! migration that adds it) note the key of each row inserted, updated or deleted in
-//! `tlog_pending`; [`seal`] runs as the last step of every write transaction, reads each noted
-//! row as it now is and appends one entry per row:
-//!
-//! ```json
-//! {"step":"fetch","table":"fetches","key":[12],"row":{"fetched_at":"…","id":12,"sha256":"…",…}}
-//! ```
-//!
-//! `row` is `null` for a deleted row. A value longer than [`INLINE`] bytes (a record version's
-//! content, a raw document's bytes) is written as `{"sha256": hex, "bytes": n}` (`blob_sha256`
-//! for binary values): the entry stays small and still pins the value. `step` names what the
-//! table holds in the gateway's flow (see [`step_of`]).
+//! migration that adds it) append an entry for each row inserted, updated or deleted, its
+//! text and leaf hash made by SQL functions (`entry.rs`). [`seal`] runs as the last step of
+//! every write transaction: it extends the tree's right edge by the new leaves, writes the
+//! head, and signs a checkpoint of the new size when the store has a key.
 //!
 //! The tree is never stored node by node: each entry keeps its leaf hash, and `tlog_head` the
 //! log's size, tree hash and right edge ([`Frontier`]), which is all an append and a root need.
-//! After the entries, the seal signs a checkpoint of the new size when the store has a key.
 
-use std::collections::{HashMap, HashSet};
-
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod entry;
 mod evidence;
 mod verify;
+pub use entry::{INLINE, register, step_of};
 pub use evidence::{Evidence, ProvedEntry};
 pub use verify::{Finding, Verification, verify};
 
 use super::{Result, StoreError};
 use crate::tlog::checkpoint::{Checkpoint, Signer};
-use crate::tlog::tree::{Frontier, Hash, TreeHash};
-
-/// Values up to this many bytes are written into an entry as they are; longer ones as their
-/// SHA-256.
-pub const INLINE: usize = 128;
+use crate::tlog::tree::{Frontier, TreeHash};
 
 /// Tables that are the log itself, and SQLite's own: not logged.
 fn is_logged(table: &str) -> bool {
     !table.starts_with("tlog_") && !table.starts_with("sqlite_")
-}
-
-/// The step of the flow a table's rows record, as entries name it.
-pub fn step_of(table: &str) -> &'static str {
-    match table {
-        "raw_documents" | "fetches" | "listing_misses" => "fetch",
-        "mapping_files" => "rules",
-        "record_versions" => "map and decide",
-        "records" | "source_versions" | "cursors" | "runs" | "report_lines" => "commit",
-        "failures" => "failure",
-        "materials_checks" | "notices" => "materials check",
-        "operator_actions" | "deadline_alerts" => "operator action",
-        "outbox" | "power_applications" => "outbound call",
-        "power_events" => "webhook",
-        "remaps" => "remap",
-        "coverage_windows" => "coverage",
-        "audit_log" | "audit_head" => "audit",
-        _ => "other",
-    }
 }
 
 /// A logged table: its name and its primary key's columns (the key an entry names a row by).
@@ -67,6 +34,8 @@ pub fn step_of(table: &str) -> &'static str {
 pub struct Table {
     pub name: String,
     pub key: Vec<String>,
+    /// Every column, in the schema's order.
+    pub columns: Vec<String>,
 }
 
 /// Every logged table of the database, from its schema.
@@ -83,10 +52,16 @@ pub fn tables(conn: &Connection) -> Result<Vec<Table>> {
 }
 
 fn table(conn: &Connection, name: &str) -> Result<Table> {
-    let mut key: Vec<(i64, String)> = conn
-        .prepare("SELECT pk, name FROM pragma_table_info(?1) WHERE pk > 0")?
-        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let mut columns: Vec<(i64, String, i64)> = conn
+        .prepare("SELECT cid, name, pk FROM pragma_table_info(?1)")?
+        .query_map([name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<std::result::Result<_, _>>()?;
+    columns.sort();
+    let mut key: Vec<(i64, String)> = columns
+        .iter()
+        .filter(|c| c.2 > 0)
+        .map(|c| (c.2, c.1.clone()))
+        .collect();
     key.sort();
     if key.is_empty() {
         return Err(StoreError::Corrupt(format!(
@@ -96,11 +71,16 @@ fn table(conn: &Connection, name: &str) -> Result<Table> {
     Ok(Table {
         name: name.to_string(),
         key: key.into_iter().map(|(_, n)| n).collect(),
+        columns: columns.into_iter().map(|c| c.1).collect(),
     })
 }
 
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 impl Table {
@@ -114,89 +94,66 @@ impl Table {
         format!("json_array({})", cols.join(", "))
     }
 
-    /// The statement that reads one row by its key text.
-    fn select_one(&self) -> String {
-        let conds: Vec<String> = self
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = json_extract(?1, '$[{i}]')", quoted(c)))
-            .collect();
-        format!(
-            "SELECT * FROM {} WHERE {}",
-            quoted(&self.name),
-            conds.join(" AND ")
-        )
+    /// The SQL expression of a row's entry text over `alias` (`NEW`, `OLD`, a table alias), or
+    /// of its deletion.
+    fn entry_expr(&self, alias: &str, deleted: bool) -> String {
+        let mut args = vec![literal(&self.name), self.key_expr(alias)];
+        if !deleted {
+            for c in &self.columns {
+                args.push(literal(c));
+                args.push(format!("{alias}.{}", quoted(c)));
+            }
+        }
+        format!("tlog_entry({})", args.join(", "))
     }
 
-    /// The statement that reads every row with its key text first.
-    pub(crate) fn select_all(&self) -> String {
+    /// The statement that reads every row as its key text and its entry text now.
+    pub(crate) fn select_entries(&self) -> String {
         format!(
-            "SELECT {} AS tlog_key, t.* FROM {} AS t",
+            "SELECT {}, {} FROM {} AS t",
             self.key_expr("t"),
+            self.entry_expr("t", false),
             quoted(&self.name)
         )
     }
 }
 
-/// (Re)creates the triggers that note every change to a logged table. Run after every
-/// migration, so that a table or key a migration adds is logged from then on.
+/// The statement a trigger runs to log `entry` (an SQL expression): the next index, the text
+/// and its leaf hash under the log's tree hash.
+fn append_sql(entry: &str, only_if: Option<&str>) -> String {
+    format!(
+        "INSERT INTO tlog_entries (idx, body, leaf)
+             SELECT coalesce((SELECT max(idx) FROM tlog_entries), -1) + 1, e, tlog_leaf(h.tree_hash, e)
+             FROM (SELECT {entry} AS e {}) JOIN tlog_head h ON h.one = 1;",
+        only_if.map(|c| format!("WHERE {c}")).unwrap_or_default()
+    )
+}
+
+/// (Re)creates the triggers that log every change to a logged table. Run after every
+/// migration, so that a table or column a migration adds is logged from then on.
 pub fn install_triggers(conn: &Connection) -> Result<()> {
     for t in tables(conn)? {
         let name = quoted(&t.name);
-        let lit = t.name.replace('\'', "''");
-        let (new, old) = (t.key_expr("NEW"), t.key_expr("OLD"));
         let trigger = |suffix: &str| quoted(&format!("tlog_{}_{suffix}", t.name));
+        let moved = format!("{} IS NOT {}", t.key_expr("OLD"), t.key_expr("NEW"));
         conn.execute_batch(&format!(
             "DROP TRIGGER IF EXISTS {i};
              DROP TRIGGER IF EXISTS {u};
              DROP TRIGGER IF EXISTS {d};
-             CREATE TRIGGER {i} AFTER INSERT ON {name} BEGIN
-                 INSERT INTO tlog_pending (tbl, key) VALUES ('{lit}', {new});
-             END;
-             CREATE TRIGGER {u} AFTER UPDATE ON {name} BEGIN
-                 INSERT INTO tlog_pending (tbl, key) VALUES ('{lit}', {new});
-                 INSERT INTO tlog_pending (tbl, key) SELECT '{lit}', {old} WHERE {old} IS NOT {new};
-             END;
-             CREATE TRIGGER {d} AFTER DELETE ON {name} BEGIN
-                 INSERT INTO tlog_pending (tbl, key) VALUES ('{lit}', {old});
-             END;",
+             CREATE TRIGGER {i} AFTER INSERT ON {name} BEGIN {insert} END;
+             CREATE TRIGGER {u} AFTER UPDATE ON {name} BEGIN {gone} {update} END;
+             CREATE TRIGGER {d} AFTER DELETE ON {name} BEGIN {delete} END;",
             i = trigger("insert"),
             u = trigger("update"),
             d = trigger("delete"),
+            insert = append_sql(&t.entry_expr("NEW", false), None),
+            // A key changed: the old key's row is gone.
+            gone = append_sql(&t.entry_expr("OLD", true), Some(&moved)),
+            update = append_sql(&t.entry_expr("NEW", false), None),
+            delete = append_sql(&t.entry_expr("OLD", true), None),
         ))?;
     }
     Ok(())
-}
-
-/// A row's values as an entry writes them: columns by name, long values by their hash.
-pub(crate) fn row_json(row: &rusqlite::Row<'_>, names: &[String], skip: usize) -> Result<serde_json::Value> {
-    let mut map = serde_json::Map::new();
-    for (i, name) in names.iter().enumerate().skip(skip) {
-        let v = match row.get_ref(i)? {
-            ValueRef::Null => serde_json::Value::Null,
-            ValueRef::Integer(n) => n.into(),
-            ValueRef::Real(f) => f.into(),
-            ValueRef::Text(t) => match std::str::from_utf8(t) {
-                Ok(s) if t.len() <= INLINE => s.into(),
-                _ => serde_json::json!({"sha256": super::sha256_hex(t), "bytes": t.len()}),
-            },
-            ValueRef::Blob(b) => serde_json::json!({"blob_sha256": super::sha256_hex(b), "bytes": b.len()}),
-        };
-        map.insert(name.clone(), v);
-    }
-    Ok(serde_json::Value::Object(map))
-}
-
-/// An entry's text: the canonical form that is hashed into the tree. `key` is the key text
-/// SQLite's `json_array` wrote; `row` is `None` for a deleted row.
-pub fn entry_text(table: &str, key: &str, row: Option<&serde_json::Value>) -> String {
-    let row = row.map_or_else(|| "null".to_string(), |r| r.to_string());
-    format!(
-        "{{\"step\":{},\"table\":{},\"key\":{key},\"row\":{row}}}",
-        serde_json::Value::from(step_of(table)),
-        serde_json::Value::from(table),
-    )
 }
 
 /// The log's head: its size, tree hash and right edge.
@@ -242,77 +199,46 @@ impl Head {
     }
 }
 
-/// Reads rows of logged tables by key, each table's statement prepared once per seal.
-struct Rows<'c> {
-    conn: &'c Connection,
-    tables: HashMap<String, (String, Vec<String>)>,
-}
-
-impl<'c> Rows<'c> {
-    fn new(conn: &'c Connection) -> Rows<'c> {
-        Rows {
-            conn,
-            tables: HashMap::new(),
-        }
-    }
-
-    fn row(&mut self, name: &str, key: &str) -> Result<Option<serde_json::Value>> {
-        if !self.tables.contains_key(name) {
-            let t = table(self.conn, name)?;
-            let sql = t.select_one();
-            let names = self
-                .conn
-                .prepare_cached(&sql)?
-                .column_names()
-                .map(str::to_string)
-                .collect();
-            self.tables.insert(name.to_string(), (sql, names));
-        }
-        let (sql, names) = &self.tables[name];
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query([key])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(row_json(row, names, 0)?)),
-            None => Ok(None),
-        }
-    }
-}
-
-fn append(conn: &Connection, head: &mut Head, text: &str) -> Result<()> {
-    let leaf: Hash = head.tree.leaf(text.as_bytes());
-    conn.prepare_cached("INSERT INTO tlog_entries (idx, body, leaf) VALUES (?1, ?2, ?3)")?
-        .execute(params![head.size() as i64, text, leaf.as_slice()])?;
-    head.frontier.push(head.tree, leaf);
-    Ok(())
-}
-
-/// Appends an entry for each row changed in this transaction, then signs a checkpoint of the
-/// new size with `signer`, if there is one. The last step of every write transaction.
+/// Extends the tree by the entries this transaction's triggers appended, writes the head,
+/// then signs a checkpoint of the new size with `signer`, if there is one. The last step of
+/// every write transaction.
 pub fn seal(conn: &Connection, signer: Option<&Signer>) -> Result<()> {
-    let pending: Vec<(String, String)> = conn
-        .prepare_cached("SELECT tbl, key FROM tlog_pending ORDER BY seq")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let (size, _) = head_size(conn)?;
+    let new: Vec<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT idx, leaf FROM tlog_entries WHERE idx >= ?1 ORDER BY idx")?
+        .query_map([size], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<std::result::Result<_, _>>()?;
-    if pending.is_empty() {
+    if new.is_empty() {
         return Ok(());
     }
     let mut head = Head::read(conn)?;
-    let mut rows = Rows::new(conn);
-    let mut seen = HashSet::with_capacity(pending.len());
-    for (table, key) in &pending {
-        // A row changed twice in one transaction is one entry, of its state at the end.
-        if !seen.insert((table.as_str(), key.as_str())) {
-            continue;
+    for (idx, leaf) in new {
+        let leaf = <[u8; 32]>::try_from(leaf.as_slice()).ok();
+        match leaf {
+            Some(leaf) if idx as u64 == head.size() => head.frontier.push(head.tree, leaf),
+            _ => {
+                // Entries that do not continue the head: the log was cut or edited behind the
+                // gateway's back. Nothing more is committed until `audit verify` is read.
+                return Err(StoreError::Corrupt(format!(
+                    "audit log entry {idx} does not continue the log's head ({} entries): the log was changed outside the gateway; run `gateway audit verify`",
+                    head.size()
+                )));
+            }
         }
-        let row = rows.row(table, key)?;
-        append(conn, &mut head, &entry_text(table, key, row.as_ref()))?;
     }
-    conn.prepare_cached("DELETE FROM tlog_pending")?.execute([])?;
     head.write(conn)?;
     if let Some(signer) = signer {
         sign(conn, &mut head, signer)?;
     }
     Ok(())
+}
+
+/// The size the head names, and its tree hash's name: one small read, the common case of
+/// [`seal`].
+fn head_size(conn: &Connection) -> Result<(i64, String)> {
+    Ok(conn
+        .prepare_cached("SELECT size, tree_hash FROM tlog_head WHERE one = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// Signs a checkpoint of the log as it stands, unless one of this size is kept already.
@@ -343,22 +269,30 @@ pub fn sign(conn: &Connection, head: &mut Head, signer: &Signer) -> Result<()> {
 }
 
 /// Logs every row the database holds when the log is added to it (migration 14): what came
-/// before the log is vouched for from then on, as it then was.
+/// before the log is vouched for from then on, as it then was. Made by the same SQL functions
+/// as the triggers' entries.
 pub fn adopt(conn: &Connection) -> Result<u64> {
-    let mut head = Head::read(conn)?;
-    let before = head.size();
     for t in tables(conn)? {
-        let mut stmt = conn.prepare(&format!("{} ORDER BY 1", t.select_all()))?;
-        let names: Vec<String> = stmt.column_names().map(str::to_string).collect();
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let key: String = row.get(0)?;
-            let text = entry_text(&t.name, &key, Some(&row_json(row, &names, 1)?));
-            append(conn, &mut head, &text)?;
-        }
+        let next: i64 = conn.query_row("SELECT coalesce(max(idx), -1) + 1 FROM tlog_entries", [], |r| {
+            r.get(0)
+        })?;
+        conn.execute(&append_sql_all(&t), [next])?;
     }
-    head.write(conn)?;
-    Ok(head.size() - before)
+    let before = Head::read(conn)?.size();
+    seal(conn, None)?;
+    Ok(Head::read(conn)?.size() - before)
+}
+
+/// Appends an entry for every row of a table, in key order.
+fn append_sql_all(t: &Table) -> String {
+    format!(
+        "INSERT INTO tlog_entries (idx, body, leaf)
+             SELECT ?1 + row_number() OVER (ORDER BY k) - 1, e, tlog_leaf(h.tree_hash, e)
+             FROM (SELECT {} AS k, {} AS e FROM {} AS t) JOIN tlog_head h ON h.one = 1 ORDER BY k;",
+        t.key_expr("t"),
+        t.entry_expr("t", false),
+        quoted(&t.name)
+    )
 }
 
 /// Makes the log's tree hash the one `tree`, if it can still change: before any checkpoint is
@@ -435,9 +369,24 @@ impl super::Store {
     }
 }
 
-/// The entry text a row would be logged with now (`None` in `row` when it is gone): what the
+/// The entry text a row would be logged with now (its deletion when it is gone): what the
 /// verification compares with, and what a test that forges the log recomputes.
-pub fn entry_now(conn: &Connection, table: &str, key: &str) -> Result<String> {
-    let row = Rows::new(conn).row(table, key)?;
-    Ok(entry_text(table, key, row.as_ref()))
+pub fn entry_now(conn: &Connection, table_name: &str, key: &str) -> Result<String> {
+    let t = table(conn, table_name)?;
+    let conds: Vec<String> = t
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = json_extract(?1, '$[{i}]')", quoted(c)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {} AS t WHERE {}",
+        t.entry_expr("t", false),
+        quoted(&t.name),
+        conds.join(" AND ")
+    );
+    match conn.query_row(&sql, [key], |r| r.get(0)).optional()? {
+        Some(text) => Ok(text),
+        None => Ok(conn.query_row("SELECT tlog_entry(?1, ?2)", [table_name, key], |r| r.get(0))?),
+    }
 }

@@ -1,0 +1,138 @@
+//! An entry's text, made inside SQLite: the triggers call `tlog_entry` with the row's table,
+//! key and columns, and `tlog_leaf` for its leaf hash, so that logging a row costs one call
+//! into Rust and no read of the row back. `audit verify` calls the same function over each
+//! table, so what is compared is made by the same code.
+//!
+//! ```json
+//! {"step":"fetch","table":"fetches","key":[12],"row":{"id":12,"sha256":"…","source":"approval",…}}
+//! ```
+//!
+//! `row` is `null` for a deleted row. A value longer than [`INLINE`] bytes (a record version's
+//! content, a raw document's bytes) is written as `{"sha256": hex, "bytes": n}`
+//! (`blob_sha256` for binary values): the entry stays small and still pins the value.
+
+use std::io::Write as _;
+
+use rusqlite::functions::{Context, FunctionFlags};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, Error};
+use sha2::{Digest, Sha256};
+
+use crate::tlog::tree::TreeHash;
+
+/// Values up to this many bytes are written into an entry as they are; longer ones as their
+/// SHA-256.
+pub const INLINE: usize = 128;
+
+/// The step of the flow a table's rows record, as entries name it.
+pub fn step_of(table: &str) -> &'static str {
+    match table {
+        "raw_documents" | "fetches" | "listing_misses" => "fetch",
+        "mapping_files" => "rules",
+        "record_versions" => "map and decide",
+        "records" | "source_versions" | "cursors" | "runs" | "report_lines" => "commit",
+        "failures" => "failure",
+        "materials_checks" | "notices" => "materials check",
+        "operator_actions" | "deadline_alerts" => "operator action",
+        "outbox" | "power_applications" => "outbound call",
+        "power_events" => "webhook",
+        "remaps" => "remap",
+        "coverage_windows" => "coverage",
+        "audit_log" | "audit_head" => "audit",
+        _ => "other",
+    }
+}
+
+fn user_error(why: &str) -> Error {
+    Error::UserFunctionError(why.to_string().into())
+}
+
+fn text<'a>(ctx: &'a Context<'_>, i: usize, what: &str) -> rusqlite::Result<&'a str> {
+    match ctx.get_raw(i) {
+        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|_| user_error(what)),
+        _ => Err(user_error(what)),
+    }
+}
+
+/// Writes a JSON string (serde_json's escaping).
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail, and a &str always serialises.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn digest(out: &mut Vec<u8>, field: &str, bytes: &[u8]) {
+    let _ = write!(
+        out,
+        "{{\"{field}\":\"{}\",\"bytes\":{}}}",
+        hex::encode(Sha256::digest(bytes)),
+        bytes.len()
+    );
+}
+
+/// `tlog_entry(table, key_json [, column, value]…)`: the entry of a row as it is, or of its
+/// deletion when no columns are given.
+fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
+    if ctx.len() < 2 || ctx.len() % 2 != 0 {
+        return Err(user_error("tlog_entry(table, key, [column, value]…)"));
+    }
+    let table = text(ctx, 0, "tlog_entry: the table is not text")?;
+    let key = text(ctx, 1, "tlog_entry: the key is not JSON text")?;
+    let mut out = Vec::with_capacity(320);
+    out.extend_from_slice(b"{\"step\":");
+    json_str(&mut out, step_of(table));
+    out.extend_from_slice(b",\"table\":");
+    json_str(&mut out, table);
+    out.extend_from_slice(b",\"key\":");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b",\"row\":");
+    if ctx.len() == 2 {
+        out.extend_from_slice(b"null}");
+    } else {
+        out.push(b'{');
+        for (n, i) in (2..ctx.len()).step_by(2).enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            json_str(&mut out, text(ctx, i, "tlog_entry: a column name is not text")?);
+            out.push(b':');
+            match ctx.get_raw(i + 1) {
+                ValueRef::Null => out.extend_from_slice(b"null"),
+                ValueRef::Integer(v) => {
+                    let _ = write!(out, "{v}");
+                }
+                ValueRef::Real(v) => {
+                    let _ = serde_json::to_writer(&mut out, &v);
+                }
+                ValueRef::Text(t) => match std::str::from_utf8(t) {
+                    Ok(s) if t.len() <= INLINE => json_str(&mut out, s),
+                    _ => digest(&mut out, "sha256", t),
+                },
+                ValueRef::Blob(b) => digest(&mut out, "blob_sha256", b),
+            }
+        }
+        out.extend_from_slice(b"}}");
+    }
+    // Only valid UTF-8 was written: JSON text, escaped strings and ASCII.
+    String::from_utf8(out).map_err(|_| user_error("tlog_entry: not UTF-8"))
+}
+
+/// `tlog_leaf(tree_hash, entry)`: the entry's RFC 9162 leaf hash.
+fn leaf(ctx: &Context<'_>) -> rusqlite::Result<Vec<u8>> {
+    let tree = TreeHash::from_name(text(ctx, 0, "tlog_leaf: the tree hash is not text")?)
+        .ok_or_else(|| user_error("tlog_leaf: unknown tree hash"))?;
+    let body = match ctx.get_raw(1) {
+        ValueRef::Text(t) => t,
+        _ => return Err(user_error("tlog_leaf: the entry is not text")),
+    };
+    Ok(tree.leaf(body).to_vec())
+}
+
+/// Makes `tlog_entry` and `tlog_leaf` known to a connection. Every connection the store opens
+/// has them: the triggers call them, and a program that writes to the database without them
+/// fails instead of changing a row unlogged.
+pub fn register(conn: &Connection) -> rusqlite::Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("tlog_entry", -1, flags, |ctx| entry(ctx))?;
+    conn.create_scalar_function("tlog_leaf", 2, flags, |ctx| leaf(ctx))?;
+    Ok(())
+}
