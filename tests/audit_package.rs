@@ -144,7 +144,7 @@ fn a_package_is_checked_offline_and_every_change_to_it_is_named() {
         let (_, signature) = revealed_text.split_once("\n\n").unwrap();
         format!("{}\n\n{signature}", serde_json::to_string(&p).unwrap())
     };
-    // An entry's text (a record version's change recorded as another).
+    // An entry's text.
     let version = entries
         .iter()
         .position(|e| {
@@ -156,10 +156,11 @@ fn a_package_is_checked_offline_and_every_change_to_it_is_named() {
         .unwrap();
     let index = entries[version]["index"].as_u64().unwrap();
     let forged = with(&|p| {
+        // The entry names another row.
         let t = p["entries"][version]["text"]
             .as_str()
             .unwrap()
-            .replacen("\"created\"", "\"updated\"", 1);
+            .replacen("\"row\":\"", "\"row\":\"0", 1);
         p["entries"][version]["text"] = t.into();
     });
     let found = problems(&forged);

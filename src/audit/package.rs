@@ -74,30 +74,57 @@ const PUBLIC: &[(&str, &str)] = &[
     ("remaps", "rules"),
 ];
 
-/// Each digest an entry's row names: (hash, table, column).
-fn digests(text: &str) -> Vec<(String, String, String)> {
-    let Ok(body) = serde_json::from_str::<serde_json::Value>(text) else {
-        return Vec::new();
-    };
-    let table = body["table"].as_str().unwrap_or_default().to_string();
-    let Some(row) = body["row"].as_object() else {
-        return Vec::new();
-    };
-    row.iter()
+/// The table, key and row hash an entry names (`None` for a deleted row's entry).
+fn row_of(text: &str) -> Option<(String, serde_json::Value, String)> {
+    let body = serde_json::from_str::<serde_json::Value>(text).ok()?;
+    Some((
+        body["table"].as_str()?.to_string(),
+        body["key"].clone(),
+        body["row"].as_str()?.to_string(),
+    ))
+}
+
+/// Each value a row's text names by hash: (hash, column).
+fn values_of(row: &serde_json::Value) -> Vec<(String, String)> {
+    row.as_object()
+        .into_iter()
+        .flatten()
         .filter_map(|(col, v)| {
             v.get("sha256")
                 .or_else(|| v.get("blob_sha256"))
                 .and_then(|h| h.as_str())
-                .map(|h| (h.to_string(), table.clone(), col.clone()))
+                .map(|h| (h.to_string(), col.clone()))
         })
         .collect()
 }
 
+/// Tables whose rows may hold a personal value short enough to be written in the row itself
+/// (a failure's reason quotes the value it refused).
+const PERSONAL_ROWS: &[&str] = &["failures"];
+
 /// Writes a record's package, signed by the gateway's key.
 pub fn make(evidence: &Evidence, signer: &Signer, reveal: bool, made_at: &str) -> String {
     let mut values = BTreeMap::new();
+    let withheld =
+        |what: String| Value::Withheld(format!("{what} may hold personal data: made without --reveal"));
     for e in &evidence.entries {
-        for (hash, table, column) in digests(&e.text) {
+        let Some((table, _, row_hash)) = row_of(&e.text) else {
+            continue;
+        };
+        let Some(row_bytes) = evidence.values.get(&row_hash) else {
+            continue;
+        };
+        let row_text = String::from_utf8_lossy(row_bytes).into_owned();
+        let row: serde_json::Value = serde_json::from_str(&row_text).unwrap_or_default();
+        values.insert(
+            row_hash,
+            if reveal || !PERSONAL_ROWS.contains(&table.as_str()) {
+                Value::Text(row_text)
+            } else {
+                withheld(format!("a row of {table}"))
+            },
+        );
+        for (hash, column) in values_of(&row) {
             let Some(bytes) = evidence.values.get(&hash) else {
                 continue;
             };
@@ -107,9 +134,7 @@ pub fn make(evidence: &Evidence, signer: &Signer, reveal: bool, made_at: &str) -
                     _ => Value::Base64(B64.encode(bytes)),
                 }
             } else {
-                Value::Withheld(format!(
-                    "{table}.{column} may hold personal data: made without --reveal"
-                ))
+                withheld(format!("{table}.{column}"))
             };
             values.insert(hash, value);
         }
@@ -206,9 +231,8 @@ pub fn check(file: &str, key: &Verifier) -> Report {
         report.checkpoint_size = c.size;
     }
 
-    // Entries: in the signed tree.
-    let mut bodies: Vec<(u64, serde_json::Value)> = Vec::new();
-    let mut named: HashMap<String, Vec<(u64, String, String)>> = HashMap::new();
+    // Entries: in the signed tree. Each names its row's text by hash.
+    let mut rows_named: Vec<(u64, String, serde_json::Value, String)> = Vec::new();
     for e in &package.entries {
         report.entries += 1;
         let proof: Option<Vec<Hash>> = e
@@ -236,48 +260,71 @@ pub fn check(file: &str, key: &Verifier) -> Report {
             )),
             (None, _) => {}
         }
-        match serde_json::from_str(&e.text) {
-            Ok(body) => bodies.push((e.index, body)),
-            Err(err) => report
-                .problems
-                .push(format!("entry {}: not an entry: {err}", e.index)),
-        }
-        for (hash, table, column) in digests(&e.text) {
-            named.entry(hash).or_default().push((e.index, table, column));
+        if let Some((table, key, hash)) = row_of(&e.text) {
+            rows_named.push((e.index, table, key, hash));
         }
     }
 
-    // Values: each has the hash an entry names.
-    let mut bytes_of: HashMap<&str, Vec<u8>> = HashMap::new();
-    for (hash, value) in &package.values {
-        let Some(names) = named.get(hash) else {
-            report
-                .problems
-                .push(format!("value {hash}: named by no entry of the package"));
-            continue;
-        };
-        let (index, table, column) = &names[0];
-        let bytes = match value {
+    // Values: each has the hash an entry (a row's text) or a row (a long value) names.
+    let value_bytes = |hash: &str, what: &str, report: &mut Report| -> Option<Vec<u8>> {
+        let bytes = match package.values.get(hash)? {
             Value::Text(t) => t.as_bytes().to_vec(),
             Value::Base64(b) => match B64.decode(b) {
                 Ok(b) => b,
                 Err(_) => {
-                    report.problems.push(format!(
-                        "value {hash} ({table}.{column} of entry {index}): not base64"
-                    ));
-                    continue;
+                    report.problems.push(format!("value {hash} ({what}): not base64"));
+                    return None;
                 }
             },
-            Value::Withheld(_) => continue,
+            Value::Withheld(_) => return None,
         };
         report.values += 1;
-        if sha256_hex(&bytes) != *hash {
+        if sha256_hex(&bytes) != hash {
             report.problems.push(format!(
-                "value {hash} ({table}.{column} of entry {index}): its bytes do not have that hash (altered)"
+                "value {hash} ({what}): its bytes do not have that hash (altered)"
             ));
+            return None;
+        }
+        Some(bytes)
+    };
+    let mut named: HashMap<String, String> = HashMap::new();
+    let mut bodies: Vec<(u64, serde_json::Value)> = Vec::new();
+    let mut bytes_of: HashMap<String, Vec<u8>> = HashMap::new();
+    for (index, table, key, hash) in &rows_named {
+        let what = format!("the row of entry {index}, {table} {key}");
+        named.insert(hash.clone(), what.clone());
+        let Some(bytes) = value_bytes(hash, &what, &mut report) else {
+            continue;
+        };
+        let row: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(format!("{what}: not a row: {e}"));
+                continue;
+            }
+        };
+        for (h, column) in values_of(&row) {
+            named.insert(h, format!("{table}.{column} of entry {index}"));
+        }
+        bodies.push((
+            *index,
+            serde_json::json!({"table": table, "key": key, "row": row}),
+        ));
+    }
+    for (hash, what) in &named {
+        if rows_named.iter().any(|(_, _, _, h)| h == hash) {
             continue;
         }
-        bytes_of.insert(hash, bytes);
+        if let Some(bytes) = value_bytes(hash, what, &mut report) {
+            bytes_of.insert(hash.clone(), bytes);
+        }
+    }
+    for hash in package.values.keys() {
+        if !named.contains_key(hash) {
+            report
+                .problems
+                .push(format!("value {hash}: named by no entry of the package"));
+        }
     }
     let withheld = package
         .values
@@ -309,7 +356,11 @@ fn entry_label(e: &Entry) -> String {
 
 /// Each record version's fields mapped again from the raw bytes with the mapping file its
 /// lineage names: the same path, the same raw text, the same transforms and the same value.
-fn check_mappings(bodies: &[(u64, serde_json::Value)], bytes: &HashMap<&str, Vec<u8>>, report: &mut Report) {
+fn check_mappings(
+    bodies: &[(u64, serde_json::Value)],
+    bytes: &HashMap<String, Vec<u8>>,
+    report: &mut Report,
+) {
     let text_of = |v: &serde_json::Value| -> Option<String> {
         v.get("sha256")
             .and_then(|h| h.as_str())

@@ -4,12 +4,19 @@
 //! table, so what is compared is made by the same code.
 //!
 //! ```json
-//! {"step":"fetch","table":"fetches","key":[12],"row":{"id":12,"sha256":"…","source":"approval",…}}
+//! {"step":"fetch","table":"fetches","key":[12],"row":"<SHA-256 of the row's text>"}
 //! ```
 //!
-//! `row` is `null` for a deleted row. A value longer than [`INLINE`] bytes (a record version's
-//! content, a raw document's bytes) is written as `{"sha256": hex, "bytes": n}`
-//! (`blob_sha256` for binary values): the entry stays small and still pins the value.
+//! `row` is `null` for a deleted row. The row's text (`tlog_row`, kept in evidence packages
+//! beside the entry) is its columns by name, in the schema's order:
+//!
+//! ```json
+//! {"id":12,"sha256":"3f…","source":"approval","method":"POST",…,"run_id":3}
+//! ```
+//!
+//! A value longer than [`INLINE`] bytes (a record version's content, a raw document's bytes)
+//! is written there as `{"sha256": hex, "bytes": n}` (`blob_sha256` for binary values). An
+//! entry is about a hundred bytes whatever the row, and still pins every byte of it.
 
 use std::io::Write as _;
 
@@ -69,15 +76,59 @@ fn digest(out: &mut Vec<u8>, field: &str, bytes: &[u8]) {
     );
 }
 
+/// Checks the arguments of `tlog_entry` and `tlog_row`: (table, key_json [, column, value]…).
+fn arguments<'a>(ctx: &'a Context<'_>, name: &str) -> rusqlite::Result<(&'a str, &'a str)> {
+    if ctx.len() < 2 || ctx.len() % 2 != 0 {
+        return Err(user_error(&format!("{name}(table, key, [column, value]…)")));
+    }
+    Ok((
+        text(ctx, 0, "the table is not text")?,
+        text(ctx, 1, "the key is not JSON text")?,
+    ))
+}
+
+/// The row's text from the (column, value) arguments.
+fn write_row(ctx: &Context<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
+    out.push(b'{');
+    for (n, i) in (2..ctx.len()).step_by(2).enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        json_str(out, text(ctx, i, "a column name is not text")?);
+        out.push(b':');
+        match ctx.get_raw(i + 1) {
+            ValueRef::Null => out.extend_from_slice(b"null"),
+            ValueRef::Integer(v) => {
+                let _ = write!(out, "{v}");
+            }
+            ValueRef::Real(v) => {
+                let _ = serde_json::to_writer(&mut *out, &v);
+            }
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(s) if t.len() <= INLINE => json_str(out, s),
+                _ => digest(out, "sha256", t),
+            },
+            ValueRef::Blob(b) => digest(out, "blob_sha256", b),
+        }
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// `tlog_row(table, key_json, [column, value]…)`: a row's text.
+fn row(ctx: &Context<'_>) -> rusqlite::Result<String> {
+    arguments(ctx, "tlog_row")?;
+    let mut out = Vec::with_capacity(512);
+    write_row(ctx, &mut out)?;
+    // Only valid UTF-8 was written: JSON text, escaped strings and ASCII.
+    String::from_utf8(out).map_err(|_| user_error("tlog_row: not UTF-8"))
+}
+
 /// `tlog_entry(table, key_json [, column, value]…)`: the entry of a row as it is, or of its
 /// deletion when no columns are given.
 fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    if ctx.len() < 2 || ctx.len() % 2 != 0 {
-        return Err(user_error("tlog_entry(table, key, [column, value]…)"));
-    }
-    let table = text(ctx, 0, "tlog_entry: the table is not text")?;
-    let key = text(ctx, 1, "tlog_entry: the key is not JSON text")?;
-    let mut out = Vec::with_capacity(320);
+    let (table, key) = arguments(ctx, "tlog_entry")?;
+    let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"step\":");
     json_str(&mut out, step_of(table));
     out.extend_from_slice(b",\"table\":");
@@ -88,31 +139,10 @@ fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
     if ctx.len() == 2 {
         out.extend_from_slice(b"null}");
     } else {
-        out.push(b'{');
-        for (n, i) in (2..ctx.len()).step_by(2).enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            json_str(&mut out, text(ctx, i, "tlog_entry: a column name is not text")?);
-            out.push(b':');
-            match ctx.get_raw(i + 1) {
-                ValueRef::Null => out.extend_from_slice(b"null"),
-                ValueRef::Integer(v) => {
-                    let _ = write!(out, "{v}");
-                }
-                ValueRef::Real(v) => {
-                    let _ = serde_json::to_writer(&mut out, &v);
-                }
-                ValueRef::Text(t) => match std::str::from_utf8(t) {
-                    Ok(s) if t.len() <= INLINE => json_str(&mut out, s),
-                    _ => digest(&mut out, "sha256", t),
-                },
-                ValueRef::Blob(b) => digest(&mut out, "blob_sha256", b),
-            }
-        }
-        out.extend_from_slice(b"}}");
+        let mut row = Vec::with_capacity(512);
+        write_row(ctx, &mut row)?;
+        let _ = write!(out, "\"{}\"}}", hex::encode(Sha256::digest(&row)));
     }
-    // Only valid UTF-8 was written: JSON text, escaped strings and ASCII.
     String::from_utf8(out).map_err(|_| user_error("tlog_entry: not UTF-8"))
 }
 
@@ -127,12 +157,13 @@ fn leaf(ctx: &Context<'_>) -> rusqlite::Result<Vec<u8>> {
     Ok(tree.leaf(body).to_vec())
 }
 
-/// Makes `tlog_entry` and `tlog_leaf` known to a connection. Every connection the store opens
+/// Makes `tlog_entry`, `tlog_row` and `tlog_leaf` known to a connection. Every connection the store opens
 /// has them: the triggers call them, and a program that writes to the database without them
 /// fails instead of changing a row unlogged.
 pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("tlog_entry", -1, flags, |ctx| entry(ctx))?;
     conn.create_scalar_function("tlog_leaf", 2, flags, |ctx| leaf(ctx))?;
+    conn.create_scalar_function("tlog_row", -1, flags, |ctx| row(ctx))?;
     Ok(())
 }

@@ -175,8 +175,9 @@ pub fn gather(conn: &Connection, record_id: &str) -> Result<Evidence> {
     })
 }
 
-/// Adds the full values an entry names by hash, read from the row as it is now (a value that
-/// no longer has that hash is left out: `audit verify` names that row).
+/// Adds the row's text an entry names by hash, and the full values the row names by hash,
+/// read from the row as it is now (a row or value that no longer has that hash is left out:
+/// `audit verify` names that row).
 fn collect_values(
     conn: &Connection,
     table_name: &str,
@@ -186,7 +187,18 @@ fn collect_values(
 ) -> Result<()> {
     let body: serde_json::Value =
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("audit log entry: {e}")))?;
-    let Some(row) = body.get("row").and_then(|r| r.as_object()) else {
+    let Some(row_hash) = body.get("row").and_then(|r| r.as_str()) else {
+        return Ok(());
+    };
+    let Some(row_text) =
+        super::row_now(conn, table_name, key)?.filter(|r| crate::store::sha256_hex(r.as_bytes()) == row_hash)
+    else {
+        return Ok(());
+    };
+    let row: serde_json::Value =
+        serde_json::from_str(&row_text).map_err(|e| StoreError::Corrupt(format!("a row's text: {e}")))?;
+    values.insert(row_hash.to_string(), row_text.into_bytes());
+    let Some(row) = row.as_object() else {
         return Ok(());
     };
     let t = table(conn, table_name)?;

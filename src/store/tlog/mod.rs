@@ -97,6 +97,11 @@ impl Table {
     /// The SQL expression of a row's entry text over `alias` (`NEW`, `OLD`, a table alias), or
     /// of its deletion.
     fn entry_expr(&self, alias: &str, deleted: bool) -> String {
+        self.call("tlog_entry", alias, deleted)
+    }
+
+    /// `function(table, key, [column, value]…)` over `alias`.
+    fn call(&self, function: &str, alias: &str, deleted: bool) -> String {
         let mut args = vec![literal(&self.name), self.key_expr(alias)];
         if !deleted {
             for c in &self.columns {
@@ -104,7 +109,7 @@ impl Table {
                 args.push(format!("{alias}.{}", quoted(c)));
             }
         }
-        format!("tlog_entry({})", args.join(", "))
+        format!("{function}({})", args.join(", "))
     }
 
     /// The statement that reads every row as its key text and its entry text now.
@@ -372,6 +377,18 @@ impl super::Store {
 /// The entry text a row would be logged with now (its deletion when it is gone): what the
 /// verification compares with, and what a test that forges the log recomputes.
 pub fn entry_now(conn: &Connection, table_name: &str, key: &str) -> Result<String> {
+    match now(conn, "tlog_entry", table_name, key)? {
+        Some(text) => Ok(text),
+        None => Ok(conn.query_row("SELECT tlog_entry(?1, ?2)", [table_name, key], |r| r.get(0))?),
+    }
+}
+
+/// A row's text now (`tlog_row`), if the row is there.
+pub fn row_now(conn: &Connection, table_name: &str, key: &str) -> Result<Option<String>> {
+    now(conn, "tlog_row", table_name, key)
+}
+
+fn now(conn: &Connection, function: &str, table_name: &str, key: &str) -> Result<Option<String>> {
     let t = table(conn, table_name)?;
     let conds: Vec<String> = t
         .key
@@ -381,12 +398,9 @@ pub fn entry_now(conn: &Connection, table_name: &str, key: &str) -> Result<Strin
         .collect();
     let sql = format!(
         "SELECT {} FROM {} AS t WHERE {}",
-        t.entry_expr("t", false),
+        t.call(function, "t", false),
         quoted(&t.name),
         conds.join(" AND ")
     );
-    match conn.query_row(&sql, [key], |r| r.get(0)).optional()? {
-        Some(text) => Ok(text),
-        None => Ok(conn.query_row("SELECT tlog_entry(?1, ?2)", [table_name, key], |r| r.get(0))?),
-    }
+    Ok(conn.query_row(&sql, [key], |r| r.get(0)).optional()?)
 }
