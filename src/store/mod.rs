@@ -300,6 +300,9 @@ pub struct Store {
     /// The key checkpoints of the audit log are signed with at the end of each write
     /// transaction; without one, entries are logged and the next signed commit covers them.
     signer: std::sync::OnceLock<crate::tlog::checkpoint::Signer>,
+    /// The rows the writer's connection changed in the transaction in progress, written down
+    /// by SQLite's pre-update hook (`tlog::capture`).
+    captured: tlog::Captured,
 }
 
 impl Store {
@@ -349,6 +352,7 @@ fn parse_ts(text: &str) -> Result<DateTime<Utc>> {
 pub(crate) struct WriteTx<'a> {
     tx: Transaction<'a>,
     signer: Option<&'a crate::tlog::checkpoint::Signer>,
+    captured: &'a tlog::Captured,
 }
 
 impl<'a> std::ops::Deref for WriteTx<'a> {
@@ -360,7 +364,8 @@ impl<'a> std::ops::Deref for WriteTx<'a> {
 
 impl WriteTx<'_> {
     pub(crate) fn commit(self) -> Result<()> {
-        tlog::seal(&self.tx, self.signer)?;
+        let changes = std::mem::take(&mut *self.captured.lock().unwrap_or_else(|e| e.into_inner()));
+        tlog::seal(&self.tx, self.signer, changes)?;
         self.tx.commit()?;
         Ok(())
     }
@@ -371,9 +376,13 @@ impl Store {
     /// reads cannot be changed by another writer before it commits, and it waits (busy timeout)
     /// instead of failing when another writer holds the lock.
     fn write_tx<'a>(&'a self, conn: &'a mut Connection) -> Result<WriteTx<'a>> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // What a transaction that failed before its commit captured was rolled back with it.
+        self.captured.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(WriteTx {
-            tx: conn.transaction_with_behavior(TransactionBehavior::Immediate)?,
+            tx,
             signer: self.signer.get(),
+            captured: &self.captured,
         })
     }
 
@@ -385,7 +394,6 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tlog::use_tree_hash(&tx, signer.algorithm().tree_hash())?;
-        tlog::seal(&tx, Some(&signer))?;
         let mut head = tlog::Head::read(&tx)?;
         tlog::sign(&tx, &mut head, &signer)?;
         tx.commit()?;

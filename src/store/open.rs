@@ -94,9 +94,6 @@ impl Store {
                 tx.pragma_update(None, "user_version", (i + 1) as i64)?;
                 tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             }
-            if known as usize >= schema::TLOG {
-                super::tlog::install_triggers(&tx)?;
-            }
             tx.commit()?;
         }
         let reader = Connection::open(path).map_err(open_err)?;
@@ -113,12 +110,15 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(open_err)?;
+        let captured = super::tlog::Captured::default();
+        super::tlog::install_capture(&mut conn, captured.clone())?;
         Ok(Store {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
             path: path.to_path_buf(),
             joint: std::sync::atomic::AtomicBool::new(joint),
             signer: std::sync::OnceLock::new(),
+            captured,
         })
     }
 

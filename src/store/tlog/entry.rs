@@ -87,47 +87,62 @@ fn arguments<'a>(ctx: &'a Context<'_>, name: &str) -> rusqlite::Result<(&'a str,
     ))
 }
 
-/// The row's text from the (column, value) arguments.
-fn write_row(ctx: &Context<'_>, out: &mut Vec<u8>) -> rusqlite::Result<()> {
+/// Writes one value as a row's text holds it.
+fn write_value(out: &mut Vec<u8>, value: ValueRef<'_>) {
+    match value {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Integer(v) => {
+            let _ = write!(out, "{v}");
+        }
+        ValueRef::Real(v) => {
+            let _ = serde_json::to_writer(&mut *out, &v);
+        }
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) if t.len() <= INLINE => json_str(out, s),
+            _ => digest(out, "sha256", t),
+        },
+        ValueRef::Blob(b) => digest(out, "blob_sha256", b),
+    }
+}
+
+/// A row's text: its columns by name, in order.
+pub fn row_text<'v>(columns: impl Iterator<Item = (&'v str, ValueRef<'v>)>) -> String {
+    let mut out = Vec::with_capacity(512);
     out.push(b'{');
-    for (n, i) in (2..ctx.len()).step_by(2).enumerate() {
+    for (n, (name, value)) in columns.enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        json_str(out, text(ctx, i, "a column name is not text")?);
+        json_str(&mut out, name);
         out.push(b':');
-        match ctx.get_raw(i + 1) {
-            ValueRef::Null => out.extend_from_slice(b"null"),
-            ValueRef::Integer(v) => {
-                let _ = write!(out, "{v}");
-            }
-            ValueRef::Real(v) => {
-                let _ = serde_json::to_writer(&mut *out, &v);
-            }
-            ValueRef::Text(t) => match std::str::from_utf8(t) {
-                Ok(s) if t.len() <= INLINE => json_str(out, s),
-                _ => digest(out, "sha256", t),
-            },
-            ValueRef::Blob(b) => digest(out, "blob_sha256", b),
-        }
+        write_value(&mut out, value);
     }
     out.push(b'}');
-    Ok(())
-}
-
-/// `tlog_row(table, key_json, [column, value]…)`: a row's text.
-fn row(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    arguments(ctx, "tlog_row")?;
-    let mut out = Vec::with_capacity(512);
-    write_row(ctx, &mut out)?;
     // Only valid UTF-8 was written: JSON text, escaped strings and ASCII.
-    String::from_utf8(out).map_err(|_| user_error("tlog_row: not UTF-8"))
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// `tlog_entry(table, key_json [, column, value]…)`: the entry of a row as it is, or of its
-/// deletion when no columns are given.
-fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
-    let (table, key) = arguments(ctx, "tlog_entry")?;
+/// A key's text: the JSON array of its values.
+pub fn key_text<'v>(values: impl Iterator<Item = ValueRef<'v>>) -> String {
+    let mut out = Vec::with_capacity(48);
+    out.push(b'[');
+    for (n, v) in values.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        // Keys are short: written as they are, never as a hash.
+        match v {
+            ValueRef::Text(t) => json_str(&mut out, &String::from_utf8_lossy(t)),
+            other => write_value(&mut out, other),
+        }
+    }
+    out.push(b']');
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// An entry's text: the row's table, key and the SHA-256 (hex) of its text, or `None` for a
+/// deleted row.
+pub fn entry_text(table: &str, key: &str, row_sha256: Option<&str>) -> String {
     let mut out = Vec::with_capacity(160);
     out.extend_from_slice(b"{\"step\":");
     json_str(&mut out, step_of(table));
@@ -136,14 +151,42 @@ fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
     out.extend_from_slice(b",\"key\":");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b",\"row\":");
-    if ctx.len() == 2 {
-        out.extend_from_slice(b"null}");
-    } else {
-        let mut row = Vec::with_capacity(512);
-        write_row(ctx, &mut row)?;
-        let _ = write!(out, "\"{}\"}}", hex::encode(Sha256::digest(&row)));
+    match row_sha256 {
+        Some(h) => {
+            let _ = write!(out, "\"{h}\"}}");
+        }
+        None => out.extend_from_slice(b"null}"),
     }
-    String::from_utf8(out).map_err(|_| user_error("tlog_entry: not UTF-8"))
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The (column, value) arguments of the SQL functions.
+fn columns<'a>(ctx: &'a Context<'_>) -> rusqlite::Result<Vec<(&'a str, ValueRef<'a>)>> {
+    (2..ctx.len())
+        .step_by(2)
+        .map(|i| Ok((text(ctx, i, "a column name is not text")?, ctx.get_raw(i + 1))))
+        .collect()
+}
+
+/// `tlog_row(table, key_json, [column, value]…)`: a row's text.
+fn row(ctx: &Context<'_>) -> rusqlite::Result<String> {
+    arguments(ctx, "tlog_row")?;
+    Ok(row_text(columns(ctx)?.into_iter()))
+}
+
+/// `tlog_entry(table, key_json [, column, value]…)`: the entry of a row as it is, or of its
+/// deletion when no columns are given.
+fn entry(ctx: &Context<'_>) -> rusqlite::Result<String> {
+    let (table, key) = arguments(ctx, "tlog_entry")?;
+    if ctx.len() == 2 {
+        return Ok(entry_text(table, key, None));
+    }
+    let row = row_text(columns(ctx)?.into_iter());
+    Ok(entry_text(
+        table,
+        key,
+        Some(&hex::encode(Sha256::digest(row.as_bytes()))),
+    ))
 }
 
 /// `tlog_leaf(tree_hash, entry)`: the entry's RFC 9162 leaf hash.

@@ -13,9 +13,11 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod capture;
 mod entry;
 mod evidence;
 mod verify;
+pub use capture::{Captured, Change, install as install_capture};
 pub use entry::{INLINE, register, step_of};
 pub use evidence::{Evidence, ProvedEntry};
 pub use verify::{Finding, Verification, verify};
@@ -112,53 +114,15 @@ impl Table {
         format!("{function}({})", args.join(", "))
     }
 
-    /// The statement that reads every row as its key text and its entry text now.
-    pub(crate) fn select_entries(&self) -> String {
+    /// The statement that reads every row as its key text and its text now.
+    pub(crate) fn select_rows(&self) -> String {
         format!(
             "SELECT {}, {} FROM {} AS t",
             self.key_expr("t"),
-            self.entry_expr("t", false),
+            self.call("tlog_row", "t", false),
             quoted(&self.name)
         )
     }
-}
-
-/// The statement a trigger runs to log `entry` (an SQL expression): the next index, the text
-/// and its leaf hash under the log's tree hash.
-fn append_sql(entry: &str, only_if: Option<&str>) -> String {
-    format!(
-        "INSERT INTO tlog_entries (idx, body, leaf)
-             SELECT coalesce((SELECT max(idx) FROM tlog_entries), -1) + 1, e, tlog_leaf(h.tree_hash, e)
-             FROM (SELECT {entry} AS e {}) JOIN tlog_head h ON h.one = 1;",
-        only_if.map(|c| format!("WHERE {c}")).unwrap_or_default()
-    )
-}
-
-/// (Re)creates the triggers that log every change to a logged table. Run after every
-/// migration, so that a table or column a migration adds is logged from then on.
-pub fn install_triggers(conn: &Connection) -> Result<()> {
-    for t in tables(conn)? {
-        let name = quoted(&t.name);
-        let trigger = |suffix: &str| quoted(&format!("tlog_{}_{suffix}", t.name));
-        let moved = format!("{} IS NOT {}", t.key_expr("OLD"), t.key_expr("NEW"));
-        conn.execute_batch(&format!(
-            "DROP TRIGGER IF EXISTS {i};
-             DROP TRIGGER IF EXISTS {u};
-             DROP TRIGGER IF EXISTS {d};
-             CREATE TRIGGER {i} AFTER INSERT ON {name} BEGIN {insert} END;
-             CREATE TRIGGER {u} AFTER UPDATE ON {name} BEGIN {gone} {update} END;
-             CREATE TRIGGER {d} AFTER DELETE ON {name} BEGIN {delete} END;",
-            i = trigger("insert"),
-            u = trigger("update"),
-            d = trigger("delete"),
-            insert = append_sql(&t.entry_expr("NEW", false), None),
-            // A key changed: the old key's row is gone.
-            gone = append_sql(&t.entry_expr("OLD", true), Some(&moved)),
-            update = append_sql(&t.entry_expr("NEW", false), None),
-            delete = append_sql(&t.entry_expr("OLD", true), None),
-        ))?;
-    }
-    Ok(())
 }
 
 /// The log's head: its size, tree hash and right edge.
@@ -204,32 +168,45 @@ impl Head {
     }
 }
 
-/// Extends the tree by the entries this transaction's triggers appended, writes the head,
-/// then signs a checkpoint of the new size with `signer`, if there is one. The last step of
-/// every write transaction.
-pub fn seal(conn: &Connection, signer: Option<&Signer>) -> Result<()> {
-    let (size, _) = head_size(conn)?;
-    let new: Vec<(i64, Vec<u8>)> = conn
-        .prepare_cached("SELECT idx, leaf FROM tlog_entries WHERE idx >= ?1 ORDER BY idx")?
-        .query_map([size], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<std::result::Result<_, _>>()?;
-    if new.is_empty() {
+/// Appends an entry for each row this transaction changed (the last change of a row
+/// stands for all of them), writes the head, then signs a checkpoint of the new size with
+/// `signer`, if there is one. The last step of every write transaction.
+pub fn seal(conn: &Connection, signer: Option<&Signer>, changes: Vec<Change>) -> Result<()> {
+    if changes.is_empty() {
         return Ok(());
     }
     let mut head = Head::read(conn)?;
-    for (idx, leaf) in new {
-        let leaf = <[u8; 32]>::try_from(leaf.as_slice()).ok();
-        match leaf {
-            Some(leaf) if idx as u64 == head.size() => head.frontier.push(head.tree, leaf),
-            _ => {
-                // Entries that do not continue the head: the log was cut or edited behind the
-                // gateway's back. Nothing more is committed until `audit verify` is read.
-                return Err(StoreError::Corrupt(format!(
-                    "audit log entry {idx} does not continue the log's head ({} entries): the log was changed outside the gateway; run `gateway audit verify`",
-                    head.size()
-                )));
-            }
-        }
+    let next: i64 = conn
+        .prepare_cached("SELECT coalesce(max(idx), -1) + 1 FROM tlog_entries")?
+        .query_row([], |r| r.get(0))?;
+    if next as u64 != head.size() {
+        // Entries that do not continue the head: the log was cut or edited behind the
+        // gateway's back. Nothing more is committed until `audit verify` is read.
+        return Err(StoreError::Corrupt(format!(
+            "the audit log holds entries up to {next} but its head names {}: the log was changed outside the gateway; run `gateway audit verify`",
+            head.size()
+        )));
+    }
+    // The newest change of each row, in the order of those newest changes.
+    let mut seen = std::collections::HashSet::with_capacity(changes.len());
+    let mut last: Vec<&Change> = changes
+        .iter()
+        .rev()
+        .filter(|c| seen.insert((c.table.clone(), c.key.as_str())))
+        .collect();
+    last.reverse();
+    let mut insert = conn.prepare_cached("INSERT INTO tlog_entries (idx, body, leaf) VALUES (?1, ?2, ?3)")?;
+    for c in last {
+        let row = c.row.as_ref().map_err(|e| {
+            StoreError::Corrupt(format!(
+                "a change to {} could not be read for the audit log: {e}",
+                c.table
+            ))
+        })?;
+        let text = entry::entry_text(&c.table, &c.key, row.as_deref());
+        let leaf = head.tree.leaf(text.as_bytes());
+        insert.execute(params![head.size() as i64, text, leaf.as_slice()])?;
+        head.frontier.push(head.tree, leaf);
     }
     head.write(conn)?;
     if let Some(signer) = signer {
@@ -238,12 +215,24 @@ pub fn seal(conn: &Connection, signer: Option<&Signer>) -> Result<()> {
     Ok(())
 }
 
-/// The size the head names, and its tree hash's name: one small read, the common case of
-/// [`seal`].
-fn head_size(conn: &Connection) -> Result<(i64, String)> {
-    Ok(conn
-        .prepare_cached("SELECT size, tree_hash FROM tlog_head WHERE one = 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+/// Extends the head by entries appended in SQL (the adoption of migration 14).
+fn extend(conn: &Connection) -> Result<()> {
+    let mut head = Head::read(conn)?;
+    let new: Vec<(i64, Vec<u8>)> = conn
+        .prepare("SELECT idx, leaf FROM tlog_entries WHERE idx >= ?1 ORDER BY idx")?
+        .query_map([head.size() as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (idx, leaf) in new {
+        match <[u8; 32]>::try_from(leaf.as_slice()) {
+            Ok(leaf) if idx as u64 == head.size() => head.frontier.push(head.tree, leaf),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "audit log entry {idx} does not continue the log"
+                )));
+            }
+        }
+    }
+    head.write(conn)
 }
 
 /// Signs a checkpoint of the log as it stands, unless one of this size is kept already.
@@ -284,7 +273,7 @@ pub fn adopt(conn: &Connection) -> Result<u64> {
         conn.execute(&append_sql_all(&t), [next])?;
     }
     let before = Head::read(conn)?.size();
-    seal(conn, None)?;
+    extend(conn)?;
     Ok(Head::read(conn)?.size() - before)
 }
 

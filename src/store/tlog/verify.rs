@@ -67,8 +67,8 @@ impl Verification {
 struct Body {
     table: String,
     key: serde_json::Value,
-    /// Only whether it is there: a present row is compared by the entry's whole text.
-    row: Option<serde::de::IgnoredAny>,
+    /// The SHA-256 (hex) of the row's text, or `None` for a deletion.
+    row: Option<String>,
 }
 
 fn digest(text: &str) -> Hash {
@@ -132,9 +132,22 @@ pub fn verify(conn: &Connection, key: &Verifier, trusted: Option<&str>) -> Resul
                 Ok(b) => {
                     let next = table_ids.len() as u16;
                     let t = *table_ids.entry(b.table).or_insert(next);
-                    // A deleted row's entry has no row; a present one is compared by its whole
-                    // text with the entry the row gives now.
-                    let row = b.row.map(|_| digest(&body));
+                    // A deleted row's entry has no row; a present one names its text's hash,
+                    // compared with the text the row gives now.
+                    let row = match b.row {
+                        None => None,
+                        Some(h) => match hex::decode(&h)
+                            .ok()
+                            .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+                        {
+                            Some(h) => Some(h),
+                            None => {
+                                findings
+                                    .push(finding(Some(idx as u64), "its row hash is not a SHA-256".into()));
+                                continue;
+                            }
+                        },
+                    };
                     latest.insert((t, b.key.to_string()), (idx as u64, row));
                 }
                 Err(e) => findings.push(finding(Some(idx as u64), format!("not an entry: {e}"))),
@@ -263,7 +276,7 @@ fn check_rows(
     let mut count = 0;
     for t in shapes {
         let id = ids[&t.name];
-        let mut stmt = conn.prepare(&t.select_entries())?;
+        let mut stmt = conn.prepare(&t.select_rows())?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             count += 1;
