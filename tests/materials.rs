@@ -418,7 +418,17 @@ async fn a_households_notice_names_the_missing_title_and_masks_the_applicant() {
     };
     let landed = w
         .store
-        .land_power_page(&[app], &[], &page, Some(now), None, syncer.rebuilder(), now)
+        .land_power_page(
+            &[app],
+            &[],
+            &page,
+            gateway::store::ListingCursor {
+                watermark: Some(now),
+                read_from: None,
+            },
+            syncer.rebuilder(),
+            now,
+        )
         .unwrap();
     assert_eq!(landed.imported, 1, "{landed:?}");
     let report = syncer.pass(&CancellationToken::new()).await.unwrap();

@@ -132,15 +132,11 @@ impl Poller {
             let landed = self
                 .store
                 .call(move |s| {
-                    s.land_power_page(
-                        &items,
-                        &unreadable,
-                        &raw,
+                    let cursor = crate::store::ListingCursor {
                         watermark,
-                        Some(read_from),
-                        &rebuilder,
-                        now,
-                    )
+                        read_from: Some(read_from),
+                    };
+                    s.land_power_page(&items, &unreadable, &raw, cursor, &rebuilder, now)
                 })
                 .await?;
             if let Some(w) = watermark {

@@ -76,7 +76,7 @@ pub use blocking::{AsyncStore, Pending};
 pub use open::{APPLICATION_ID, readable_by_others};
 pub(crate) use open::{private_dir, private_file_options};
 pub use outbox::{CallKind, DeliveryResult, OutboxCall};
-pub use power::JointApplication;
+pub use power::{JointApplication, ListingCursor};
 pub use queries::{LastRun, PowerOriginCounts, Sample};
 pub use remap::{BatchCounts, RemapInput, RemapRun, RemapSelection, Remapped, RulesInUse};
 
@@ -536,7 +536,17 @@ mod tests {
             },
         };
         store
-            .land_power_page(&[], &[], &page, Some(now), None, &embedded_rebuilder(), now)
+            .land_power_page(
+                &[],
+                &[],
+                &page,
+                ListingCursor {
+                    watermark: Some(now),
+                    read_from: None,
+                },
+                &embedded_rebuilder(),
+                now,
+            )
             .unwrap();
         drop(store);
         // An operator's command opens it without the configuration: the flag is in the data.

@@ -372,6 +372,15 @@ fn withdraw(
 /// Who the gateway's own actions on behalf of the power side are recorded as.
 pub const POWER_UTILITY: &str = "power-utility";
 
+/// Where the power side's listing cursor goes with a page (the newest change it holds), and
+/// where the reading of the listing that reached this page began, for the coverage ledger
+/// (`None`: not recorded).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListingCursor {
+    pub watermark: Option<DateTime<Utc>>,
+    pub read_from: Option<DateTime<Utc>>,
+}
+
 impl Store {
     /// Keeps an event the power side pushed, with its raw bytes, and lands its application as
     /// a listing would (once per version, never over a newer one: events out of order end in
@@ -420,11 +429,11 @@ impl Store {
         apps: &[Application],
         unreadable: &[shuiwu_power::Unreadable],
         page: &RawDocument,
-        watermark: Option<DateTime<Utc>>,
-        read_from: Option<DateTime<Utc>>,
+        cursor: ListingCursor,
         rebuilder: &Rebuilder,
         now: DateTime<Utc>,
     ) -> Result<PageLanded> {
+        let ListingCursor { watermark, read_from } = cursor;
         // Parsed once for the page's applications, outside the write lock.
         let document: serde_json::Value = serde_json::from_slice(&page.bytes).unwrap_or_default();
         let mut conn = self.lock();

@@ -337,10 +337,9 @@ CREATE TABLE report_lines (
 ALTER TABLE records DROP COLUMN report_facts;
 "#,
     // 14: the transparency log (`store::tlog`): one entry per row change, each with its RFC 9162
-    // leaf hash, appended by triggers (`tlog::install_triggers`, made from the schema after
-    // every migration); the head (size, tree hash, the tree's right edge), moved when the
-    // transaction commits; signed checkpoints. Every row already stored is logged when this
-    // step runs (`tlog::adopt`).
+    // leaf hash, appended when the transaction that made the change commits (`tlog::seal`);
+    // the head (size, tree hash, the tree's right edge); signed checkpoints. Every row already
+    // stored is logged when this step runs (`tlog::adopt`).
     r#"
 CREATE TABLE tlog_entries (
     -- The leaf's index in the tree, from 0.
@@ -384,7 +383,7 @@ INSERT INTO coverage_windows (source, start, end, pages, run_id, committed_at)
 ];
 
 /// The migration that adds the transparency log: the rows stored before are logged after it
-/// (`tlog::adopt`), and the triggers are made again after it and every later one.
+/// (`tlog::adopt`).
 pub const TLOG: usize = 14;
 
 /// The migration after which the report lines are filled (`reports::fill_lines`).

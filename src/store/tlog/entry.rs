@@ -1,7 +1,7 @@
-//! An entry's text, made inside SQLite: the triggers call `tlog_entry` with the row's table,
-//! key and columns, and `tlog_leaf` for its leaf hash, so that logging a row costs one call
-//! into Rust and no read of the row back. `audit verify` calls the same function over each
-//! table, so what is compared is made by the same code.
+//! An entry's text and a row's text: made from the values SQLite's pre-update hook hands over
+//! (`capture.rs`), and made again inside SQL by the functions `tlog_row`, `tlog_entry` and
+//! `tlog_leaf`, which `audit verify` and the adoption of old rows call over whole tables. Both
+//! go through [`row_text`] and [`entry_text`], so what is compared is made by the same code.
 //!
 //! ```json
 //! {"step":"fetch","table":"fetches","key":[12],"row":"<SHA-256 of the row's text>"}
@@ -78,7 +78,7 @@ fn digest(out: &mut Vec<u8>, field: &str, bytes: &[u8]) {
 
 /// Checks the arguments of `tlog_entry` and `tlog_row`: (table, key_json [, column, value]…).
 fn arguments<'a>(ctx: &'a Context<'_>, name: &str) -> rusqlite::Result<(&'a str, &'a str)> {
-    if ctx.len() < 2 || ctx.len() % 2 != 0 {
+    if ctx.len() < 2 || !ctx.len().is_multiple_of(2) {
         return Err(user_error(&format!("{name}(table, key, [column, value]…)")));
     }
     Ok((
@@ -200,9 +200,8 @@ fn leaf(ctx: &Context<'_>) -> rusqlite::Result<Vec<u8>> {
     Ok(tree.leaf(body).to_vec())
 }
 
-/// Makes `tlog_entry`, `tlog_row` and `tlog_leaf` known to a connection. Every connection the store opens
-/// has them: the triggers call them, and a program that writes to the database without them
-/// fails instead of changing a row unlogged.
+/// Makes `tlog_entry`, `tlog_row` and `tlog_leaf` known to a connection (every connection the
+/// store opens has them).
 pub fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
     conn.create_scalar_function("tlog_entry", -1, flags, |ctx| entry(ctx))?;

@@ -1,11 +1,10 @@
 //! The transparency log as stored: every change to a row of the gateway's tables becomes an
 //! entry of one Merkle log (`crate::tlog`), in the transaction that makes the change.
 //!
-//! Capture does not rely on each write remembering to log itself. Triggers on every table
-//! (made from the schema by [`install_triggers`], so a table added later is covered by the
-//! migration that adds it) append an entry for each row inserted, updated or deleted, its
-//! text and leaf hash made by SQL functions (`entry.rs`). [`seal`] runs as the last step of
-//! every write transaction: it extends the tree's right edge by the new leaves, writes the
+//! Capture does not rely on each write remembering to log itself: SQLite's pre-update hook
+//! (`capture.rs`) writes down every row any statement inserts, updates or deletes, in every
+//! table. [`seal`] runs as the last step of every write transaction: it appends an entry for
+//! each row changed (`entry.rs`), extends the tree's right edge by their leaves, writes the
 //! head, and signs a checkpoint of the new size when the store has a key.
 //!
 //! The tree is never stored node by node: each entry keeps its leaf hash, and `tlog_head` the
@@ -263,8 +262,8 @@ pub fn sign(conn: &Connection, head: &mut Head, signer: &Signer) -> Result<()> {
 }
 
 /// Logs every row the database holds when the log is added to it (migration 14): what came
-/// before the log is vouched for from then on, as it then was. Made by the same SQL functions
-/// as the triggers' entries.
+/// before the log is vouched for from then on, as it then was. Made by the SQL functions over
+/// whole tables.
 pub fn adopt(conn: &Connection) -> Result<u64> {
     for t in tables(conn)? {
         let next: i64 = conn.query_row("SELECT coalesce(max(idx), -1) + 1 FROM tlog_entries", [], |r| {
@@ -392,4 +391,56 @@ fn now(conn: &Connection, function: &str, table_name: &str, key: &str) -> Result
         conds.join(" AND ")
     );
     Ok(conn.query_row(&sql, [key], |r| r.get(0)).optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use crate::tlog::checkpoint::{Algorithm, Signer};
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    /// Under the national algorithms the log is an SM3 tree signed with SM2: a log begun
+    /// before any key (hashed with SHA-256) is hashed again at its first SM2 checkpoint, and
+    /// after that an Ed25519 key cannot continue it.
+    #[test]
+    fn an_sm2_key_makes_an_sm3_log_that_verifies_and_keeps_its_algorithm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = Store::open(&path).unwrap();
+        store.begin_run(at("2026-11-20T04:00:00Z")).unwrap();
+        let signer = Signer::generate("kmsw.example/shuiwu-gateway", Algorithm::Sm2).unwrap();
+        let verifier = signer.verifier();
+        store.set_signer(signer).unwrap();
+        let run = store.begin_run(at("2026-11-20T05:00:00Z")).unwrap();
+        store
+            .finish_run(run, at("2026-11-20T05:10:00Z"), "caught_up", None)
+            .unwrap();
+        let v = store.audit_verify(&verifier, None).unwrap();
+        assert!(v.intact(), "{:?}", v.findings);
+        assert_eq!((v.tree_hash.as_str(), v.verified_size), ("sm3", v.entries));
+        assert!(v.entries >= 4, "{v:?}");
+        let (_, note) = store.audit_checkpoint().unwrap().unwrap();
+        assert!(note.contains("\nhash sm3\n"), "{note}");
+        drop(store);
+
+        let again = Store::open(&path).unwrap();
+        let ed = Signer::generate("kmsw.example/shuiwu-gateway", Algorithm::Ed25519).unwrap();
+        let refused = again.set_signer(ed).unwrap_err().to_string();
+        assert!(refused.contains("sm3"), "{refused}");
+        // An Ed25519 key's signature is no checkpoint of this log either.
+        let v = again
+            .audit_verify(
+                &Signer::generate("kmsw.example/shuiwu-gateway", Algorithm::Ed25519)
+                    .unwrap()
+                    .verifier(),
+                None,
+            )
+            .unwrap();
+        assert!(!v.intact());
+    }
 }
