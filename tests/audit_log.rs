@@ -583,3 +583,96 @@ fn the_coverage_ledger_names_a_gap_and_an_overlap() {
         "{text}"
     );
 }
+
+/// An auditor who kept a checkpoint checks, offline, that the log signed later still contains
+/// it unchanged; a log rewritten behind the gateway's back does not prove so.
+#[test]
+fn a_kept_checkpoint_is_proved_contained_in_the_newest_or_the_rewrite_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&gateway(&["demo", "--projects", "20", "--dir", d]));
+    let db = dir.path().join("gateway.db");
+    let dbs = db.to_str().unwrap();
+    let public = ok(&gateway(&["--db", dbs, "audit", "key"])).trim().to_string();
+    let kept = dir.path().join("kept.checkpoint");
+    std::fs::write(&kept, ok(&gateway(&["--db", dbs, "audit", "checkpoint"]))).unwrap();
+    let id = "PE-2022-530112-47-01-587143";
+    ok(&gateway(&[
+        "--db", dbs, "record", "event", id, "accepted", "--by", "张工",
+    ]));
+
+    let proof = dir.path().join("proof");
+    let prove = |db: &Path| {
+        ok(&gateway(&[
+            "--db",
+            db.to_str().unwrap(),
+            "audit",
+            "consistency",
+            "--from",
+            kept.to_str().unwrap(),
+            "--out",
+            proof.to_str().unwrap(),
+        ]))
+    };
+    prove(&db);
+    // Checked in an empty directory with the proof, the kept checkpoint and the key.
+    let fresh = tempfile::tempdir().unwrap();
+    let check = |proof_text: &str| {
+        std::fs::write(fresh.path().join("proof"), proof_text).unwrap();
+        std::fs::copy(&kept, fresh.path().join("kept")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .current_dir(fresh.path())
+            .env_clear()
+            .args([
+                "audit",
+                "check-consistency",
+                "proof",
+                "--trusted",
+                "kept",
+                "--key",
+                &public,
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let (good, said) = check(&text);
+    assert!(good && said.starts_with("consistent"), "{said}");
+
+    // A hash of the proof changed.
+    let lines: Vec<&str> = text.lines().collect();
+    let flipped = lines[3].replacen(
+        &lines[3][..1],
+        if lines[3].starts_with('A') { "B" } else { "A" },
+        1,
+    );
+    let (good, said) = check(&text.replacen(lines[3], &flipped, 1));
+    assert!(!good && said.contains("NOT CONSISTENT"), "{said}");
+
+    // The first entry rewritten, with its leaf and the log's head recomputed: the newest
+    // checkpoint (signed before) no longer proves the kept one.
+    let copy = dir.path().join("rewritten.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let c = tamperable_copy(&db, &copy);
+    let body: String = c
+        .query_row("SELECT body FROM tlog_entries WHERE idx = 0", [], |r| r.get(0))
+        .unwrap();
+    let forged = body.replacen("\"row\":\"", "\"row\":\"0", 1);
+    c.execute(
+        "UPDATE tlog_entries SET body = ?1, leaf = ?2 WHERE idx = 0",
+        rusqlite::params![forged, TreeHash::Sha256.leaf(forged.as_bytes()).to_vec()],
+    )
+    .unwrap();
+    recompute_head(&c, TreeHash::Sha256);
+    drop(c);
+    prove(&copy);
+    let (good, said) = check(&std::fs::read_to_string(&proof).unwrap());
+    assert!(!good && said.contains("is not an extension"), "{said}");
+}

@@ -74,6 +74,26 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The proof that the log under the newest checkpoint still contains, unchanged, the log
+    /// of a checkpoint kept earlier (RFC 9162 consistency proof), with the newest checkpoint.
+    Consistency {
+        /// The checkpoint kept earlier (`gateway audit checkpoint`).
+        #[arg(long)]
+        from: PathBuf,
+        /// Where to write the proof (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a consistency proof offline, against the checkpoint you kept and the public key.
+    CheckConsistency {
+        file: PathBuf,
+        /// The checkpoint you kept.
+        #[arg(long)]
+        trusted: PathBuf,
+        /// The public key (`gateway audit key`), or a file holding it.
+        #[arg(long)]
+        key: String,
+    },
     /// The newest entries of the operators' chain (operator actions, passes, backups).
     List {
         #[arg(long, default_value_t = 50)]
@@ -95,7 +115,44 @@ fn verifier_from(arg: &str) -> anyhow::Result<Verifier> {
 
 pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let audit = audit_config_from(config).unwrap_or_default();
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     match command {
+        AuditCommand::Consistency { from, out } => {
+            let store = open_store(config, db)?;
+            let old_note = read(&from)?;
+            // The old checkpoint's size, read from its text; its signature is the auditor's
+            // to check, with the proof.
+            let old_size: u64 = old_note
+                .lines()
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .with_context(|| format!("{} is not a checkpoint", from.display()))?;
+            let (new_size, new_note, proof) = store.consistency_proof(old_size)?;
+            let text = crate::audit::consistency::make(old_size, new_size, &proof, &new_note);
+            match out {
+                Some(p) => std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?,
+                None => crate::cli::emit(&text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::CheckConsistency { file, trusted, key } => {
+            let verifier = verifier_from(&key)?;
+            match crate::audit::consistency::check(&read(&file)?, &read(&trusted)?, &verifier) {
+                Ok((old, new)) => {
+                    outln!(
+                        "consistent: the log of {} entries signed now contains, unchanged, the {} entries of the checkpoint you kept ({})",
+                        new.size,
+                        old.size,
+                        verifier.to_text()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    outln!("NOT CONSISTENT: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         AuditCommand::Coverage {
             source,
             from,

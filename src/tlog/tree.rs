@@ -180,6 +180,47 @@ pub fn verify_inclusion(
     }
 }
 
+/// Whether `proof` proves that the tree of `old_size` leaves with root `old_root` is a prefix
+/// of the tree of `new_size` leaves with root `new_root` (RFC 9162 §2.1.4.2). Checked by
+/// ct-merkle, an implementation that is not the one that made the proof.
+pub fn verify_consistency(
+    tree: TreeHash,
+    old_size: u64,
+    old_root: &Hash,
+    new_size: u64,
+    new_root: &Hash,
+    proof: &[Hash],
+) -> bool {
+    fn with<D: ct_merkle::digest::Digest>(
+        old_size: u64,
+        old_root: &Hash,
+        new_size: u64,
+        new_root: &Hash,
+        proof: &[Hash],
+    ) -> bool {
+        let root = |r: &Hash, n: u64| {
+            r.as_slice()
+                .try_into()
+                .ok()
+                .map(|d| ct_merkle::RootHash::<D>::new(d, n))
+        };
+        let (Some(old), Some(new)) = (root(old_root, old_size), root(new_root, new_size)) else {
+            return false;
+        };
+        if old_size == new_size {
+            return old_root == new_root && proof.is_empty();
+        }
+        let Ok(proof) = ct_merkle::ConsistencyProof::<D>::try_from_bytes(proof.concat()) else {
+            return false;
+        };
+        old_size > 0 && old_size < new_size && new.verify_consistency(&old, &proof).is_ok()
+    }
+    match tree {
+        TreeHash::Sha256 => with::<sha2::Sha256>(old_size, old_root, new_size, new_root, proof),
+        TreeHash::Sm3 => with::<sm3::Sm3>(old_size, old_root, new_size, new_root, proof),
+    }
+}
+
 /// A whole tree in memory, every level of it, built from its leaves' hashes: what an
 /// auditor's check or an evidence package computes proofs from (2 × 32 bytes per leaf).
 pub struct FullTree {

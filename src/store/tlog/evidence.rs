@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{Head, table};
 use crate::store::{Result, StoreError};
-use crate::tlog::tree::{FullTree, Hash, TreeHash, inclusion_proof};
+use crate::tlog::tree::{FullTree, Hash, TreeHash, consistency_proof, inclusion_proof};
 
 /// One entry with its proof.
 #[derive(Debug, Clone)]
@@ -237,4 +237,40 @@ fn collect_values(
         }
     }
     Ok(())
+}
+
+/// The proof that the log of `old_size` entries is a prefix of the log under the newest signed
+/// checkpoint: that checkpoint's size, its note, and the proof.
+pub fn consistency(conn: &Connection, old_size: u64) -> Result<(u64, String, Vec<Hash>)> {
+    let (size, note): (i64, String) = conn
+        .query_row(
+            "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::Refused("no checkpoint of the audit log has been signed yet".into()))?;
+    let size = size as u64;
+    if old_size == 0 || old_size > size {
+        return Err(StoreError::Refused(format!(
+            "a checkpoint of {old_size} entries cannot be proved against the newest, of {size}"
+        )));
+    }
+    let tree = Head::read(conn)?.tree;
+    let leaves: Vec<Hash> = conn
+        .prepare("SELECT leaf FROM tlog_entries WHERE idx < ?1 ORDER BY idx")?
+        .query_map([size as i64], |r| r.get::<_, Vec<u8>>(0))?
+        .map(|l| {
+            l.map_err(StoreError::from).and_then(|l| {
+                Hash::try_from(l.as_slice())
+                    .map_err(|_| StoreError::Corrupt("an audit log leaf hash is not 32 bytes".into()))
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut full = FullTree::new(tree, leaves);
+    let proof = match consistency_proof(tree, old_size, size, &mut full) {
+        Ok(p) => p,
+        Err(never) => match never {},
+    };
+    Ok((size, note, proof))
 }

@@ -356,6 +356,16 @@ impl super::Store {
         Ok(e)
     }
 
+    /// The proof that the log of `old_size` entries (a checkpoint an auditor kept) is a prefix
+    /// of the log under the newest checkpoint: its size, its note and the proof.
+    pub fn consistency_proof(&self, old_size: u64) -> Result<(u64, String, Vec<crate::tlog::tree::Hash>)> {
+        let conn = self.read();
+        let tx = conn.unchecked_transaction()?;
+        let p = evidence::consistency(&tx, old_size)?;
+        tx.finish()?;
+        Ok(p)
+    }
+
     /// The newest signed checkpoint: its size and signed note.
     pub fn audit_checkpoint(&self) -> Result<Option<(u64, String)>> {
         latest_checkpoint(&self.read())

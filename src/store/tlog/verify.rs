@@ -163,7 +163,11 @@ pub fn verify(conn: &Connection, key: &Verifier, trusted: Option<&str>) -> Resul
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<std::result::Result<_, _>>()?;
     let mut verified = 0u64;
-    let mut check = |note: &str, label: &str, verified: u64| -> std::result::Result<u64, Finding> {
+    let check = |note: &str,
+                 label: &str,
+                 verified: u64,
+                 full: &mut FullTree|
+     -> std::result::Result<(u64, Hash), Finding> {
         let c = key
             .open(note)
             .map_err(|e| finding(None, format!("{label}: {e}")))?;
@@ -187,7 +191,7 @@ pub fn verify(conn: &Connection, key: &Verifier, trusted: Option<&str>) -> Resul
                 ),
             ));
         }
-        let root = match tree::root(tree_hash, c.size, &mut full) {
+        let root = match tree::root(tree_hash, c.size, full) {
             Ok(r) => r,
             Err(never) => match never {},
         };
@@ -201,18 +205,38 @@ pub fn verify(conn: &Connection, key: &Verifier, trusted: Option<&str>) -> Resul
                 ),
             ));
         }
-        Ok(c.size)
+        Ok((c.size, root))
     };
+    // The previous good checkpoint, whose tree each next one must extend (proved with a
+    // consistency proof, checked by ct-merkle).
+    let mut previous: Option<(u64, Hash)> = None;
     for (size, note) in &notes {
         let label = format!("checkpoint {size}");
-        match check(note, &label, verified) {
-            Ok(s) if s == *size as u64 => verified = verified.max(s),
-            Ok(s) => findings.push(finding(None, format!("{label}: its note is for size {s}"))),
+        match check(note, &label, verified, &mut full) {
+            Ok((s, root)) if s == *size as u64 => {
+                if let Some((old, old_root)) = previous
+                    && old < s
+                {
+                    let proof = match tree::consistency_proof(tree_hash, old, s, &mut full) {
+                        Ok(p) => p,
+                        Err(never) => match never {},
+                    };
+                    if !tree::verify_consistency(tree_hash, old, &old_root, s, &root, &proof) {
+                        findings.push(finding(
+                            Some(old),
+                            format!("{label} does not extend checkpoint {old}"),
+                        ));
+                    }
+                }
+                previous = Some((s, root));
+                verified = verified.max(s);
+            }
+            Ok((s, _)) => findings.push(finding(None, format!("{label}: its note is for size {s}"))),
             Err(f) => findings.push(f),
         }
     }
     if let Some(note) = trusted
-        && let Err(f) = check(note, "the trusted checkpoint", verified)
+        && let Err(f) = check(note, "the trusted checkpoint", verified, &mut full)
     {
         findings.push(f);
     }

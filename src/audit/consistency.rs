@@ -1,0 +1,81 @@
+//! Consistency proofs: that the log as the gateway signs it now still contains, unchanged,
+//! the log an auditor saw when they kept an older checkpoint (RFC 9162 §2.1.4). The proof file
+//! carries the newest signed checkpoint; the auditor brings the old one and the public key.
+//!
+//! ```text
+//! shuiwu-gateway consistency proof
+//! old 1200
+//! new 1843
+//! <base64 hash>
+//! …
+//!
+//! <the newest signed checkpoint>
+//! ```
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::tlog::checkpoint::{Checkpoint, Verifier};
+use crate::tlog::tree::{Hash, verify_consistency};
+
+const HEADER: &str = "shuiwu-gateway consistency proof";
+
+/// The proof's text.
+pub fn make(old_size: u64, new_size: u64, proof: &[Hash], new_note: &str) -> String {
+    let mut out = format!("{HEADER}\nold {old_size}\nnew {new_size}\n");
+    for h in proof {
+        out.push_str(&B64.encode(h));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(new_note);
+    out
+}
+
+/// Checks a proof against the old checkpoint the auditor kept, with the public key: both
+/// checkpoints signed by it, and the newer tree an extension of the older. The two
+/// checkpoints, or why not.
+pub fn check(text: &str, old_note: &str, key: &Verifier) -> Result<(Checkpoint, Checkpoint), String> {
+    let (head, new_note) = text
+        .split_once("\n\n")
+        .ok_or("not a consistency proof: no blank line before the checkpoint")?;
+    let mut lines = head.lines();
+    if lines.next() != Some(HEADER) {
+        return Err(format!(
+            "not a consistency proof: the first line is not {HEADER:?}"
+        ));
+    }
+    let size = |line: Option<&str>, name: &str| -> Result<u64, String> {
+        line.and_then(|l| l.strip_prefix(name))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or(format!("not a consistency proof: no {name}line"))
+    };
+    let old_size = size(lines.next(), "old ")?;
+    let new_size = size(lines.next(), "new ")?;
+    let proof: Vec<Hash> = lines
+        .map(|l| B64.decode(l).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+        .collect::<Option<_>>()
+        .ok_or("not a consistency proof: a hash line is not a base64 32-byte hash")?;
+    let old = key
+        .open(old_note)
+        .map_err(|e| format!("the old checkpoint: {e}"))?;
+    let new = key
+        .open(new_note)
+        .map_err(|e| format!("the new checkpoint: {e}"))?;
+    if old.size != old_size || new.size != new_size {
+        return Err(format!(
+            "the proof is from size {old_size} to {new_size}, the checkpoints are of sizes {} and {}",
+            old.size, new.size
+        ));
+    }
+    if old.hash != new.hash || old.origin != new.origin {
+        return Err("the checkpoints are of different logs".into());
+    }
+    if !verify_consistency(new.hash, old.size, &old.root, new.size, &new.root, &proof) {
+        return Err(format!(
+            "the log of {} entries is not an extension of the log of {} entries you kept: entries before {} were changed, removed or reordered",
+            new.size, old.size, old.size
+        ));
+    }
+    Ok((old, new))
+}
