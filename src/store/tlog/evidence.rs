@@ -79,6 +79,12 @@ const ROWS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The newest signed checkpoint: what proofs lead to.
+fn newest(conn: &Connection) -> Result<(u64, String)> {
+    super::latest_checkpoint(conn)?
+        .ok_or_else(|| StoreError::Refused("no checkpoint of the audit log has been signed yet".into()))
+}
+
 fn normal(key: &str) -> String {
     serde_json::from_str::<serde_json::Value>(key)
         .map(|v| v.to_string())
@@ -95,15 +101,7 @@ pub fn gather(conn: &Connection, record_id: &str) -> Result<Evidence> {
     if !exists {
         return Err(StoreError::Refused(format!("no record {record_id}")));
     }
-    let (size, checkpoint): (i64, String) = conn
-        .query_row(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::Refused("no checkpoint of the audit log has been signed yet".into()))?;
-    let size = size as u64;
+    let (size, checkpoint) = newest(conn)?;
     let tree = Head::read(conn)?.tree;
 
     let mut wanted: HashSet<(String, String)> = HashSet::new();
@@ -242,15 +240,7 @@ fn collect_values(
 /// The proof that the log of `old_size` entries is a prefix of the log under the newest signed
 /// checkpoint: that checkpoint's size, its note, and the proof.
 pub fn consistency(conn: &Connection, old_size: u64) -> Result<(u64, String, Vec<Hash>)> {
-    let (size, note): (i64, String) = conn
-        .query_row(
-            "SELECT size, note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::Refused("no checkpoint of the audit log has been signed yet".into()))?;
-    let size = size as u64;
+    let (size, note) = newest(conn)?;
     if old_size == 0 || old_size > size {
         return Err(StoreError::Refused(format!(
             "a checkpoint of {old_size} entries cannot be proved against the newest, of {size}"
