@@ -210,6 +210,10 @@ pub fn verify_consistency(
         if old_size == new_size {
             return old_root == new_root && proof.is_empty();
         }
+        // Every tree extends the empty one.
+        if old_size == 0 {
+            return proof.is_empty();
+        }
         let Ok(proof) = ct_merkle::ConsistencyProof::<D>::try_from_bytes(proof.concat()) else {
             return false;
         };
@@ -501,6 +505,14 @@ mod tests {
                 consistency_proof(t, old, n, &mut whole).unwrap(),
                 consistency_proof(t, old, n, &mut stored).unwrap()
             );
+            let (root_old, root_n) = (root(t, old, &mut stored).unwrap(), root(t, n, &mut stored).unwrap());
+            let proof = consistency_proof(t, old, n, &mut whole).unwrap();
+            prop_assert!(verify_consistency(t, old, &root_old, n, &root_n, &proof));
+            prop_assert!(verify_consistency(t, 0, &t.empty(), n, &root_n, &[]));
+            prop_assert!(!verify_consistency(t, old, &t.leaf(b"x"), n, &root_n, &proof));
+            let path = inclusion_proof(t, m as u64, n, &mut whole).unwrap();
+            prop_assert!(verify_inclusion(t, &entries[m], m as u64, n, &root_n, &path));
+            prop_assert!(!verify_inclusion(t, b"forged", m as u64, n, &root_n, &path));
         }
 
         /// Roots and proofs made from stored subtrees are those of ct-merkle's in-memory tree,
