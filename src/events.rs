@@ -150,5 +150,21 @@ impl InternalEvent for StoreSampled<'_> {
         gauge!("gateway_outbox_oldest_pending_age_seconds").set(s.outbox_oldest_age_seconds);
         gauge!("gateway_materials_backlog").set(s.materials_backlog as f64);
         gauge!("gateway_records").set(s.records as f64);
+        gauge!("gateway_audit_log_entries").set(s.audit_log_entries as f64);
+        gauge!("gateway_audit_log_unsigned_entries").set(s.audit_log_unsigned as f64);
+    }
+}
+
+/// The audit log's signing key was made (the writer's first start without one).
+pub struct AuditKeyMade<'a> {
+    pub path: &'a std::path::Path,
+    /// The public key, for auditors.
+    pub public: &'a str,
+}
+
+impl InternalEvent for AuditKeyMade<'_> {
+    fn emit(self) {
+        tracing::info!(path = %self.path.display(), key = self.public, "made the audit log's signing key; give auditors its public key (gateway audit key)");
+        counter!("gateway_audit_keys_made_total").increment(1);
     }
 }

@@ -105,6 +105,12 @@ async fn the_scraped_numbers_are_what_happened() {
     assert!(held > 0.0, "the simulator's malformed projects are held");
     assert_eq!(sum(&metrics, "gateway_failures_held{"), held, "{metrics:?}");
     assert_eq!(metrics["gateway_records"], store.record_count().unwrap() as f64);
+    // Every row the daemon wrote is in the audit log, under a signed checkpoint.
+    assert!(
+        metrics["gateway_audit_log_entries"] > 5.0 * metrics["gateway_records"],
+        "{metrics:?}"
+    );
+    assert_eq!(metrics["gateway_audit_log_unsigned_entries"], 0.0);
     // The cursor trails now by the platform's visibility lag and the settling time (360 s) and
     // less than one more window.
     let lag = metrics["gateway_cursor_lag_seconds{source=\"approval\"}"];

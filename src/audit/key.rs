@@ -87,7 +87,10 @@ pub fn load(cfg: &AuditConfig, db: &Path, missing: Missing) -> Result<Option<Sig
             file.write_all(format!("{}\n", signer.private_text()).as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| err(e.to_string()))?;
-            tracing::info!(path = %path.display(), key = %signer.verifier().to_text(), "made the audit log's signing key");
+            crate::events::InternalEvent::emit(crate::events::AuditKeyMade {
+                path: &path,
+                public: &signer.verifier().to_text(),
+            });
             Ok(Some(signer))
         }
         Err(e) => Err(err(e.to_string())),

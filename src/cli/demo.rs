@@ -270,8 +270,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .await?
         .into_iter()
         .next();
+    let audit = store.call(|s| s.audit_checkpoint()).await?;
     let db = db.display();
     outln!("\ndata: {db} (SQLite; open a copy read-only with any SQLite tool)");
+    if let Some((size, _)) = audit {
+        outln!(
+            "audit log: the newest signed checkpoint covers {size} entries (the key is beside the database)"
+        );
+    }
     outln!("try:");
     outln!("  cargo run --release -- --db {db} records list");
     if let Some(r) = &example {
@@ -291,6 +297,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     outln!("  cargo run --release -- --db {db} outbox list");
     if let Some(f) = &failure {
         outln!("  cargo run --release -- --db {db} failures show {}", f.id);
+    }
+    outln!("  cargo run --release -- --db {db} audit verify");
+    outln!("  cargo run --release -- --db {db} audit coverage");
+    if let Some(r) = &example {
+        outln!(
+            "  cargo run --release -- --db {db} audit package {} --out evidence.pkg   (then audit check-package evidence.pkg --key …)",
+            r.id
+        );
     }
     match args.console {
         Some(listen) => {

@@ -47,6 +47,11 @@ impl Store {
                 None => 0.0,
             };
             sample.records = conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))?;
+            (sample.audit_log_entries, sample.audit_log_unsigned) = conn.query_row(
+                "SELECT h.size, h.size - coalesce((SELECT max(size) FROM tlog_checkpoints), 0) FROM tlog_head h WHERE h.one = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
         }
         sample.materials_backlog = self.count_records_needing_materials(recheck_before)?;
         Ok(sample)
@@ -510,6 +515,10 @@ pub struct Sample {
     pub outbox_oldest_age_seconds: f64,
     pub materials_backlog: u64,
     pub records: i64,
+    /// Entries of the audit log, and how many of them no signed checkpoint covers (0 after
+    /// every commit of a gateway that has its key).
+    pub audit_log_entries: i64,
+    pub audit_log_unsigned: i64,
 }
 
 fn held_by_category(conn: &rusqlite::Connection) -> Result<std::collections::BTreeMap<String, i64>> {
