@@ -107,6 +107,35 @@ fn a_package_is_checked_offline_and_every_change_to_it_is_named() {
         !text.contains(" 0 fields"),
         "the record's fields were mapped again: {text}"
     );
+    // A record whose licences were read: its materials check's facts are mapped again from
+    // the licence library's XML (GBK) too.
+    let checked: String = common::console::query(
+        &db,
+        "SELECT record_id FROM materials_checks WHERE lineage IS NOT NULL ORDER BY id LIMIT 1",
+    );
+    let licensed = fresh.path().join("licensed.pkg");
+    let out = gateway(&[
+        "--db",
+        dbs,
+        "audit",
+        "package",
+        &checked,
+        "--out",
+        licensed.to_str().unwrap(),
+        "--reveal",
+        "--by",
+        "审计员",
+        "--reason",
+        "年度抽查",
+    ]);
+    ok(&out);
+    let (good, said) = check_in(fresh.path(), "licensed.pkg", &public);
+    assert!(good, "{said}");
+    assert!(
+        !said.contains(" 0 materials checks") && said.contains("materials checks mapped again"),
+        "{said}"
+    );
+    std::fs::remove_file(&licensed).unwrap();
     let (good, text) = check_in(fresh.path(), "plain.pkg", &public);
     assert!(good, "{text}");
     assert!(

@@ -172,6 +172,8 @@ pub struct Report {
     pub values: usize,
     pub fields: usize,
     pub versions: usize,
+    /// Materials checks whose licence facts were mapped again from the licence library's XML.
+    pub materials_checks: usize,
     /// What could not be checked, and why.
     pub unchecked: Vec<String>,
     /// What does not hold, each naming the entry, value or field.
@@ -371,9 +373,15 @@ fn check_mappings(
     // Mapping files by their hash, and raw documents by theirs.
     let mut files: HashMap<String, (String, String)> = HashMap::new();
     let mut documents: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut content_types: HashMap<String, String> = HashMap::new();
     for (_, b) in bodies {
         let row = &b["row"];
         match b["table"].as_str() {
+            Some("fetches") => {
+                if let (Some(sha), Some(ct)) = (row["sha256"].as_str(), row["content_type"].as_str()) {
+                    content_types.insert(sha.to_string(), ct.to_string());
+                }
+            }
             Some("mapping_files") => {
                 if let (Some(sha), Some(file), Some(content)) = (
                     row["sha256"].as_str(),
@@ -391,6 +399,55 @@ fn check_mappings(
                 }
             }
             _ => {}
+        }
+    }
+    // Each materials check's licence facts, mapped again from the licence library's XML.
+    for (index, b) in bodies {
+        if b["table"].as_str() != Some("materials_checks") || b["row"]["lineage"].is_null() {
+            continue;
+        }
+        let row = &b["row"];
+        let name = format!("materials check {} (entry {index})", b["key"]);
+        let Some(lineage_text) = text_of(&row["lineage"]) else {
+            report.unchecked.push(format!("{name}: its lineage is withheld"));
+            continue;
+        };
+        let (lineage, _) = match lineage::from_json(&lineage_text) {
+            Ok(l) => l,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("{name}: its lineage is unreadable: {e}"));
+                continue;
+            }
+        };
+        let Some(today) = day_of(&row["checked_at"]) else {
+            report.problems.push(format!("{name}: no check time"));
+            continue;
+        };
+        report.materials_checks += 1;
+        for ((doc_sha, mapping_sha), fields) in by_source(&lineage) {
+            let (Some(raw), Some((file, text))) = (documents.get(&doc_sha), files.get(&mapping_sha)) else {
+                report.unchecked.push(format!(
+                    "{name}: {} fields read from document {doc_sha}, withheld or not in the package",
+                    fields.len()
+                ));
+                continue;
+            };
+            let facts = remap_xml(
+                file,
+                text,
+                raw,
+                content_types.get(&doc_sha).map(String::as_str),
+                &doc_sha,
+                today,
+            );
+            match facts {
+                Ok(facts) => compare_lineage(&name, &fields, &facts, report),
+                Err(e) => report
+                    .problems
+                    .push(format!("{name}: document {doc_sha} mapped with {file}: {e}")),
+            }
         }
     }
     for (index, b) in bodies {
@@ -419,24 +476,11 @@ fn check_mappings(
                 continue;
             }
         };
-        let today = row["created_at"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| crate::worktime::date_of(t.with_timezone(&chrono::Utc)));
-        let Some(today) = today else {
+        let Some(today) = day_of(&row["created_at"]) else {
             report.problems.push(format!("{name}: no creation time"));
             continue;
         };
-        // Fields grouped by the (document, mapping) they were read with.
-        let mut groups: BTreeMap<(String, String), Vec<(&String, &crate::mapping::Lineage)>> =
-            BTreeMap::new();
-        for (field, l) in &lineage {
-            groups
-                .entry((l.document.to_string(), l.mapping_sha256.to_string()))
-                .or_default()
-                .push((field, l));
-        }
-        for ((doc_sha, mapping_sha), fields) in groups {
+        for ((doc_sha, mapping_sha), fields) in by_source(&lineage) {
             let Some(raw) = documents.get(&doc_sha) else {
                 report.unchecked.push(format!(
                     "{name}: {} fields read from document {doc_sha}, withheld or not in the package",
@@ -459,27 +503,15 @@ fn check_mappings(
                     continue;
                 }
             };
-            for (field, stored) in fields {
-                report.fields += 1;
-                let Some(fact) = facts.fields.get(field.as_str()) else {
-                    report.problems.push(format!(
-                        "{name}: field {field}: the mapping does not produce it from the document"
-                    ));
-                    continue;
-                };
-                let l = &fact.lineage;
-                if l.path != stored.path || l.raw != stored.raw || l.transforms != stored.transforms {
-                    report.problems.push(format!(
-                        "{name}: field {field}: its lineage ({}) is not what the mapping reads from the document ({})",
-                        stored.path, l.path
-                    ));
-                    continue;
-                }
-                // The value as the record's assembly makes it from the facts (a status code
-                // becomes the record's state, for instance).
-                let recorded = crate::mask::value_at(&content, field);
-                let made = crate::mask::value_at(&assembled, field);
-                if recorded != made {
+            let before = report.problems.len();
+            compare_lineage(&name, &fields, &facts, report);
+            if report.problems.len() > before {
+                continue;
+            }
+            // The values as the record's assembly makes them from the facts (a status code
+            // becomes the record's state, for instance).
+            for (field, _) in &fields {
+                if crate::mask::value_at(&content, field) != crate::mask::value_at(&assembled, field) {
                     report.problems.push(format!(
                         "{name}: field {field}: the record's value is not what the mapping gives from the raw bytes"
                     ));
@@ -487,6 +519,67 @@ fn check_mappings(
             }
         }
     }
+}
+
+/// The day an instant fell on, Beijing time: the `today` a mapping ran with.
+fn day_of(v: &serde_json::Value) -> Option<chrono::NaiveDate> {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| crate::worktime::date_of(t.with_timezone(&chrono::Utc)))
+}
+
+type Fields<'l> = Vec<(&'l String, &'l crate::mapping::Lineage)>;
+
+/// Lineage fields grouped by the (document, mapping file) they were read with.
+fn by_source(lineage: &BTreeMap<String, crate::mapping::Lineage>) -> BTreeMap<(String, String), Fields<'_>> {
+    let mut groups: BTreeMap<(String, String), Fields<'_>> = BTreeMap::new();
+    for (field, l) in lineage {
+        groups
+            .entry((l.document.to_string(), l.mapping_sha256.to_string()))
+            .or_default()
+            .push((field, l));
+    }
+    groups
+}
+
+/// Each stored field's lineage against what the mapping reads from the document now: the same
+/// path, raw text and transforms.
+fn compare_lineage(name: &str, fields: &Fields<'_>, facts: &crate::mapping::Facts, report: &mut Report) {
+    for (field, stored) in fields {
+        report.fields += 1;
+        match facts.fields.get(field.as_str()) {
+            None => report.problems.push(format!(
+                "{name}: field {field}: the mapping does not produce it from the document"
+            )),
+            Some(fact) => {
+                let l = &fact.lineage;
+                if l.path != stored.path || l.raw != stored.raw || l.transforms != stored.transforms {
+                    report.problems.push(format!(
+                        "{name}: field {field}: its lineage ({}) is not what the mapping reads from the document ({})",
+                        stored.path, l.path
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Maps a licence library answer again: its bytes decoded as the client decodes them (GBK or
+/// UTF-8, by its content type and declaration), parsed, and mapped with the file's text.
+fn remap_xml(
+    file: &str,
+    text: &str,
+    raw: &[u8],
+    content_type: Option<&str>,
+    doc_sha: &str,
+    today: chrono::NaiveDate,
+) -> Result<crate::mapping::Facts, String> {
+    let mapping = crate::mapping::compile(file, text).map_err(|e| e.to_string())?;
+    let decoded = shuiwu_licences::xml::decode(raw, content_type).map_err(|e| e.to_string())?;
+    let root = shuiwu_licences::xml::parse(&decoded).map_err(|e| e.to_string())?;
+    let ctx = crate::mapping::Context { today };
+    crate::mapping::apply(&mapping, crate::mapping::Document::Xml(&root), doc_sha, &ctx)
+        .map_err(|e| e.to_string())
 }
 
 /// Maps a raw document again with a mapping file's text. A document whose mapped object sat

@@ -245,14 +245,15 @@ pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::R
             } else {
                 if report.intact() {
                     outln!(
-                        "evidence package of {} intact: {} entries in the log signed at size {} by {}, {} values with their hashes, {} fields of {} record versions mapped again from their raw bytes",
+                        "evidence package of {} intact: {} entries in the log signed at size {} by {}, {} values with their hashes, {} fields of {} record versions and {} materials checks mapped again from their raw bytes",
                         report.record,
                         report.entries,
                         report.checkpoint_size,
                         verifier.to_text(),
                         report.values,
                         report.fields,
-                        report.versions
+                        report.versions,
+                        report.materials_checks
                     );
                 } else {
                     outln!("EVIDENCE PACKAGE BROKEN: {} problems", report.problems.len());

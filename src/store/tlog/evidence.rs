@@ -54,28 +54,32 @@ const ROWS: &[(&str, &str)] = &[
         "SELECT json_array(f.id) FROM failures f JOIN records r ON f.source = r.source AND f.key = r.source_key WHERE r.id = ?1",
     ),
     ("audit_log", "SELECT json_array(seq) FROM audit_log WHERE subject = ?1"),
-    // The documents the record was made from, answered with, and evented about; their fetches.
+    // The documents the record was made from, answered with, evented about, and its licences
+    // were read from; their fetches.
     (
         "raw_documents",
         "SELECT json_array(sha256) FROM raw_documents WHERE sha256 IN (
              SELECT document_sha256 FROM record_versions WHERE record_id = ?1
              UNION SELECT answer_sha256 FROM outbox WHERE record_id = ?1
              UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1
-             UNION SELECT e.document_sha256 FROM power_events e JOIN power_applications a ON a.application_id = e.application_id WHERE a.record_id = ?1)",
+             UNION SELECT e.document_sha256 FROM power_events e JOIN power_applications a ON a.application_id = e.application_id WHERE a.record_id = ?1
+             UNION SELECT j.value ->> 'document' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1)",
     ),
     (
         "fetches",
         "SELECT json_array(id) FROM fetches WHERE sha256 IN (
              SELECT document_sha256 FROM record_versions WHERE record_id = ?1
              UNION SELECT answer_sha256 FROM outbox WHERE record_id = ?1
-             UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1)",
+             UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1
+             UNION SELECT j.value ->> 'document' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1)",
     ),
     // The mapping and policy files in force for each version.
     (
         "mapping_files",
         "SELECT json_array(sha256) FROM mapping_files WHERE sha256 IN (
              SELECT mapping_sha256 FROM record_versions WHERE record_id = ?1
-             UNION SELECT policy_sha256 FROM record_versions WHERE record_id = ?1)",
+             UNION SELECT policy_sha256 FROM record_versions WHERE record_id = ?1
+             UNION SELECT j.value ->> 'mapping_sha256' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1)",
     ),
 ];
 
