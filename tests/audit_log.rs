@@ -643,6 +643,38 @@ fn a_kept_checkpoint_is_proved_contained_in_the_newest_or_the_rewrite_is_found()
     let (good, said) = check(&text);
     assert!(good && said.starts_with("consistent"), "{said}");
 
+    // One entry's proof in the C2SP tlog-proof format, checked offline; its entry altered, not.
+    let entry_proof = fresh.path().join("entry.tlog-proof");
+    ok(&gateway(&[
+        "--db",
+        dbs,
+        "audit",
+        "proof",
+        "7",
+        "--out",
+        entry_proof.to_str().unwrap(),
+    ]));
+    let check_entry = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .current_dir(fresh.path())
+            .env_clear()
+            .args(["audit", "check-proof", "entry.tlog-proof", "--key", &public])
+            .output()
+            .unwrap()
+    };
+    let said = ok(&check_entry());
+    assert!(said.starts_with("entry 7 is in the log"), "{said}");
+    let tlog_proof = std::fs::read_to_string(&entry_proof).unwrap();
+    assert!(
+        tlog_proof.starts_with("c2sp.org/tlog-proof@v1\nextra "),
+        "{tlog_proof}"
+    );
+    let extra = tlog_proof.lines().nth(1).unwrap().to_string();
+    let altered = extra.replacen("extra e", "extra f", 1);
+    std::fs::write(&entry_proof, tlog_proof.replacen(&extra, &altered, 1)).unwrap();
+    let out = check_entry();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
     // A hash of the proof changed.
     let lines: Vec<&str> = text.lines().collect();
     let flipped = lines[3].replacen(

@@ -79,3 +79,54 @@ pub fn check(text: &str, old_note: &str, key: &Verifier) -> Result<(Checkpoint, 
     }
     Ok((old, new))
 }
+
+/// One entry's proof in the C2SP `tlog-proof` format: the entry's text as the `extra` data,
+/// its index, the inclusion proof's hashes and the checkpoint, so that any tool that reads
+/// the format can check it.
+pub fn tlog_proof(index: u64, entry: &str, proof: &[Hash], note: &str) -> String {
+    let mut out = format!(
+        "c2sp.org/tlog-proof@v1\nextra {}\nindex {index}\n",
+        B64.encode(entry)
+    );
+    for h in proof {
+        out.push_str(&B64.encode(h));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(note);
+    out
+}
+
+/// Checks a `tlog-proof` with the public key: the checkpoint's signature, then that the entry
+/// (the `extra` data) is leaf `index` of its tree. The entry's text and index, or why not.
+pub fn check_tlog_proof(text: &str, key: &Verifier) -> Result<(String, u64), String> {
+    let (head, note) = text
+        .split_once("\n\n")
+        .ok_or("not a tlog-proof: no blank line before the checkpoint")?;
+    let mut lines = head.lines();
+    if lines.next() != Some("c2sp.org/tlog-proof@v1") {
+        return Err("not a tlog-proof: the first line is not c2sp.org/tlog-proof@v1".into());
+    }
+    let entry = lines
+        .next()
+        .and_then(|l| l.strip_prefix("extra "))
+        .and_then(|e| B64.decode(e).ok())
+        .and_then(|e| String::from_utf8(e).ok())
+        .ok_or("not a gateway entry's proof: no extra line with the entry's text")?;
+    let index: u64 = lines
+        .next()
+        .and_then(|l| l.strip_prefix("index "))
+        .and_then(|n| n.parse().ok())
+        .ok_or("not a tlog-proof: no index line")?;
+    let proof: Vec<Hash> = lines
+        .map(|l| B64.decode(l).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+        .collect::<Option<_>>()
+        .ok_or("not a tlog-proof: a hash line is not a base64 32-byte hash")?;
+    let c = key.open(note).map_err(|e| format!("the checkpoint: {e}"))?;
+    if !crate::tlog::tree::verify_inclusion(c.hash, entry.as_bytes(), index, c.size, &c.root, &proof) {
+        return Err(format!(
+            "entry {index} is not in the log the checkpoint signed (the entry or the proof was altered)"
+        ));
+    }
+    Ok((entry, index))
+}

@@ -94,6 +94,20 @@ pub enum AuditCommand {
         #[arg(long)]
         key: String,
     },
+    /// One entry of the log with its inclusion proof, in the C2SP tlog-proof format (the
+    /// entry's text as its extra data).
+    Proof {
+        /// The entry's index (`audit verify` and packages name entries by it).
+        index: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check a tlog-proof offline with the public key.
+    CheckProof {
+        file: PathBuf,
+        #[arg(long)]
+        key: String,
+    },
     /// The newest entries of the operators' chain (operator actions, passes, backups).
     List {
         #[arg(long, default_value_t = 50)]
@@ -117,6 +131,32 @@ pub fn run(config: &Path, db: Option<&Path>, command: AuditCommand) -> anyhow::R
     let audit = audit_config_from(config).unwrap_or_default();
     let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
     match command {
+        AuditCommand::Proof { index, out } => {
+            let store = open_store(config, db)?;
+            let (entry, note, proof) = store.inclusion_proof(index)?;
+            let text = crate::audit::consistency::tlog_proof(index, &entry, &proof, &note);
+            match out {
+                Some(p) => std::fs::write(&p, &text).with_context(|| format!("writing {}", p.display()))?,
+                None => crate::cli::emit(&text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::CheckProof { file, key } => {
+            let verifier = verifier_from(&key)?;
+            match crate::audit::consistency::check_tlog_proof(&read(&file)?, &verifier) {
+                Ok((entry, index)) => {
+                    outln!(
+                        "entry {index} is in the log signed by {}: {entry}",
+                        verifier.to_text()
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    outln!("NOT PROVED: {why}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         AuditCommand::Consistency { from, out } => {
             let store = open_store(config, db)?;
             let old_note = read(&from)?;

@@ -251,6 +251,39 @@ pub fn consistency(conn: &Connection, old_size: u64) -> Result<(u64, String, Vec
         )));
     }
     let tree = Head::read(conn)?.tree;
+    let mut full = whole_tree(conn, tree, size)?;
+    let proof = match consistency_proof(tree, old_size, size, &mut full) {
+        Ok(p) => p,
+        Err(never) => match never {},
+    };
+    Ok((size, note, proof))
+}
+
+/// Entry `index` with its inclusion proof against the newest signed checkpoint: the entry's
+/// text, the checkpoint's note and the proof.
+pub fn inclusion(conn: &Connection, index: u64) -> Result<(String, String, Vec<Hash>)> {
+    let (size, note) = newest(conn)?;
+    if index >= size {
+        return Err(StoreError::Refused(format!(
+            "entry {index} is not under the newest checkpoint ({size} entries)"
+        )));
+    }
+    let text: String = conn.query_row(
+        "SELECT body FROM tlog_entries WHERE idx = ?1",
+        [index as i64],
+        |r| r.get(0),
+    )?;
+    let tree = Head::read(conn)?.tree;
+    let mut full = whole_tree(conn, tree, size)?;
+    let proof = match inclusion_proof(tree, index, size, &mut full) {
+        Ok(p) => p,
+        Err(never) => match never {},
+    };
+    Ok((text, note, proof))
+}
+
+/// The tree of the first `size` entries, from their stored leaf hashes.
+fn whole_tree(conn: &Connection, tree: TreeHash, size: u64) -> Result<FullTree> {
     let leaves: Vec<Hash> = conn
         .prepare("SELECT leaf FROM tlog_entries WHERE idx < ?1 ORDER BY idx")?
         .query_map([size as i64], |r| r.get::<_, Vec<u8>>(0))?
@@ -261,10 +294,5 @@ pub fn consistency(conn: &Connection, old_size: u64) -> Result<(u64, String, Vec
             })
         })
         .collect::<Result<_>>()?;
-    let mut full = FullTree::new(tree, leaves);
-    let proof = match consistency_proof(tree, old_size, size, &mut full) {
-        Ok(p) => p,
-        Err(never) => match never {},
-    };
-    Ok((size, note, proof))
+    Ok(FullTree::new(tree, leaves))
 }

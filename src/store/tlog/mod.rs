@@ -366,6 +366,15 @@ impl super::Store {
         Ok(p)
     }
 
+    /// Entry `index`, the newest checkpoint's note and the entry's inclusion proof against it.
+    pub fn inclusion_proof(&self, index: u64) -> Result<(String, String, Vec<crate::tlog::tree::Hash>)> {
+        let conn = self.read();
+        let tx = conn.unchecked_transaction()?;
+        let p = evidence::inclusion(&tx, index)?;
+        tx.finish()?;
+        Ok(p)
+    }
+
     /// The newest signed checkpoint: its size and signed note.
     pub fn audit_checkpoint(&self) -> Result<Option<(u64, String)>> {
         latest_checkpoint(&self.read())
