@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::{Head, table};
+use super::{Head, normal_key, table};
 use crate::store::{Result, StoreError};
 use crate::tlog::tree::{FullTree, Hash, TreeHash, consistency_proof, inclusion_proof};
 
@@ -31,6 +31,18 @@ pub struct Evidence {
     /// The values the entries name by SHA-256, by that hash (hex): record contents, lineage,
     /// raw documents' bytes, mapping and policy files, call bodies.
     pub values: BTreeMap<String, Vec<u8>>,
+}
+
+/// The hashes of the documents a record was made from, its calls were answered with, its joint
+/// application was evented about and its licences were read from (`?1` is the record's id).
+macro_rules! documents {
+    () => {
+        "SELECT document_sha256 FROM record_versions WHERE record_id = ?1
+         UNION SELECT answer_sha256 FROM outbox WHERE record_id = ?1
+         UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1
+         UNION SELECT e.document_sha256 FROM power_events e JOIN power_applications a ON a.application_id = e.application_id WHERE a.record_id = ?1
+         UNION SELECT j.value ->> 'document' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1"
+    };
 }
 
 /// The rows of each table that concern a record, as key texts (`?1` is the record's id).
@@ -58,20 +70,11 @@ const ROWS: &[(&str, &str)] = &[
     // were read from; their fetches.
     (
         "raw_documents",
-        "SELECT json_array(sha256) FROM raw_documents WHERE sha256 IN (
-             SELECT document_sha256 FROM record_versions WHERE record_id = ?1
-             UNION SELECT answer_sha256 FROM outbox WHERE record_id = ?1
-             UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1
-             UNION SELECT e.document_sha256 FROM power_events e JOIN power_applications a ON a.application_id = e.application_id WHERE a.record_id = ?1
-             UNION SELECT j.value ->> 'document' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1)",
+        concat!("SELECT json_array(sha256) FROM raw_documents WHERE sha256 IN (", documents!(), ")"),
     ),
     (
         "fetches",
-        "SELECT json_array(id) FROM fetches WHERE sha256 IN (
-             SELECT document_sha256 FROM record_versions WHERE record_id = ?1
-             UNION SELECT answer_sha256 FROM outbox WHERE record_id = ?1
-             UNION SELECT document_sha256 FROM power_applications WHERE record_id = ?1
-             UNION SELECT j.value ->> 'document' FROM materials_checks m, json_each(m.lineage, '$.sources') j WHERE m.record_id = ?1)",
+        concat!("SELECT json_array(id) FROM fetches WHERE sha256 IN (", documents!(), ")"),
     ),
     // The mapping and policy files in force for each version.
     (
@@ -87,12 +90,6 @@ const ROWS: &[(&str, &str)] = &[
 fn newest(conn: &Connection) -> Result<(u64, String)> {
     super::latest_checkpoint(conn)?
         .ok_or_else(|| StoreError::Refused("no checkpoint of the audit log has been signed yet".into()))
-}
-
-fn normal(key: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(key)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| key.to_string())
 }
 
 /// Gathers a record's evidence from one snapshot of the database.
@@ -114,7 +111,7 @@ pub fn gather(conn: &Connection, record_id: &str) -> Result<Evidence> {
             .prepare(sql)?
             .query_map([record_id], |r| r.get(0))?
             .collect::<std::result::Result<_, _>>()?;
-        wanted.extend(keys.into_iter().map(|k| (table.to_string(), normal(&k))));
+        wanted.extend(keys.into_iter().map(|k| (table.to_string(), normal_key(&k))));
     }
 
     // One pass over the signed entries: every leaf (for the proofs), and the newest entry of
@@ -132,7 +129,7 @@ pub fn gather(conn: &Connection, record_id: &str) -> Result<Evidence> {
             let key: Option<String> = r.get(2)?;
             let leaf: Vec<u8> = r.get(3)?;
             if let (Some(t), Some(k)) = (table, key) {
-                let id = (t, normal(&k));
+                let id = (t, normal_key(&k));
                 if wanted.contains(&id) {
                     newest.insert(id, idx as u64);
                 }
@@ -204,12 +201,6 @@ fn collect_values(
         return Ok(());
     };
     let t = table(conn, table_name)?;
-    let conds: Vec<String> = t
-        .key
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("\"{c}\" = json_extract(?1, '$[{i}]')"))
-        .collect();
     for (column, v) in row {
         let Some(hash) = v
             .get("sha256")
@@ -218,11 +209,7 @@ fn collect_values(
         else {
             continue;
         };
-        let sql = format!(
-            "SELECT \"{}\" FROM \"{table_name}\" WHERE {}",
-            column.replace('"', "\"\""),
-            conds.join(" AND ")
-        );
+        let sql = t.select_by_key(&format!("t.{}", super::quoted(column)));
         let bytes: Option<Vec<u8>> = conn
             .query_row(&sql, [key], |r| {
                 Ok(match r.get_ref(0)? {

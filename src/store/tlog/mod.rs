@@ -30,6 +30,14 @@ fn is_logged(table: &str) -> bool {
     !table.starts_with("tlog_") && !table.starts_with("sqlite_")
 }
 
+/// A row's key text as serde_json writes it: the form every key is compared in (SQLite's
+/// `json_array` and the capture may differ in how they escape).
+pub(crate) fn normal_key(key: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(key)
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| key.to_string())
+}
+
 /// A logged table: its name and its primary key's columns (the key an entry names a row by).
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -111,6 +119,21 @@ impl Table {
             }
         }
         format!("{function}({})", args.join(", "))
+    }
+
+    /// The statement that reads `expr` (over the alias `t`) of the row whose key text is `?1`.
+    fn select_by_key(&self, expr: &str) -> String {
+        let conds: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("t.{} = json_extract(?1, '$[{i}]')", quoted(c)))
+            .collect();
+        format!(
+            "SELECT {expr} FROM {} AS t WHERE {}",
+            quoted(&self.name),
+            conds.join(" AND ")
+        )
     }
 
     /// The statement that reads every row as its key text and its text now.
@@ -333,6 +356,16 @@ pub fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>> {
 }
 
 impl super::Store {
+    /// Runs `read` on one snapshot of the database (a read transaction on the reader's
+    /// connection), so that what it reads across statements is one state, beside a writer.
+    fn snapshot<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.read();
+        let tx = conn.unchecked_transaction()?;
+        let out = read(&tx)?;
+        tx.finish()?;
+        Ok(out)
+    }
+
     /// Verifies the audit log and every table against it ([`verify`]) on one snapshot of the
     /// database, read beside a running writer.
     pub fn audit_verify(
@@ -340,39 +373,23 @@ impl super::Store {
         key: &crate::tlog::checkpoint::Verifier,
         trusted: Option<&str>,
     ) -> Result<Verification> {
-        let conn = self.read();
-        let tx = conn.unchecked_transaction()?;
-        let v = verify(&tx, key, trusted)?;
-        tx.finish()?;
-        Ok(v)
+        self.snapshot(|tx| verify(tx, key, trusted))
     }
 
     /// A record's evidence ([`Evidence`]) from one snapshot of the database.
     pub fn evidence(&self, record_id: &str) -> Result<Evidence> {
-        let conn = self.read();
-        let tx = conn.unchecked_transaction()?;
-        let e = evidence::gather(&tx, record_id)?;
-        tx.finish()?;
-        Ok(e)
+        self.snapshot(|tx| evidence::gather(tx, record_id))
     }
 
     /// The proof that the log of `old_size` entries (a checkpoint an auditor kept) is a prefix
     /// of the log under the newest checkpoint: its size, its note and the proof.
     pub fn consistency_proof(&self, old_size: u64) -> Result<(u64, String, Vec<crate::tlog::tree::Hash>)> {
-        let conn = self.read();
-        let tx = conn.unchecked_transaction()?;
-        let p = evidence::consistency(&tx, old_size)?;
-        tx.finish()?;
-        Ok(p)
+        self.snapshot(|tx| evidence::consistency(tx, old_size))
     }
 
     /// Entry `index`, the newest checkpoint's note and the entry's inclusion proof against it.
     pub fn inclusion_proof(&self, index: u64) -> Result<(String, String, Vec<crate::tlog::tree::Hash>)> {
-        let conn = self.read();
-        let tx = conn.unchecked_transaction()?;
-        let p = evidence::inclusion(&tx, index)?;
-        tx.finish()?;
-        Ok(p)
+        self.snapshot(|tx| evidence::inclusion(tx, index))
     }
 
     /// The newest signed checkpoint: its size and signed note.
@@ -397,18 +414,7 @@ pub fn row_now(conn: &Connection, table_name: &str, key: &str) -> Result<Option<
 
 fn now(conn: &Connection, function: &str, table_name: &str, key: &str) -> Result<Option<String>> {
     let t = table(conn, table_name)?;
-    let conds: Vec<String> = t
-        .key
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = json_extract(?1, '$[{i}]')", quoted(c)))
-        .collect();
-    let sql = format!(
-        "SELECT {} FROM {} AS t WHERE {}",
-        t.call(function, "t", false),
-        quoted(&t.name),
-        conds.join(" AND ")
-    );
+    let sql = t.select_by_key(&t.call(function, "t", false));
     Ok(conn.query_row(&sql, [key], |r| r.get(0)).optional()?)
 }
 

@@ -19,7 +19,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Head, Table, tables};
+use super::{Head, Table, normal_key, tables};
 use crate::store::Result;
 use crate::tlog::checkpoint::Verifier;
 use crate::tlog::tree::{self, FullTree, Hash};
@@ -306,9 +306,7 @@ fn check_rows(
             count += 1;
             let raw: String = r.get(0)?;
             // The key as serde_json writes it, as the entries were read.
-            let key = serde_json::from_str::<serde_json::Value>(&raw)
-                .map(|v| v.to_string())
-                .unwrap_or(raw);
+            let key = normal_key(&raw);
             let text: String = r.get(1)?;
             let what = match latest.remove(&(id, key.clone())) {
                 None => Some((
