@@ -19,32 +19,56 @@ use crate::tlog::checkpoint::{Checkpoint, Verifier};
 use crate::tlog::tree::{Hash, verify_consistency};
 
 const HEADER: &str = "shuiwu-gateway consistency proof";
+/// The first line of a C2SP tlog-proof.
+const TLOG_PROOF: &str = "c2sp.org/tlog-proof@v1";
 
 /// The proof's text.
 pub fn make(old_size: u64, new_size: u64, proof: &[Hash], new_note: &str) -> String {
-    let mut out = format!("{HEADER}\nold {old_size}\nnew {new_size}\n");
+    write(
+        format!("{HEADER}\nold {old_size}\nnew {new_size}\n"),
+        proof,
+        new_note,
+    )
+}
+
+/// The form both proof files share: their own lines, a base64 hash per line, a blank line and
+/// the signed checkpoint.
+fn write(mut out: String, proof: &[Hash], note: &str) -> String {
     for h in proof {
         out.push_str(&B64.encode(h));
         out.push('\n');
     }
     out.push('\n');
-    out.push_str(new_note);
+    out.push_str(note);
     out
+}
+
+/// Reads that form back: the lines after `first` (which must open the file), and the
+/// checkpoint's note. `what` names the kind of file in errors.
+fn read<'t>(text: &'t str, first: &str, what: &str) -> Result<(std::str::Lines<'t>, &'t str), String> {
+    let (head, note) = text
+        .split_once("\n\n")
+        .ok_or(format!("not a {what}: no blank line before the checkpoint"))?;
+    let mut lines = head.lines();
+    if lines.next() != Some(first) {
+        return Err(format!("not a {what}: the first line is not {first:?}"));
+    }
+    Ok((lines, note))
+}
+
+/// The hash lines that end a proof's own lines.
+fn hashes(lines: std::str::Lines<'_>, what: &str) -> Result<Vec<Hash>, String> {
+    lines
+        .map(|l| B64.decode(l).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
+        .collect::<Option<_>>()
+        .ok_or(format!("not a {what}: a hash line is not a base64 32-byte hash"))
 }
 
 /// Checks a proof against the old checkpoint the auditor kept, with the public key: both
 /// checkpoints signed by it, and the newer tree an extension of the older. The two
 /// checkpoints, or why not.
 pub fn check(text: &str, old_note: &str, key: &Verifier) -> Result<(Checkpoint, Checkpoint), String> {
-    let (head, new_note) = text
-        .split_once("\n\n")
-        .ok_or("not a consistency proof: no blank line before the checkpoint")?;
-    let mut lines = head.lines();
-    if lines.next() != Some(HEADER) {
-        return Err(format!(
-            "not a consistency proof: the first line is not {HEADER:?}"
-        ));
-    }
+    let (mut lines, new_note) = read(text, HEADER, "consistency proof")?;
     let size = |line: Option<&str>, name: &str| -> Result<u64, String> {
         line.and_then(|l| l.strip_prefix(name))
             .and_then(|n| n.trim().parse().ok())
@@ -52,10 +76,7 @@ pub fn check(text: &str, old_note: &str, key: &Verifier) -> Result<(Checkpoint, 
     };
     let old_size = size(lines.next(), "old ")?;
     let new_size = size(lines.next(), "new ")?;
-    let proof: Vec<Hash> = lines
-        .map(|l| B64.decode(l).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
-        .collect::<Option<_>>()
-        .ok_or("not a consistency proof: a hash line is not a base64 32-byte hash")?;
+    let proof = hashes(lines, "consistency proof")?;
     let old = key
         .open(old_note)
         .map_err(|e| format!("the old checkpoint: {e}"))?;
@@ -84,29 +105,14 @@ pub fn check(text: &str, old_note: &str, key: &Verifier) -> Result<(Checkpoint, 
 /// its index, the inclusion proof's hashes and the checkpoint, so that any tool that reads
 /// the format can check it.
 pub fn tlog_proof(index: u64, entry: &str, proof: &[Hash], note: &str) -> String {
-    let mut out = format!(
-        "c2sp.org/tlog-proof@v1\nextra {}\nindex {index}\n",
-        B64.encode(entry)
-    );
-    for h in proof {
-        out.push_str(&B64.encode(h));
-        out.push('\n');
-    }
-    out.push('\n');
-    out.push_str(note);
-    out
+    let head = format!("{TLOG_PROOF}\nextra {}\nindex {index}\n", B64.encode(entry));
+    write(head, proof, note)
 }
 
 /// Checks a `tlog-proof` with the public key: the checkpoint's signature, then that the entry
 /// (the `extra` data) is leaf `index` of its tree. The entry's text and index, or why not.
 pub fn check_tlog_proof(text: &str, key: &Verifier) -> Result<(String, u64), String> {
-    let (head, note) = text
-        .split_once("\n\n")
-        .ok_or("not a tlog-proof: no blank line before the checkpoint")?;
-    let mut lines = head.lines();
-    if lines.next() != Some("c2sp.org/tlog-proof@v1") {
-        return Err("not a tlog-proof: the first line is not c2sp.org/tlog-proof@v1".into());
-    }
+    let (mut lines, note) = read(text, TLOG_PROOF, "tlog-proof")?;
     let entry = lines
         .next()
         .and_then(|l| l.strip_prefix("extra "))
@@ -118,10 +124,7 @@ pub fn check_tlog_proof(text: &str, key: &Verifier) -> Result<(String, u64), Str
         .and_then(|l| l.strip_prefix("index "))
         .and_then(|n| n.parse().ok())
         .ok_or("not a tlog-proof: no index line")?;
-    let proof: Vec<Hash> = lines
-        .map(|l| B64.decode(l).ok().and_then(|b| Hash::try_from(b.as_slice()).ok()))
-        .collect::<Option<_>>()
-        .ok_or("not a tlog-proof: a hash line is not a base64 32-byte hash")?;
+    let proof = hashes(lines, "tlog-proof")?;
     let c = key.open(note).map_err(|e| format!("the checkpoint: {e}"))?;
     if !crate::tlog::tree::verify_inclusion(c.hash, entry.as_bytes(), index, c.size, &c.root, &proof) {
         return Err(format!(

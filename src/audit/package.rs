@@ -412,41 +412,22 @@ fn check_mappings(
             report.unchecked.push(format!("{name}: its lineage is withheld"));
             continue;
         };
-        let (lineage, _) = match lineage::from_json(&lineage_text) {
-            Ok(l) => l,
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{name}: its lineage is unreadable: {e}"));
-                continue;
-            }
+        let Some(lineage) = read_lineage(&name, &lineage_text, report) else {
+            continue;
         };
         let Some(today) = day_of(&row["checked_at"]) else {
             report.problems.push(format!("{name}: no check time"));
             continue;
         };
         report.materials_checks += 1;
-        for ((doc_sha, mapping_sha), fields) in by_source(&lineage) {
-            let (Some(raw), Some((file, text))) = (documents.get(&doc_sha), files.get(&mapping_sha)) else {
-                report.unchecked.push(format!(
-                    "{name}: {} fields read from document {doc_sha}, withheld or not in the package",
-                    fields.len()
-                ));
-                continue;
-            };
-            let facts = remap_xml(
-                file,
-                text,
-                raw,
-                content_types.get(&doc_sha).map(String::as_str),
-                &doc_sha,
-                today,
-            );
-            match facts {
-                Ok(facts) => compare_lineage(&name, &fields, &facts, report),
-                Err(e) => report
-                    .problems
-                    .push(format!("{name}: document {doc_sha} mapped with {file}: {e}")),
+        for src in sources(&name, &lineage, &documents, &files, report) {
+            let content_type = content_types.get(&src.doc_sha).map(String::as_str);
+            match remap_xml(src.file, src.text, src.raw, content_type, &src.doc_sha, today) {
+                Ok(facts) => compare_lineage(&name, &src.fields, &facts, report),
+                Err(e) => report.problems.push(format!(
+                    "{name}: document {} mapped with {}: {e}",
+                    src.doc_sha, src.file
+                )),
             }
         }
     }
@@ -467,50 +448,33 @@ fn check_mappings(
             report.problems.push(format!("{name}: its content is not JSON"));
             continue;
         };
-        let (lineage, _) = match lineage::from_json(&lineage_text) {
-            Ok(l) => l,
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("{name}: its lineage is unreadable: {e}"));
-                continue;
-            }
+        let Some(lineage) = read_lineage(&name, &lineage_text, report) else {
+            continue;
         };
         let Some(today) = day_of(&row["created_at"]) else {
             report.problems.push(format!("{name}: no creation time"));
             continue;
         };
-        for ((doc_sha, mapping_sha), fields) in by_source(&lineage) {
-            let Some(raw) = documents.get(&doc_sha) else {
-                report.unchecked.push(format!(
-                    "{name}: {} fields read from document {doc_sha}, withheld or not in the package",
-                    fields.len()
-                ));
-                continue;
-            };
-            let Some((file, text)) = files.get(&mapping_sha) else {
-                report.problems.push(format!(
-                    "{name}: the mapping file {mapping_sha} its lineage names is not in the package"
-                ));
-                continue;
-            };
-            let (facts, assembled) = match remap(file, text, raw, &doc_sha, &fields, today) {
-                Ok(f) => f,
-                Err(e) => {
-                    report
-                        .problems
-                        .push(format!("{name}: document {doc_sha} mapped with {file}: {e}"));
-                    continue;
-                }
-            };
+        for src in sources(&name, &lineage, &documents, &files, report) {
+            let (facts, assembled) =
+                match remap(src.file, src.text, src.raw, &src.doc_sha, &src.fields, today) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        report.problems.push(format!(
+                            "{name}: document {} mapped with {}: {e}",
+                            src.doc_sha, src.file
+                        ));
+                        continue;
+                    }
+                };
             let before = report.problems.len();
-            compare_lineage(&name, &fields, &facts, report);
+            compare_lineage(&name, &src.fields, &facts, report);
             if report.problems.len() > before {
                 continue;
             }
             // The values as the record's assembly makes them from the facts (a status code
             // becomes the record's state, for instance).
-            for (field, _) in &fields {
+            for (field, _) in &src.fields {
                 if crate::mask::value_at(&content, field) != crate::mask::value_at(&assembled, field) {
                     report.problems.push(format!(
                         "{name}: field {field}: the record's value is not what the mapping gives from the raw bytes"
@@ -530,16 +494,74 @@ fn day_of(v: &serde_json::Value) -> Option<chrono::NaiveDate> {
 
 type Fields<'l> = Vec<(&'l String, &'l crate::mapping::Lineage)>;
 
-/// Lineage fields grouped by the (document, mapping file) they were read with.
-fn by_source(lineage: &BTreeMap<String, crate::mapping::Lineage>) -> BTreeMap<(String, String), Fields<'_>> {
-    let mut groups: BTreeMap<(String, String), Fields<'_>> = BTreeMap::new();
+/// A stored lineage read back, or the problem named.
+fn read_lineage(
+    name: &str,
+    text: &str,
+    report: &mut Report,
+) -> Option<BTreeMap<String, crate::mapping::Lineage>> {
+    match lineage::from_json(text) {
+        Ok((lineage, _)) => Some(lineage),
+        Err(e) => {
+            report
+                .problems
+                .push(format!("{name}: its lineage is unreadable: {e}"));
+            None
+        }
+    }
+}
+
+/// The fields of a lineage read from one document with one mapping file, both from the
+/// package.
+struct Source<'a> {
+    doc_sha: String,
+    raw: &'a [u8],
+    file: &'a str,
+    text: &'a str,
+    fields: Fields<'a>,
+}
+
+/// A lineage's fields grouped by the (document, mapping file) they were read with, where both
+/// are in the package. A withheld document is named as not checked; a mapping file the
+/// lineage names and the package lacks is a problem.
+fn sources<'a>(
+    name: &str,
+    lineage: &'a BTreeMap<String, crate::mapping::Lineage>,
+    documents: &'a HashMap<String, Vec<u8>>,
+    files: &'a HashMap<String, (String, String)>,
+    report: &mut Report,
+) -> Vec<Source<'a>> {
+    let mut groups: BTreeMap<(String, String), Fields<'a>> = BTreeMap::new();
     for (field, l) in lineage {
         groups
             .entry((l.document.to_string(), l.mapping_sha256.to_string()))
             .or_default()
             .push((field, l));
     }
-    groups
+    let mut out = Vec::new();
+    for ((doc_sha, mapping_sha), fields) in groups {
+        let Some(raw) = documents.get(&doc_sha) else {
+            report.unchecked.push(format!(
+                "{name}: {} fields read from document {doc_sha}, withheld or not in the package",
+                fields.len()
+            ));
+            continue;
+        };
+        let Some((file, text)) = files.get(&mapping_sha) else {
+            report.problems.push(format!(
+                "{name}: the mapping file {mapping_sha} its lineage names is not in the package"
+            ));
+            continue;
+        };
+        out.push(Source {
+            doc_sha,
+            raw,
+            file,
+            text,
+            fields,
+        });
+    }
+    out
 }
 
 /// Each stored field's lineage against what the mapping reads from the document now: the same
