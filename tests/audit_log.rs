@@ -22,9 +22,7 @@ use rusqlite::types::Value;
 /// operator's stage event and reassignment, a remap) and, for what the demo does not reach,
 /// by the store's own calls (a listing miss, a deadline alert, a webhook event).
 fn full_database(dir: &Path) -> PathBuf {
-    let d = dir.to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "20", "--dir", d]));
-    let db = dir.join("gateway.db");
+    let db = common::cli::demo(dir, 20);
     let dbs = db.to_str().unwrap();
     let id = "PE-2022-530112-47-01-587143";
     ok(&gateway(&[
@@ -480,9 +478,7 @@ fn every_kind_of_tampering_with_every_table_is_found_and_named() {
 #[test]
 fn the_coverage_ledger_names_a_gap_and_an_overlap() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "30", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 30);
     let dbs = db.to_str().unwrap();
     let text = ok(&gateway(&["--db", dbs, "audit", "coverage"]));
     assert!(
@@ -589,9 +585,7 @@ fn the_coverage_ledger_names_a_gap_and_an_overlap() {
 #[test]
 fn a_kept_checkpoint_is_proved_contained_in_the_newest_or_the_rewrite_is_found() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "20", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 20);
     let dbs = db.to_str().unwrap();
     let public = ok(&gateway(&["--db", dbs, "audit", "key"])).trim().to_string();
     let kept = dir.path().join("kept.checkpoint");

@@ -32,9 +32,7 @@ fn check_in(dir: &Path, file: &str, key: &str) -> (bool, String) {
 #[test]
 fn a_package_is_checked_offline_and_every_change_to_it_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "20", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 20);
     let dbs = db.to_str().unwrap();
     let id = "PE-2022-530112-47-01-587143";
     ok(&gateway(&[

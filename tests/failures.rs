@@ -9,9 +9,7 @@ use common::cli::{gateway, ok};
 #[test]
 fn replay_after_a_fix_and_dismiss() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "40", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 40);
     let db = db.to_str().unwrap();
     let failures: Vec<serde_json::Value> =
         serde_json::from_str(&ok(&gateway(&["--db", db, "failures", "list", "--json"]))).unwrap();
@@ -127,9 +125,7 @@ fn replay_after_a_fix_and_dismiss() {
 #[test]
 fn bulk_replay_by_category_with_a_diff_first_audited_as_one_action() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "40", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 40);
     let db = db.to_str().unwrap();
     let held: Vec<serde_json::Value> = serde_json::from_str(&ok(&gateway(&[
         "--db", db, "failures", "list", "--all", "--json",

@@ -220,9 +220,7 @@ async fn the_timeliness_report_is_what_the_records_say() {
 fn zero_materials_and_joint_applications_are_those_of_the_stored_checks() {
     // The demo checks materials against the licence library and exchanges joint applications.
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    common::cli::ok(&common::cli::gateway(&["demo", "--projects", "80", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 80);
     let today = worktime::date_of(chrono::Utc::now()).to_string();
     // Today's report, as `gateway report timeliness --json` prints it.
     let report_now = || -> serde_json::Value {

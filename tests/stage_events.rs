@@ -12,9 +12,7 @@ use gateway::store::Store;
 #[test]
 fn events_reevaluate_the_record_and_nonsense_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
-    ok(&gateway(&["demo", "--projects", "30", "--dir", d]));
-    let db = dir.path().join("gateway.db");
+    let db = common::cli::demo(dir.path(), 30);
     let db = db.to_str().unwrap();
     // The unsurveyed residential fixture: other_residential; and the contract example.
     let id = "PE-2022-530112-47-01-587143";

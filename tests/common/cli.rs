@@ -23,3 +23,17 @@ pub fn refused(out: &Output) -> String {
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A demo database of `projects` generated projects in `dir` (the real `gateway demo`): its
+/// path.
+pub fn demo(dir: &std::path::Path, projects: u32) -> std::path::PathBuf {
+    let n = projects.to_string();
+    ok(&gateway(&[
+        "demo",
+        "--projects",
+        &n,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]));
+    dir.join("gateway.db")
+}
